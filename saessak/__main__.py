@@ -1,0 +1,3 @@
+from saessak.cli import main
+
+raise SystemExit(main())

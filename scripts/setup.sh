@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh Debian machine: .venv, torch (pinned first), saessak with its
+# extras, the Debian packages the tests use, and the default corpus sources (cached .debs).
+# Re-running is fast: each step is skipped when its inputs have not changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+PY=${PYTHON:-python3}
+TORCH_VERSION=2.13.0
+export SAESSAK_CACHE=${SAESSAK_CACHE:-$HOME/.cache/saessak}
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+
+# 1. Python packages. torch first and pinned: a bare `torch` would pull a multi-GB CUDA build.
+stamp="$VENV/.saessak-setup-stamp"
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log "installing Python packages"
+  "$VPY" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  "$VPY" -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
+  "$VPY" -m pip install -q --disable-pip-version-check -e ".[all,dev]" "torch==$TORCH_VERSION"
+  echo "$want" > "$stamp"
+else
+  log "Python packages up to date"
+fi
+
+# 2. Debian packages the tests need (headless Chromium for the web chat page test).
+need_apt=()
+for pkg in chromium chromium-driver; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    log "installing Debian packages: ${need_apt[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    log "warning: cannot install ${need_apt[*]} (not root or no apt-get); browser tests will be skipped"
+  fi
+fi
+
+# 3. Corpus sources for the embedded default corpus (Debian .debs and the konlpy wheel), cached.
+"$VENV/bin/saessak" data fetch
+log "done"
