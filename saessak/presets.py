@@ -82,9 +82,9 @@ PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
         # CI's end-to-end test: the whole pretrain stage in seconds; learns little.
-        Preset("micro", depth=2, aspect_ratio=32, head_dim=32, vocab_size=1024, seq_len=64,
-               batch_size=8, grad_accum=1, max_steps=30, lr=3e-3, warmup_steps=5,
-               val_every=0, val_tokens=4096, ckpt_every=15, dtype="fp32"),
+        Preset("micro", depth=2, aspect_ratio=32, head_dim=32, vocab_size=2048, seq_len=64,
+               batch_size=8, grad_accum=1, max_steps=20, lr=3e-3, warmup_steps=4,
+               val_every=0, val_tokens=4096, ckpt_every=10, dtype="fp32"),
         # The CPU speedrun: a few M parameters, ~8-9 minutes on 2 cores.
         Preset("cpu-tiny", depth=4, vocab_size=4096, seq_len=256, batch_size=8, grad_accum=2,
                max_steps=600, lr=3e-3, warmup_steps=30, val_every=150, ckpt_every=100),
