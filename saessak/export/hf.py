@@ -1,0 +1,124 @@
+"""Export a run's model as a Hugging Face folder that needs no custom code.
+
+    config.json             LlamaForCausalLM config (our ModelConfig maps 1:1 onto it)
+    model.safetensors       the checkpoint as saved (parameter names are already Llama's)
+    tokenizer.json          the trained tokenizer, unchanged
+    tokenizer_config.json   PreTrainedTokenizerFast, special tokens, Jinja chat_template
+    special_tokens_map.json
+    generation_config.json  end-of-turn <|end|> (and </s>) stop generation
+    README.md               the model card (data card summary, cost ledger, evaluation, licence)
+
+The folder is built under a temporary name and renamed into place, so an interrupted export
+never leaves a half-written folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from saessak import special_tokens as st
+from saessak.chat_format import CHAT_TEMPLATE
+from saessak.export.source import ExportSource, guard_output, resolve_source
+from saessak.io import atomic_dir
+
+
+def hf_config(cfg: dict, token_ids: dict[str, int]) -> dict:
+    """transformers' LlamaConfig fields from our config.json (saessak.model.ModelConfig)."""
+    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg["vocab_size"],
+        "hidden_size": cfg["hidden_size"],
+        "intermediate_size": cfg["intermediate_size"],
+        "num_hidden_layers": cfg["num_hidden_layers"],
+        "num_attention_heads": cfg["num_attention_heads"],
+        "num_key_value_heads": cfg["num_key_value_heads"],
+        "head_dim": head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg["max_position_embeddings"],
+        "rms_norm_eps": cfg["rms_norm_eps"],
+        "rope_theta": cfg["rope_theta"],
+        # transformers >= 5 reads RoPE settings from here; older versions read rope_theta above.
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg["rope_theta"]},
+        "rope_scaling": None,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "tie_word_embeddings": cfg["tie_word_embeddings"],
+        "initializer_range": cfg.get("initializer_range", 0.02),
+        "bos_token_id": token_ids[st.BOS],
+        "eos_token_id": token_ids[st.END_OF_TURN],
+        "pad_token_id": token_ids[st.PAD],
+        "torch_dtype": "float32",
+        "use_cache": True,
+    }
+
+
+def tokenizer_config(max_length: int) -> dict:
+    return {
+        # Loads tokenizer.json as it is: no slow-tokenizer conversion, no extra normaliser.
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": st.BOS,
+        "eos_token": st.END_OF_TURN,  # what a chat model ends its turn with
+        "pad_token": st.PAD,
+        "unk_token": st.UNK,
+        "additional_special_tokens": [st.EOS, st.SYSTEM, st.USER, st.ASSISTANT],
+        # Our encoder never adds BOS; the chat template writes it explicitly.
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": max_length,
+        "padding_side": "left",
+        "chat_template": CHAT_TEMPLATE,
+    }
+
+
+def special_tokens_map() -> dict:
+    return {"bos_token": st.BOS, "eos_token": st.END_OF_TURN, "pad_token": st.PAD, "unk_token": st.UNK,
+            "additional_special_tokens": [st.EOS, st.SYSTEM, st.USER, st.ASSISTANT]}
+
+
+def generation_config(token_ids: dict[str, int]) -> dict:
+    return {
+        "bos_token_id": token_ids[st.BOS],
+        # <|end|> closes an assistant turn; </s> closes a document (what a base model may emit).
+        "eos_token_id": [token_ids[st.END_OF_TURN], token_ids[st.EOS]],
+        "pad_token_id": token_ids[st.PAD],
+    }
+
+
+def _token_ids(tokenizer_json: Path) -> dict[str, int]:
+    from saessak.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(tokenizer_json)
+    return {t: tok.token_to_id(t) for t in st.SPECIAL_TOKENS}
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, stage: str | None = None,
+              prices: str | os.PathLike | None = None) -> Path:
+    """Write the HF folder for `stage` of `run_dir` at `out` (replacing an earlier export there)."""
+    from saessak.export.model_card import render_model_card
+
+    src: ExportSource = resolve_source(run_dir, stage)
+    out = Path(out)
+    guard_output(out, must_contain="tokenizer_config.json")
+    cfg = json.loads((src.checkpoint / "config.json").read_text(encoding="utf-8"))
+    ids = _token_ids(src.tokenizer_json)
+    card = render_model_card(src, prices=prices)  # before touching `out`: a bad run fails early
+    with atomic_dir(out) as tmp:
+        shutil.copyfile(src.checkpoint / "model.safetensors", tmp / "model.safetensors")
+        shutil.copyfile(src.tokenizer_json, tmp / "tokenizer.json")
+        _write_json(tmp / "config.json", hf_config(cfg, ids))
+        _write_json(tmp / "tokenizer_config.json", tokenizer_config(cfg["max_position_embeddings"]))
+        _write_json(tmp / "special_tokens_map.json", special_tokens_map())
+        _write_json(tmp / "generation_config.json", generation_config(ids))
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+    return out

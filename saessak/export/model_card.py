@@ -1,0 +1,118 @@
+"""The model card (README.md) that travels with exported weights.
+
+It carries the run's data card summary, the audited cost ledger, the evaluation and the licence,
+taken from the run's report (RUN/report.json when the report stage ran, else built on the spot
+from the run folder, with the same code).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from saessak.export.source import ExportSource
+from saessak.report_md import data_summary, eval_table, fmt, ledger_table
+
+LICENSE = "apache-2.0"
+
+
+def _report(src: ExportSource, prices) -> dict:
+    path = src.run.root / "report.json"
+    if path.exists() and prices is None:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            pass  # a damaged report: rebuild it below rather than fail the export
+    from saessak.report import build_report
+
+    return build_report(src.run.root, prices=prices)
+
+
+def _data_licences(data: dict | None) -> list[str]:
+    if not data:
+        return []
+    out = []
+    for s in data.get("sources", []):
+        lic = s.get("license") or s.get("licence")
+        if lic:
+            out.append(f"{s.get('name', '?')}: {lic}")
+    return out
+
+
+def render_model_card(src: ExportSource, prices: str | os.PathLike | None = None) -> str:
+    r = _report(src, prices)
+    total = r["ledger"]["total"]
+    model = r.get("model") or {}
+    cfg = json.loads((src.checkpoint / "config.json").read_text(encoding="utf-8"))
+    meta_path = src.checkpoint / "meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+    from saessak.model import ModelConfig
+
+    params = ModelConfig.from_dict(cfg).num_parameters()
+    licences = _data_licences(r.get("data"))
+    lines = [
+        "---",
+        f"license: {LICENSE}",
+        "language:\n- ko",
+        "library_name: transformers",
+        "pipeline_tag: text-generation",
+        "tags:\n- saessak\n- llama\n- korean",
+        "---",
+        "",
+        f"# saessak (새싹) — {src.stage} model, {fmt(params)} parameters",
+        "",
+        f"A Korean-first Llama-architecture model trained end to end with saessak "
+        f"(stage `{src.stage}`, preset `{meta.get('preset') or (model.get('preset') if model else None) or '—'}`). "
+        "It loads with no custom code (`LlamaForCausalLM`).",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        'tok = AutoTokenizer.from_pretrained("PATH")',
+        'model = AutoModelForCausalLM.from_pretrained("PATH")',
+        'ids = tok.apply_chat_template([{"role": "user", "content": "안녕하세요"}], add_generation_prompt=True, return_tensors="pt")',
+        "out = model.generate(ids, max_new_tokens=64)",
+        "print(tok.decode(out[0][ids.shape[1]:], skip_special_tokens=True))",
+        "```",
+        "",
+        "Chat format: `<s><|system|>…<|end|><|user|>…<|end|><|assistant|>…<|end|>`; generation stops at `<|end|>`.",
+        "",
+        "## Model",
+        "",
+        f"{cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, MLP {cfg['intermediate_size']}, "
+        f"{cfg['num_attention_heads']} heads ({cfg['num_key_value_heads']} KV), vocabulary {cfg['vocab_size']}, "
+        f"context {cfg['max_position_embeddings']}, tied embeddings: {cfg['tie_word_embeddings']}.",
+        "",
+        "## Training data",
+        "",
+        data_summary(r.get("data")),
+        "",
+        "## Training cost (measured, from the run's ledger)",
+        "",
+        ledger_table(r["ledger"]) if r["ledger"]["stages"] else "_Empty ledger._",
+        "",
+        f"Total: **{fmt(total['cost_krw'], 2)} KRW** (USD {fmt(total['cost_usd'], 4)}) at the prices in "
+        f"`{r['prices']['source']}`; {fmt(total['energy_kwh'], 4)} kWh (nameplate power x PUE).",
+        "",
+        "## Evaluation",
+        "",
+        f"Val bits per byte after pretraining: {fmt(r['eval']['base'].get('bpb'), 4)}. "
+        "Task accuracy (held-out test split, greedy):",
+        "",
+        eval_table(r["eval"]),
+        "",
+        "## Licence",
+        "",
+        "Code and weights: Apache-2.0. Training data licences: "
+        + ("; ".join(licences) if licences else "see the run's data card")
+        + ". Personal data (Korean RRN, phone, card, account numbers, ...) was masked before training.",
+        "",
+        "## Limitations",
+        "",
+        "A small model trained on a small corpus: it makes mistakes, including factual ones; "
+        "check what it writes before relying on it.",
+        "",
+        f"_Built from run `{r['run']}`, git commit `{r.get('git_commit')}`, saessak {r.get('saessak_version')}._",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,169 @@
+"""Markdown rendering of a report dict (saessak.report.build_report): RUN/report.md and the model card."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        if abs(v) >= 1e6 or abs(v) < 1e-3:
+            return f"{v:.{digits}g}"
+        return f"{v:,.{digits}f}".rstrip("0").rstrip(".") if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(c if isinstance(c, str) else fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _device(d: dict | None) -> str:
+    if not d:
+        return "—"
+    if d.get("type") == "cuda":
+        return f"{d.get('gpu_count', 1)}x {d.get('gpu')}"
+    return f"{d.get('cpu', 'CPU')} ({d.get('cpu_cores')} cores)"
+
+
+def eval_table(ev: dict) -> str:
+    tasks = sorted(set(ev["base"]["tasks"]) | set(ev["sft"]["tasks"]) | set(ev["rl"]["tasks"]))
+    if not tasks:
+        return "_No task evaluation in this run._"
+    rows = []
+    for t in tasks:
+        gain = ev.get("rl_gain", {}).get(t)
+        rows.append([t, pct(ev["base"]["tasks"].get(t)), pct(ev["sft"]["tasks"].get(t)), pct(ev["rl"]["tasks"].get(t)),
+                     "—" if gain is None else f"{100 * gain:+.1f} pt"])
+    return table(["task family", "base", "SFT", "RL", "RL − SFT"], rows)
+
+
+def ledger_table(ledger: dict) -> str:
+    rows = []
+    for stage, s in ledger["stages"].items():
+        rows.append([stage, s["runs"], fmt(s["wall_s"], 1), fmt(s["cpu_s"], 1), _device(s.get("device")),
+                     fmt(s["tokens"] or None), fmt(s["flops"] or None), pct(s.get("mfu")) if s.get("mfu") is not None else "—",
+                     fmt(s["energy_kwh"], 3), fmt(s["cost_krw"], 2), fmt(s["cost_usd"], 4)])
+    t = ledger["total"]
+    rows.append(["**total**", "", fmt(t["wall_s"], 1), fmt(t["cpu_s"], 1), "", fmt(t["tokens"] or None),
+                 fmt(t["flops"] or None), "", fmt(t["energy_kwh"], 3), f"**{fmt(t['cost_krw'], 2)}**", f"**{fmt(t['cost_usd'], 4)}**"])
+    return table(["stage", "runs", "wall s", "CPU s", "device", "tokens", "FLOPs", "MFU", "kWh", "KRW", "USD"], rows)
+
+
+def data_summary(data: dict | None) -> str:
+    if not data:
+        return "_No data card in this run._"
+    rows = []
+    for s in data.get("sources", []):
+        rows.append([str(s.get("name", "?")), str(s.get("license") or s.get("licence") or "—"),
+                     fmt(s.get("docs_out", s.get("documents", s.get("docs")))),
+                     fmt(s.get("chars_out", s.get("characters", s.get("chars"))))])
+    text = table(["source", "licence", "documents", "characters"], rows) if rows else ""
+    scalars = {k: v for k, v in data.items() if k != "sources" and not isinstance(v, dict)}
+    nested = {k: v for k, v in data.items() if isinstance(v, dict)}
+    extra = [f"- {k}: {fmt(v)}" for k, v in scalars.items()]
+    for k, v in nested.items():
+        flat = ", ".join(f"{kk}={fmt(vv)}" for kk, vv in v.items() if not isinstance(vv, (dict, list)))
+        if flat:
+            extra.append(f"- {k}: {flat}")
+    return "\n".join(x for x in [text, "\n".join(extra)] if x)
+
+
+def projection_table(proj: dict) -> str:
+    rows = []
+    for p in proj["presets"]:
+        for gpu, g in p["gpus"].items():
+            rows.append([p["preset"], fmt(p["params"]), fmt(float(p["tokens"])), fmt(p["flops"]), gpu,
+                         fmt(g["gpu_hours"], 1), fmt(g["wall_hours_8gpu"], 2), fmt(g["cost_usd"], 0), fmt(g["cost_krw"], 0)])
+    ref = proj["reference"]
+    rows.append([ref["name"], "671B (37B active)", "14.8T", "—", ref.get("gpu") or "—", fmt(ref.get("gpu_hours")), "—",
+                 fmt(ref.get("cost_usd")), fmt(ref.get("cost_krw"), 0)])
+    a = proj["assumptions"]
+    notes = (f"Assumptions: MFU {pct(a['mfu'])}, {a['gpus_per_run']} GPUs per run; tokens = {a['tokens']}; "
+             f"FLOPs = {a['flops']} (SFT+RL fraction from this run: {fmt(a['sft_rl_flops_fraction_of_pretrain'])}). "
+             f"Reference: {ref.get('source')}.")
+    return table(["recipe", "params", "tokens", "FLOPs", "GPU", "GPU-hours", "hours on 8 GPUs", "USD", "KRW"], rows) + "\n\n" + notes
+
+
+def render_markdown(r: dict) -> str:
+    ev, led, pr = r["eval"], r["ledger"], r["prices"]
+    total = led["total"]
+    parts = [
+        f"# saessak run report — `{r['run']}`",
+        "",
+        f"- date: {r['date']}  \n- git commit: `{r.get('git_commit')}`  \n- saessak {r.get('saessak_version')}  \n"
+        f"- command: `{r.get('command') or '—'}`  \n- stages: {', '.join(r['stages']) or '—'}",
+        "",
+        "## Headline",
+        "",
+        f"Total cost of this run: **{fmt(total['cost_krw'], 2)} KRW** (USD {fmt(total['cost_usd'], 4)}), "
+        f"{fmt(total['wall_s'], 1)} s wall, {fmt(total['flops'] or None)} FLOPs, {fmt(total['energy_kwh'], 4)} kWh. "
+        f"Val bits per byte after pretraining: **{fmt(ev['base'].get('bpb'), 4)}**.",
+        "",
+        eval_table(ev),
+        "",
+        "## Data",
+        "",
+        data_summary(r.get("data")),
+        "",
+        "## Tokenizer",
+        "",
+    ]
+    tok = r.get("tokenizer") or {}
+    flat_tok = {k: v for k, v in tok.items() if not isinstance(v, (dict, list))}
+    overall = tok.get("overall") if isinstance(tok.get("overall"), dict) else tok.get("val") if isinstance(tok.get("val"), dict) else {}
+    flat_tok.update({k: v for k, v in (overall or {}).items() if not isinstance(v, (dict, list))})
+    parts.append("\n".join(f"- {k}: {fmt(v, 4)}" for k, v in flat_tok.items()) or "_No tokenizer stats._")
+    parts += ["", "## Model", ""]
+    m = r.get("model")
+    if m:
+        c = m["config"]
+        parts.append(f"- stage exported/evaluated last: {m['stage']}, preset: {m.get('preset') or '—'}\n"
+                     f"- parameters: {fmt(m['params'])} ({fmt(m['params_non_embedding'])} without embeddings)\n"
+                     f"- shape: {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, MLP {c['intermediate_size']}, "
+                     f"{c['num_attention_heads']} heads ({c['num_key_value_heads']} KV), vocab {c['vocab_size']}, "
+                     f"context {c['max_position_embeddings']}, tied embeddings {c['tie_word_embeddings']}")
+    else:
+        parts.append("_No finished model._")
+    parts += [
+        "", "## Cost ledger", "",
+        ledger_table(led) if led["stages"] else "_Empty ledger._",
+        "",
+        f"Money = device-hours x hourly price; energy = device-hours x power x PUE {fmt(pr['pue'])} "
+        f"(nameplate power, an upper bound); KRW at {fmt(pr['usd_to_krw'])} KRW/USD ({pr.get('usd_to_krw_date')}). "
+        f"CPU: {pr['cpu'].get('name')}, USD {pr['cpu'].get('usd_per_hour')}/h for {pr['cpu'].get('vcpus')} vCPUs "
+        f"({pr['cpu'].get('price_source')}); power {pr['cpu'].get('watts')} W ({pr['cpu'].get('watts_source')}). "
+        f"Electricity alone (own machine, {fmt(pr['electricity_krw_per_kwh'])} KRW/kWh): "
+        f"{fmt(total['power_cost_krw'], 3)} KRW. Price table: {pr['source']}.",
+        "", "## Evaluation", "",
+        f"- val bits per byte (base): {fmt(ev['base'].get('bpb'), 4)}",
+        "",
+        eval_table(ev),
+    ]
+    samples = ev.get("rl", {}).get("samples") or ev.get("sft", {}).get("samples") or []
+    if samples:
+        parts += ["", "### Sample conversations", ""]
+        for s in samples[:4]:
+            if isinstance(s, dict):
+                q = s.get("prompt") or s.get("user") or s.get("question")
+                if isinstance(q, list):
+                    q = " / ".join(str(m.get("content", "")) for m in q if isinstance(m, dict))
+                a = s.get("response") or s.get("completion") or s.get("answer")
+                parts.append(f"- **user:** {q}\n  **assistant:** {a}")
+    parts += ["", "## Projection to GPUs", "", projection_table(r["projection"])]
+    if r.get("plots"):
+        parts += ["", "## Plots", ""] + [f"![{p}]({p})" for p in r["plots"]]
+    return "\n".join(parts) + "\n"
