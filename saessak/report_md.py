@@ -6,6 +6,7 @@ from typing import Any
 
 
 def fmt(v: Any, digits: int = 3) -> str:
+    """Numbers for people: thousands separators, no trailing zeros, scientific only when huge or tiny."""
     if v is None:
         return "—"
     if isinstance(v, bool):
@@ -15,9 +16,12 @@ def fmt(v: Any, digits: int = 3) -> str:
     if isinstance(v, float):
         if v == 0:
             return "0"
-        if abs(v) >= 1e6 or abs(v) < 1e-3:
-            return f"{v:.{digits}g}"
-        return f"{v:,.{digits}f}".rstrip("0").rstrip(".") if abs(v) < 1000 else f"{v:,.0f}"
+        if abs(v) >= 1e9 or abs(v) < 1e-3:
+            return f"{v:.3g}"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        s = f"{v:,.{digits}f}"
+        return s.rstrip("0").rstrip(".") if "." in s else s
     return str(v)
 
 

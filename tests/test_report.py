@@ -1,0 +1,92 @@
+"""The run report: priced ledger, eval keys other tools rely on, plots, bad input."""
+
+import json
+
+import pytest
+
+from saessak.cli import main
+from saessak.errors import UserError
+from saessak.report import build_report, write_report
+from saessak.report_plots import series_by_panel
+from tests.run_fixture import make_run
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory):
+    run = make_run(tmp_path_factory.mktemp("rep") / "run")
+    assert main(["report", "--run", str(run)]) == 0
+    return run, json.loads((run / "report.json").read_text())
+
+
+def test_minimum_keys_other_tools_rely_on(reported):
+    _, r = reported
+    assert r["stages"][:2] == ["data", "tokenizer"] and "pretrain" in r["stages"] and "rl" in r["stages"]
+    total = r["ledger"]["total"]
+    for key in ("wall_s", "flops", "cost_krw", "cost_usd"):
+        assert isinstance(total[key], float)
+    assert r["eval"]["base"]["bpb"] == 3.25
+    for stage in ("sft", "rl"):
+        assert all(0.0 <= v <= 1.0 for v in r["eval"][stage]["tasks"].values())
+    assert r["eval"]["rl"]["tasks"] == {"josa": 0.55, "numbers": 0.31}  # dict results reduced to accuracy
+    assert r["eval"]["rl_gain"]["josa"] == pytest.approx(0.15)
+
+
+def test_ledger_money_follows_the_price_table(reported, tmp_path):
+    run, r = reported
+    wall = 3.0 + 2.0 + 60.0 + 120.0 + 180.0
+    assert r["ledger"]["total"]["wall_s"] == pytest.approx(wall)
+    cpu = r["prices"]["cpu"]
+    assert r["ledger"]["total"]["cost_usd"] == pytest.approx(wall / 3600 * 2 * cpu["usd_per_hour"] / cpu["vcpus"])
+    assert r["ledger"]["total"]["cost_krw"] == pytest.approx(r["ledger"]["total"]["cost_usd"] * r["prices"]["usd_to_krw"])
+    # A price file doubling the hourly price doubles the money, leaves the time alone.
+    f = tmp_path / "p.toml"
+    f.write_text(f"[cpu]\nusd_per_hour = {2 * cpu['usd_per_hour']}\n")
+    r2 = build_report(run, prices=f)
+    assert r2["ledger"]["total"]["cost_usd"] == pytest.approx(2 * r["ledger"]["total"]["cost_usd"])
+    assert r2["ledger"]["stages"]["pretrain"]["wall_s"] == 60.0
+
+
+def test_markdown_and_plots(reported):
+    run, r = reported
+    md = (run / "report.md").read_text()
+    for needle in ("## Cost ledger", "KRW", "DeepSeek-V3", "H100", "kolaw", "josa", "+15.0 pt", "hangul_chars_per_token"):
+        assert needle in md, needle
+    assert set(r["plots"]) >= {"plots/base_loss.png", "plots/base_bpb.png", "plots/sft_loss.png",
+                               "plots/rl_reward.png", "plots/rl_accuracy.png"}
+    for p in r["plots"]:
+        assert (run / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_projection_to_gpu_presets_is_flops_based(reported):
+    _, r = reported
+    proj = r["projection"]
+    names = [p["preset"] for p in proj["presets"]]
+    assert "d20" in names and "micro" not in names
+    d20 = next(p for p in proj["presets"] if p["preset"] == "d20")
+    h100 = d20["gpus"]["H100"]
+    assert h100["gpu_hours"] == pytest.approx(d20["flops"] / (989e12 * proj["assumptions"]["mfu"]) / 3600)
+    assert proj["reference"]["gpu_hours"] == 2_788_000 and proj["reference"]["cost_usd"] == 5_576_000
+
+
+def test_series_reader_is_defensive():
+    recs = [{"step": 1, "loss": 2.0, "lr": 0.1}, {"step": 2, "loss": float("nan")}, "junk" and {},
+            {"step": 3, "accuracy": {"josa": 0.5}, "reward_std": 0.2, "val_bpb": True}]
+    panels = series_by_panel(recs)
+    assert panels["loss"]["loss"] == ([1.0], [2.0])
+    assert panels["accuracy"]["accuracy/josa"] == ([3.0], [0.5])
+    assert "reward" not in panels and "bpb" not in panels
+
+
+def test_partial_run_and_bad_input(tmp_path, capsys):
+    run = make_run(tmp_path / "run", stages=("base",))
+    (run / "eval" / "results.json").unlink()
+    r = write_report(run)
+    assert r["eval"]["sft"]["tasks"] == {} and r["eval"]["rl_gain"] == {}
+    assert main(["report", "--run", str(tmp_path / "missing")]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+    bad = tmp_path / "neg.toml"
+    bad.write_text("[electricity]\nkrw_per_kwh = -1\n")
+    assert main(["report", "--run", str(run), "--prices", str(bad)]) == 2
+    assert "electricity.krw_per_kwh" in capsys.readouterr().err
+    with pytest.raises(UserError):
+        build_report(run, prices=tmp_path / "none.toml")
