@@ -43,7 +43,7 @@ def sample(task: str, split: str, n: int, seed: int, level: int | None = None, *
         raise UserError(f"n {n}: must be >= 0")
     if corpus is not None and task != "spacing":
         raise UserError(f"corpus: only the spacing task reads a corpus, not {task!r}")
-    make = module.make if corpus is None else (lambda rng, lvl: module.make(rng, lvl, corpus=corpus))
+    make = module.make if corpus is None else (lambda rng, lvl: module.make(rng, lvl, corpus=corpus, split=split))
     return [generate(task, make, split, seed, start + i, level).to_dict() for i in range(n)]
 
 

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from saessak.errors import UserError
-from saessak.tasks.base import Draft, normalize
+from saessak.tasks.base import SPLITS, Draft, normalize, split_of
 from saessak.tasks.josa import attach
 
 TASK = "spacing"
@@ -113,9 +113,14 @@ def _optional_positions(words: list[str], optional_joins: set[int]) -> set[int]:
     return positions | _digit_joins(sentence)
 
 
-def make(rng: random.Random, level: int, corpus: str | None = None) -> Draft:
+def make(rng: random.Random, level: int, corpus: str | None = None, split: str = "train") -> Draft:
     if corpus:
-        sentence = rng.choice(_corpus_buckets(corpus)[level])
+        # Drawn from the requested split's sentences only, so a small corpus cannot starve a split.
+        bucket = _corpus_buckets(corpus)[level, split]
+        if not bucket:
+            lo, hi = WORD_COUNTS[level]
+            raise UserError(f"{corpus}: no {split} sentences of {lo}-{hi} Korean words for spacing level {level}")
+        sentence = rng.choice(bucket)
         words, joins = sentence.split(), set()
     else:
         words, joins = _generated(rng, level)
@@ -124,6 +129,9 @@ def make(rng: random.Random, level: int, corpus: str | None = None) -> Draft:
     meta = {"joined": joined, "optional": sorted(_optional_positions(words, joins)),
             "source": "corpus" if corpus else "generated"}
     return Draft(f"띄어쓰기를 바르게 하세요: {joined}", sentence, meta, key=sentence)
+
+
+_FINAL_MARKS = ".!?。…"
 
 
 def f1(pred: set[int], gold: set[int]) -> float:
@@ -139,7 +147,8 @@ def f1(pred: set[int], gold: set[int]) -> float:
 def check(example: dict, answer: str) -> tuple[float, object]:
     meta = example["meta"]
     text = re.sub(r"\s+", " ", normalize(answer)).strip().strip("'\"“”‘’「」")
-    if text.replace(" ", "") != meta["joined"]:
+    # The answer parser drops a final full stop; the sentence's own final mark does not count either.
+    if text.replace(" ", "").rstrip(_FINAL_MARKS) != meta["joined"].rstrip(_FINAL_MARKS):
         return 0.0, text  # changed, dropped or added characters: nothing to score
     optional = set(meta.get("optional", []))
     pred = boundaries(text) - optional
@@ -158,12 +167,13 @@ _SENTENCE_END = re.compile(r"(?<=[.!?。])\s+")
 
 
 @functools.lru_cache(maxsize=4)
-def _corpus_buckets(path: str) -> dict[int, list[str]]:
-    """Sentences from a JSONL corpus (`{"id","source","text"}` lines), bucketed by word count."""
+def _corpus_buckets(path: str) -> dict[tuple[int, str], list[str]]:
+    """Sentences from a JSONL corpus (`{"id","source","text"}` lines) by (level, split)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{path}: corpus file not found")
-    seen, buckets = set(), {lvl: [] for lvl in WORD_COUNTS}
+    seen = set()
+    buckets = {(lvl, split): [] for lvl in WORD_COUNTS for split in SPLITS}
     with p.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -180,12 +190,9 @@ def _corpus_buckets(path: str) -> dict[int, list[str]]:
                 count = len(sentence.split())
                 for lvl, (lo, hi) in WORD_COUNTS.items():
                     if lo <= count <= hi:
-                        buckets[lvl].append(sentence)
-    # File order decides nothing: sort so the same file content gives the same examples.
-    for lvl, items in buckets.items():
-        if not items:
-            raise UserError(f"{path}: no Korean sentences of {WORD_COUNTS[lvl][0]}-{WORD_COUNTS[lvl][1]} "
-                            f"words for spacing level {lvl}")
+                        buckets[lvl, split_of(TASK, sentence)].append(sentence)
+    # Line order decides nothing: sort so the same sentences give the same examples.
+    for items in buckets.values():
         items.sort()
     return buckets
 

@@ -1,0 +1,161 @@
+"""Cross-checks of the graders against independent references, as agreement rates.
+
+- josa: our particle choice vs kiwipiepy's `Kiwi.join` on nouns from Kiwi's own dictionary (and
+  from a corpus when given). Kiwi reads digits and Latin letters as if vowel-final (it writes
+  '3를'), so for those we give Kiwi the spoken reading (삼, 에이티엠) and compare the particle.
+- numbers: readings -> digits round trip over a range (the hand-checked table is in the tests).
+- calendar: every generated answer recomputed with `datetime`.
+- arith: every generated answer recomputed by evaluating the recorded expression.
+
+Used by tests (small sizes) and `bench/tasks_crosscheck.py` (the numbers in docs/TASKS.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import re
+from fractions import Fraction
+
+# pair -> (base form, Kiwi tag) for Kiwi.join
+KIWI_PARTICLES = {
+    "은/는": ("은", "JX"), "이/가": ("이", "JKS"), "을/를": ("을", "JKO"), "과/와": ("과", "JKB"),
+    "아/야": ("아", "JKV"), "이나/나": ("이나", "JX"), "이랑/랑": ("이랑", "JKB"), "으로/로": ("으로", "JKB"),
+}
+
+
+def kiwi_nouns(kiwi) -> list[str]:
+    """Hangul-only common nouns (NNG) in Kiwi's built-in dictionary, sorted and unique."""
+    words, i = set(), 0
+    while True:
+        try:
+            m = kiwi.morpheme(i)
+        except Exception:  # past the last id Kiwi raises; the id space has no other end marker
+            break
+        i += 1
+        if m.tag == "NNG" and re.fullmatch(r"[가-힣]+", m.form):
+            words.add(m.form)
+    return sorted(words)
+
+
+def corpus_nouns(kiwi, texts) -> list[str]:
+    words = set()
+    for text in texts:
+        for tok in kiwi.tokenize(text):
+            if tok.tag in ("NNG", "NNP") and re.fullmatch(r"[가-힣]+", tok.form):
+                words.add(tok.form)
+    return sorted(words)
+
+
+def josa_vs_kiwi(n_words: int = 2000, seed: int = 0, corpus_texts=None, n_numbers: int = 300) -> dict:
+    """Agreement of `josa.particle` with Kiwi.join, per word source, over all eight pairs."""
+    from kiwipiepy import Kiwi
+
+    from saessak.tasks import josa
+
+    kiwi = Kiwi()
+    rng = random.Random(seed)
+    nouns = kiwi_nouns(kiwi)
+    sources = {"kiwi_dictionary": rng.sample(nouns, min(n_words, len(nouns))),
+               "task_word_lists": sorted(set(josa.COMMON_WORDS + josa.RIEUL_WORDS + josa.RARE_WORDS + josa.NAMES))}
+    if corpus_texts:
+        sources["corpus"] = corpus_nouns(kiwi, corpus_texts)[:n_words]
+    numbers = sorted({*range(0, 101), *(rng.randint(101, 10**9) for _ in range(n_numbers)),
+                      *(10 ** k for k in range(2, 13))})
+    spoken = {str(n): josa.reading(str(n)) for n in numbers}
+    spoken.update({a: josa.reading(a) for a in josa.ACRONYMS})
+
+    report, disagreements = {}, []
+    for source, words in list(sources.items()) + [("digits_and_acronyms", sorted(spoken))]:
+        agree = total = 0
+        for word in words:
+            said = spoken.get(word, word) if source == "digits_and_acronyms" else word
+            for pair, (base, tag) in KIWI_PARTICLES.items():
+                joined = kiwi.join([(said, "NNG"), (base, tag)])
+                theirs = joined[len(said):] if joined.startswith(said) else None
+                ours = josa.particle(word, pair)
+                total += 1
+                if theirs == ours:
+                    agree += 1
+                elif len(disagreements) < 20:
+                    disagreements.append({"word": word, "pair": pair, "ours": ours, "kiwi": joined})
+        report[source] = {"checked": total, "agree": agree, "rate": agree / total if total else 1.0}
+    # What Kiwi does with raw digits, for the record (it ignores the spoken reading).
+    raw_digit_agree = sum(kiwi.join([(str(n), "SN"), ("을", "JKO")])[len(str(n)):] == josa.particle(str(n), "을/를")
+                          for n in range(0, 101))
+    report["kiwi_raw_digits_0_100_agree"] = raw_digit_agree
+    report["disagreements"] = disagreements
+    return report
+
+
+def numbers_round_trip(limit: int = 100_000, n_random: int = 20_000, seed: int = 0) -> dict:
+    from saessak.tasks import numbers
+
+    rng = random.Random(seed)
+    values = list(range(limit)) + [rng.randint(0, numbers.MAX_SINO) for _ in range(n_random)]
+    sino_ok = sum(numbers.parse_sino(numbers.sino(v)) == v for v in values)
+    native_ok = sum(numbers.parse_native(numbers.native(v, c)) == v for v in range(1, 100) for c in (False, True))
+    return {"sino_checked": len(values), "sino_agree": sino_ok, "native_checked": 198, "native_agree": native_ok}
+
+
+def _date(parts) -> dt.date:
+    return dt.date(*parts)
+
+
+def calendar_reference(example: dict) -> str:
+    """The answer to a calendar example computed with `datetime` alone."""
+    meta = example["meta"]
+    kind = meta["kind"]
+    names = "월화수목금토일"
+    if kind == "weekday_shift":
+        return names[(meta["start_weekday"] + meta["days"]) % 7] + "요일"
+    if kind == "month_length":
+        y, m = meta["year"], meta["month"]
+        first_next = dt.date(y + (m == 12), m % 12 + 1, 1)
+        return str((first_next - dt.date(y, m, 1)).days)
+    if kind == "date_shift":
+        d = _date(meta["start"]) + dt.timedelta(days=meta["days"])
+        return f"{d.year}년 {d.month}월 {d.day}일"
+    if kind == "days_between":
+        return str((_date(meta["end"]) - _date(meta["start"])).days)
+    if kind == "age":
+        birth, on = _date(meta["birth"]), _date(meta["on"])
+        return str(on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day)))
+    if kind == "weekday_of":
+        return names[_date(meta["target"]).weekday()] + "요일"
+    raise ValueError(f"unknown calendar kind {kind!r}")
+
+
+def calendar_vs_datetime(n: int = 2000, seed: int = 0) -> dict:
+    from saessak.tasks import calendar_task
+    from saessak.tasks.registry import sample
+
+    agree = total = 0
+    for level in range(1, 6):
+        for split in ("train", "test"):
+            for ex in sample("calendar", split, n // 10, seed, level):
+                total += 1
+                agree += calendar_reference(ex) == ex["answer"]
+    # The date functions themselves, day by day over 1899..2101 (covers 1900 and 2100).
+    start = dt.date(1899, 1, 1)
+    days_ok = days = 0
+    for offset in range(0, (dt.date(2101, 12, 31) - start).days):
+        d = start + dt.timedelta(days=offset)
+        ours = calendar_task.to_ordinal(d.year, d.month, d.day)
+        days += 1
+        days_ok += (ours == d.toordinal() and calendar_task.from_ordinal(ours) == (d.year, d.month, d.day)
+                    and calendar_task.weekday(d.year, d.month, d.day) == d.weekday())
+    return {"examples_checked": total, "examples_agree": agree, "days_checked": days, "days_agree": days_ok}
+
+
+def arith_vs_expression(n: int = 2000, seed: int = 0) -> dict:
+    from saessak.tasks import arith
+    from saessak.tasks.registry import sample
+
+    agree = total = 0
+    for level in range(1, 6):
+        for split in ("train", "test"):
+            for ex in sample("arith", split, n // 10, seed, level):
+                total += 1
+                agree += arith.evaluate(ex["meta"]["expr"]) == Fraction(ex["answer"])
+    return {"checked": total, "agree": agree}
