@@ -182,7 +182,9 @@ def sample_tokens(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.
     cdf = probs.cumsum(-1)
     u = counter_uniform(seeds, counters) * cdf[:, -1] * (1 - 1e-6)
     sampled = torch.searchsorted(cdf, u.unsqueeze(1), right=True).squeeze(1).clamp(max=logits.shape[1] - 1)
-    return torch.where(greedy, logits.argmax(-1), sampled)
+    if bool(greedy.any()):
+        sampled = torch.where(greedy, logits.argmax(-1), sampled)
+    return sampled
 
 
 def _held_back(text: str, stops: Sequence[str]) -> int:
