@@ -88,6 +88,7 @@ _CORP_CONTEXT = re.compile(r"법인")
 _PERSON_CONTEXT = re.compile(r"주민|외국인")
 _NOT_PII_CONTEXT = re.compile(r"ISBN|ISSN|버전|version|ver\.|v\.|DOI", re.IGNORECASE)
 _WINDOW = 24
+_AMOUNT_UNITS = frozenset("원만억천조달엔불%")
 
 _FULLWIDTH = re.compile("[\uff01-\uff5e]+")
 # Length-preserving map of full-width ASCII (０-９, －, ＠, Ａ-Ｚ...) to ASCII, so offsets stay valid.
@@ -105,28 +106,32 @@ def _digits_of(s: str) -> str:
 
 
 def _registration_numbers(text: str, out: list) -> None:
-    """13-digit YYMMDD-NNNNNNN numbers: RRN, FRN or CRN, by check digits, date and context."""
+    """13-digit YYMMDD-NNNNNNN numbers: RRN, FRN or CRN, by check digits, date and context.
+
+    A bare 13-digit string whose first six digits are not a date is not PII unless 법인 is
+    named nearby: a CRN is accepted on its check digit alone only in its hyphenated 6-7 form.
+    """
     for m in _REG13.finditer(text):
         d = m.group(1) + m.group(2)
         s, e = m.span()
         if _before(text, s, _NOT_PII_CONTEXT) or v.isbn13_ok(d):
             continue
-        rrn, frn, crn = v.rrn_structure_ok(d), v.frn_structure_ok(d), v.crn_ok(d)
         corp, person = _before(text, s, _CORP_CONTEXT), _before(text, s, _PERSON_CONTEXT)
-        if crn and corp and not person:
+        hyphenated = e - s == 14 and text[s + 6] != " "
+        rrn, frn = v.rrn_structure_ok(d), v.frn_structure_ok(d)
+        crn = v.crn_ok(d) and not person and (corp or hyphenated)
+        if crn and corp:
             out.append(("crn", s, e, "high"))
         elif rrn and v.rrn_checksum_ok(d):
             out.append(("rrn", s, e, "high"))
         elif frn and v.frn_checksum_ok(d):
             out.append(("frn", s, e, "high"))
-        elif crn and not person:
+        elif crn:
             out.append(("crn", s, e, "high"))
         elif rrn:  # issued since October 2020: no check digit, the valid date carries it
             out.append(("rrn", s, e, "medium"))
         elif frn:
             out.append(("frn", s, e, "medium"))
-        elif crn:
-            out.append(("crn", s, e, "high"))
 
 
 def _brn(text: str, out: list) -> None:
@@ -165,7 +170,7 @@ def _phones(text: str, out: list) -> None:
     for m in _PHONE.finditer(text):
         t = m.group()
         # "0[3-6][1-5]" over-approximates the landline areas; keep only real ones.
-        if t[0] == "0" and t[1] in "3456" and t[:3] not in _LANDLINE_AREAS:
+        if t[0] == "0" and t[1] in "3456" and not t.startswith("050") and t[:3] not in _LANDLINE_AREAS:
             continue
         if t.startswith("(0") and t[2] in "3456" and t[1:4] not in _LANDLINE_AREAS:
             continue
@@ -175,6 +180,8 @@ def _phones(text: str, out: list) -> None:
 def _accounts(text: str, out: list) -> None:
     for m in _ACCOUNT.finditer(text):
         n = len(_digits_of(m.group()))
+        if m.end() < len(text) and text[m.end()] in _AMOUNT_UNITS:  # "계좌로 1000000000원": an amount
+            continue
         if 10 <= n <= 14 and _before(text, m.start(), _ACCOUNT_CONTEXT) and not _before(
             text, m.start(), _NOT_PII_CONTEXT
         ):
