@@ -37,21 +37,42 @@ def _num(v: Any) -> float | None:
 # ----------------------------------------------------------------------------- sections
 
 
+_SOURCE_KEYS = ("name", "documents_in", "documents_out", "characters_in", "characters_out", "hangul_syllables_out",
+                "pii_masked", "documents_dropped", "dedup_removed")
+
+
+def _origin(o: Any) -> str | None:
+    if not isinstance(o, dict):
+        return None if o is None else str(o)
+    if "package" in o:
+        return f"{o['package']} {o.get('version', '')}".strip()
+    return next((str(o[k]) for k in ("path", "dataset", "wheel", "installed_package") if o.get(k)), None)
+
+
+def _licence(lic: Any) -> str | None:
+    return lic.get("name") if isinstance(lic, dict) else lic
+
+
 def data_section(run: RunFolder) -> dict[str, Any] | None:
-    """The data card's headline figures: per source name/licence/docs/chars/PII, and the totals."""
+    """The data card's headline figures (schema: docs/DATA_CARD.md): per source and totals."""
     card = _read_json_or_none(run.data / "data_card.json")
     if not isinstance(card, dict):
         return None
-    sources = card.get("sources") or []
-    if isinstance(sources, dict):
-        sources = [{"name": k, **v} for k, v in sources.items() if isinstance(v, dict)]
-    out_sources = []
-    for s in sources:
-        if not isinstance(s, dict):
-            continue
-        out_sources.append({k: s[k] for k in s if not isinstance(s[k], (list, dict)) or k in ("pii", "pii_masked", "dropped", "drops")})
-    keep = {k: card[k] for k in card if k not in ("sources",) and not isinstance(card[k], list)}
-    return {**keep, "sources": out_sources}
+    sources = []
+    for s in card.get("sources") or []:
+        if isinstance(s, dict):
+            row = {k: s[k] for k in _SOURCE_KEYS if k in s}
+            row["origin"] = _origin(s.get("origin"))
+            row["licence"] = _licence(s.get("licence", s.get("license")))
+            sources.append(row)
+    totals = card.get("totals") if isinstance(card.get("totals"), dict) else {}
+    split = card.get("split") if isinstance(card.get("split"), dict) else {}
+    return {
+        "sources": sources,
+        "totals": {k: v for k, v in totals.items() if k in _SOURCE_KEYS or k in ("bytes_in", "lines_dropped", "skipped_files")},
+        "split": {k: split[k] for k in ("method", "train", "val", "val_fraction") if k in split},
+        "command": card.get("command"),
+    }
 
 
 def tokenizer_section(run: RunFolder) -> dict[str, Any] | None:

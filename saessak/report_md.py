@@ -67,23 +67,31 @@ def ledger_table(ledger: dict) -> str:
     return table(["stage", "runs", "wall s", "CPU s", "device", "tokens", "FLOPs", "MFU", "kWh", "KRW", "USD"], rows)
 
 
+def _counts(d: Any) -> str:
+    if not isinstance(d, dict):
+        return "—"
+    return ", ".join(f"{k} {v:,}" for k, v in d.items() if isinstance(v, int) and v) or "none"
+
+
 def data_summary(data: dict | None) -> str:
     if not data:
         return "_No data card in this run._"
-    rows = []
-    for s in data.get("sources", []):
-        rows.append([str(s.get("name", "?")), str(s.get("license") or s.get("licence") or "—"),
-                     fmt(s.get("docs_out", s.get("documents", s.get("docs")))),
-                     fmt(s.get("chars_out", s.get("characters", s.get("chars"))))])
-    text = table(["source", "licence", "documents", "characters"], rows) if rows else ""
-    scalars = {k: v for k, v in data.items() if k != "sources" and not isinstance(v, dict)}
-    nested = {k: v for k, v in data.items() if isinstance(v, dict)}
-    extra = [f"- {k}: {fmt(v)}" for k, v in scalars.items()]
-    for k, v in nested.items():
-        flat = ", ".join(f"{kk}={fmt(vv)}" for kk, vv in v.items() if not isinstance(vv, (dict, list)))
-        if flat:
-            extra.append(f"- {k}: {flat}")
-    return "\n".join(x for x in [text, "\n".join(extra)] if x)
+    rows = [[str(s.get("name", "?")), s.get("origin") or "—", s.get("licence") or "—",
+             f"{fmt(s.get('documents_in'))} → {fmt(s.get('documents_out'))}", fmt(s.get("characters_out")),
+             fmt(s.get("hangul_syllables_out")), _counts(s.get("pii_masked"))]
+            for s in data.get("sources", [])]
+    out = [table(["source", "origin", "licence", "documents in → out", "characters out", "Hangul syllables",
+                  "PII masked"], rows)] if rows else []
+    t = data.get("totals") or {}
+    if t:
+        out.append(f"\nTotal: {fmt(t.get('documents_out'))} documents, {fmt(t.get('characters_out'))} characters; "
+                   f"PII masked: {_counts(t.get('pii_masked'))}; documents dropped: {_counts(t.get('documents_dropped'))}; "
+                   f"duplicates removed: {_counts(t.get('dedup_removed'))}.")
+    sp = data.get("split") or {}
+    if isinstance(sp.get("train"), dict) and isinstance(sp.get("val"), dict):
+        out.append(f"Split ({sp.get('method', '?')}): train {fmt(sp['train'].get('documents'))} documents, "
+                   f"val {fmt(sp['val'].get('documents'))} documents.")
+    return "\n".join(out) or "_Empty data card._"
 
 
 def projection_table(proj: dict) -> str:

@@ -21,10 +21,13 @@ def make_run(root: Path, stages=("base", "sft", "rl"), seed: int = 0, **model_ov
     write_json(run.tokenizer_dir / "stats.json", {"vocab_size": tok.vocab_size, "hangul_chars_per_token": 1.7,
                                                  "byte_fallback_rate": 0.001})
     run.mark_done("tokenizer", {"vocab_size": tok.vocab_size})
+    source = {"name": "kolaw", "origin": {"wheel": "konlpy-0.6.0.whl"}, "licence": {"name": "GPL-3.0 (konlpy)"},
+              "documents_in": 14, "documents_out": 12, "characters_in": 40000, "characters_out": 34567,
+              "hangul_syllables_out": 30000, "pii_masked": {"phone": 2, "rrn": 0}, "documents_dropped": {"short": 2},
+              "dedup_removed": {"exact": 0}, "files": [{"path": "x", "sha256": "0" * 64}]}
     write_json(run.data / "data_card.json", {
-        "sources": [{"name": "kolaw", "license": "GPL-3.0 (konlpy)", "docs_out": 12, "chars_out": 34567,
-                     "pii_masked": {"phone": 2}}],
-        "totals": {"docs_out": 12, "chars_out": 34567},
+        "sources": [source], "totals": {k: source[k] for k in source if k not in ("name", "origin", "licence", "files")},
+        "split": {"method": "hash", "train": {"documents": 11, "characters": 1}, "val": {"documents": 1, "characters": 1}},
     })
     run.mark_done("data", {})
     device = {"type": "cpu", "cpu": "Test Xeon", "cpu_cores": 2}

@@ -33,7 +33,7 @@ def _data_licences(data: dict | None) -> list[str]:
         return []
     out = []
     for s in data.get("sources", []):
-        lic = s.get("license") or s.get("licence")
+        lic = s.get("licence") or s.get("license")
         if lic:
             out.append(f"{s.get('name', '?')}: {lic}")
     return out
