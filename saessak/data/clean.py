@@ -81,7 +81,7 @@ def filter_lines(text: str, boilerplate: set[str], cfg: CleanConfig, dropped: Co
                 kept.append("")
             kept.append(line)
             seen.add(line)
-        blank = False
+            blank = False  # a paragraph break survives dropped lines between paragraphs
     return "\n".join(kept)
 
 
