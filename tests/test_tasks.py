@@ -69,6 +69,14 @@ def test_worked_solutions_grade_correct(task):
         assert g["korean_consistency"] > 0.9, text
 
 
+@pytest.mark.parametrize("task", FAMILIES)
+def test_another_examples_answer_is_graded_wrong_unless_equal(task):
+    examples = sample(task, "test", 120, seed=4)
+    for ex, other in zip(examples, examples[1:] + examples[:1]):
+        same = other["answer"].replace(" ", "") == ex["answer"].replace(" ", "")
+        assert grade(ex, f"풀이\n정답: {other['answer']}")["correct"] == same, (ex, other["answer"])
+
+
 def test_levels_grow_longer():
     # Level 1 must be short enough for a tiny model; harder levels ask more.
     for task in FAMILIES:

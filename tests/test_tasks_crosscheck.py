@@ -16,59 +16,7 @@ from saessak.tasks import calendar_task, crosscheck, josa, numbers
 
 # ---------------------------------------------------------------- numbers: hand-checked readings
 
-# (value, counter or None, system for counter-less items, expected reading), each checked by hand.
-HAND_CHECKED = [
-    (0, None, "sino", "영"),
-    (1, None, "sino", "일"),
-    (10, None, "sino", "십"),  # no 일 before 십
-    (11, None, "sino", "십일"),
-    (20, None, "sino", "이십"),
-    (100, None, "sino", "백"),  # no 일 before 백
-    (101, None, "sino", "백일"),
-    (110, None, "sino", "백십"),
-    (1000, None, "sino", "천"),  # no 일 before 천
-    (1010, None, "sino", "천십"),
-    (2024, None, "sino", "이천이십사"),
-    (10000, None, "sino", "만"),  # no 일 before 만
-    (10001, None, "sino", "만 일"),
-    (11000, None, "sino", "만 천"),
-    (32500, None, "sino", "삼만 이천오백"),
-    (100000, None, "sino", "십만"),
-    (1000000, None, "sino", "백만"),
-    (10000000, None, "sino", "천만"),
-    (100000000, None, "sino", "일억"),  # 억 keeps its 일
-    (100010000, None, "sino", "일억 만"),
-    (123456789, None, "sino", "일억 이천삼백사십오만 육천칠백팔십구"),
-    (1000000000000, None, "sino", "일조"),
-    (1, None, "native", "하나"),
-    (20, None, "native", "스물"),
-    (99, None, "native", "아흔아홉"),
-    (1, "개", None, "한 개"),
-    (2, "명", None, "두 명"),
-    (3, "마리", None, "세 마리"),
-    (4, "살", None, "네 살"),
-    (20, "살", None, "스무 살"),  # 스물 -> 스무 before a counter
-    (21, "살", None, "스물한 살"),
-    (22, "개", None, "스물두 개"),
-    (33, "명", None, "서른세 명"),
-    (44, "마리", None, "마흔네 마리"),
-    (5, "개", None, "다섯 개"),
-    (10, "시", None, "열 시"),
-    (12, "시", None, "열두 시"),
-    (11, "권", None, "열한 권"),
-    (30, "분", None, "삼십 분"),
-    (15, "초", None, "십오 초"),
-    (10000, "원", None, "만 원"),
-    (15000, "원", None, "만 오천 원"),
-    (2024, "년", None, "이천이십사 년"),
-    (1, "월", None, "일월"),
-    (6, "월", None, "유월"),  # 육월 -> 유월
-    (10, "월", None, "시월"),  # 십월 -> 시월
-    (11, "월", None, "십일월"),
-    (3, "층", None, "삼 층"),
-    (6, "개월", None, "육 개월"),
-    (2, "인분", None, "이 인분"),
-]
+HAND_CHECKED = crosscheck.NUMBER_READINGS
 
 
 @pytest.mark.parametrize("value,counter,system,reading", HAND_CHECKED)
@@ -131,6 +79,14 @@ def test_josa_agrees_with_kiwi():
         assert r[source]["rate"] == 1.0, (source, r["disagreements"])
     # Kiwi on raw digits ignores the reading; that is why digits go through `josa.reading`.
     assert r["kiwi_raw_digits_0_100_agree"] < 101
+
+
+def test_kiwi_cross_check_catches_a_broken_rule(monkeypatch):
+    # Forget the ㄹ exception of 으로/로: Kiwi must disagree on ㄹ-final words (연필으로).
+    monkeypatch.setattr(josa, "RIEUL_FINAL", -1)
+    r = crosscheck.josa_vs_kiwi(n_words=400, n_numbers=50)
+    assert r["kiwi_dictionary"]["rate"] < 1.0
+    assert r["disagreements"] and all(d["pair"] == "으로/로" for d in r["disagreements"])
 
 
 @pytest.mark.slow

@@ -13,15 +13,78 @@ Used by tests (small sizes) and `bench/tasks_crosscheck.py` (the numbers in docs
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 import re
 from fractions import Fraction
+
+# (value, counter or None, system for counter-less items, expected reading), each checked by hand.
+NUMBER_READINGS = [
+    (0, None, "sino", "영"),
+    (1, None, "sino", "일"),
+    (10, None, "sino", "십"),  # no 일 before 십
+    (11, None, "sino", "십일"),
+    (20, None, "sino", "이십"),
+    (100, None, "sino", "백"),  # no 일 before 백
+    (101, None, "sino", "백일"),
+    (110, None, "sino", "백십"),
+    (1000, None, "sino", "천"),  # no 일 before 천
+    (1010, None, "sino", "천십"),
+    (2024, None, "sino", "이천이십사"),
+    (10000, None, "sino", "만"),  # no 일 before 만
+    (10001, None, "sino", "만 일"),
+    (11000, None, "sino", "만 천"),
+    (32500, None, "sino", "삼만 이천오백"),
+    (100000, None, "sino", "십만"),
+    (1000000, None, "sino", "백만"),
+    (10000000, None, "sino", "천만"),
+    (100000000, None, "sino", "일억"),  # 억 keeps its 일
+    (100010000, None, "sino", "일억 만"),
+    (123456789, None, "sino", "일억 이천삼백사십오만 육천칠백팔십구"),
+    (1000000000000, None, "sino", "일조"),
+    (1, None, "native", "하나"),
+    (20, None, "native", "스물"),
+    (99, None, "native", "아흔아홉"),
+    (1, "개", None, "한 개"),
+    (2, "명", None, "두 명"),
+    (3, "마리", None, "세 마리"),
+    (4, "살", None, "네 살"),
+    (20, "살", None, "스무 살"),  # 스물 -> 스무 before a counter
+    (21, "살", None, "스물한 살"),
+    (22, "개", None, "스물두 개"),
+    (33, "명", None, "서른세 명"),
+    (44, "마리", None, "마흔네 마리"),
+    (5, "개", None, "다섯 개"),
+    (10, "시", None, "열 시"),
+    (12, "시", None, "열두 시"),
+    (11, "권", None, "열한 권"),
+    (30, "분", None, "삼십 분"),
+    (15, "초", None, "십오 초"),
+    (10000, "원", None, "만 원"),
+    (15000, "원", None, "만 오천 원"),
+    (2024, "년", None, "이천이십사 년"),
+    (1, "월", None, "일월"),
+    (6, "월", None, "유월"),  # 육월 -> 유월
+    (10, "월", None, "시월"),  # 십월 -> 시월
+    (11, "월", None, "십일월"),
+    (3, "층", None, "삼 층"),
+    (6, "개월", None, "육 개월"),
+    (2, "인분", None, "이 인분"),
+]
+
 
 # pair -> (base form, Kiwi tag) for Kiwi.join
 KIWI_PARTICLES = {
     "은/는": ("은", "JX"), "이/가": ("이", "JKS"), "을/를": ("을", "JKO"), "과/와": ("과", "JKB"),
     "아/야": ("아", "JKV"), "이나/나": ("이나", "JX"), "이랑/랑": ("이랑", "JKB"), "으로/로": ("으로", "JKB"),
 }
+
+
+@functools.lru_cache(maxsize=1)
+def _kiwi():
+    from kiwipiepy import Kiwi
+
+    return Kiwi()  # loads its bundled model (a few seconds); no download
 
 
 def kiwi_nouns(kiwi) -> list[str]:
@@ -49,11 +112,9 @@ def corpus_nouns(kiwi, texts) -> list[str]:
 
 def josa_vs_kiwi(n_words: int = 2000, seed: int = 0, corpus_texts=None, n_numbers: int = 300) -> dict:
     """Agreement of `josa.particle` with Kiwi.join, per word source, over all eight pairs."""
-    from kiwipiepy import Kiwi
-
     from saessak.tasks import josa
 
-    kiwi = Kiwi()
+    kiwi = _kiwi()
     rng = random.Random(seed)
     nouns = kiwi_nouns(kiwi)
     sources = {"kiwi_dictionary": rng.sample(nouns, min(n_words, len(nouns))),
@@ -96,6 +157,34 @@ def numbers_round_trip(limit: int = 100_000, n_random: int = 20_000, seed: int =
     sino_ok = sum(numbers.parse_sino(numbers.sino(v)) == v for v in values)
     native_ok = sum(numbers.parse_native(numbers.native(v, c)) == v for v in range(1, 100) for c in (False, True))
     return {"sino_checked": len(values), "sino_agree": sino_ok, "native_checked": 198, "native_agree": native_ok}
+
+
+def numbers_table() -> dict:
+    from saessak.tasks import numbers
+
+    ok = sum(numbers.read(v, c, s) == want for v, c, s, want in NUMBER_READINGS)
+    return {"checked": len(NUMBER_READINGS), "agree": ok}
+
+
+def numbers_vs_num2words(limit: int = 20_000, n_random: int = 5_000, seed: int = 0) -> dict | None:
+    """Our Sino readings vs num2words (spaces ignored), and how much of the table it can express.
+
+    None when num2words is not installed (it is not a dependency).
+    """
+    try:
+        from num2words import num2words
+    except ImportError:
+        return None
+    from saessak.tasks import numbers
+
+    rng = random.Random(seed)
+    values = list(range(limit)) + [rng.randint(0, 10**16) for _ in range(n_random)]
+    agree = sum(num2words(v, lang="ko").replace(" ", "") == numbers.sino(v).replace(" ", "") for v in values)
+    # num2words has one reading per number: no native system, no counter forms, no 유월/시월.
+    table_agree = sum(num2words(v, lang="ko").replace(" ", "") == want.replace(" ", "")
+                      for v, c, s, want in NUMBER_READINGS)
+    return {"sino_checked": len(values), "sino_agree": agree, "table_checked": len(NUMBER_READINGS),
+            "table_agree": table_agree}
 
 
 def _date(parts) -> dt.date:

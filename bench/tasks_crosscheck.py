@@ -1,0 +1,87 @@
+"""Task-suite benchmark: grader agreement with independent references, and generation/grading speed.
+
+Side by side with what a user would otherwise reach for: Kiwi.join for particles (on raw digits,
+as a user would call it, and on our spoken readings), num2words for Sino-Korean readings (when
+installed; it is not a dependency), datetime for calendar answers, expression evaluation for arith.
+
+    .venv/bin/python bench/tasks_crosscheck.py [--quick]
+
+The last stdout line is one JSON object with the key figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def throughput(n: int) -> dict:
+    from saessak.tasks import FAMILIES, grade, sample, solution
+
+    out = {}
+    for task in FAMILIES:
+        t0 = time.perf_counter()
+        examples = sample(task, "train", n, seed=0)
+        t1 = time.perf_counter()
+        for ex in examples:
+            grade(ex, solution(ex))
+        t2 = time.perf_counter()
+        out[task] = {"sample_per_s": round(n / (t1 - t0)), "solve_and_grade_per_s": round(n / (t2 - t1))}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    args = parser.parse_args()
+    from saessak.tasks import crosscheck
+
+    size = dict(words=1_000, numbers=200, examples=1_000, limit=20_000, rand=2_000, speed=200) if args.quick else \
+        dict(words=20_000, numbers=2_000, examples=20_000, limit=1_000_000, rand=100_000, speed=2_000)
+    t0 = time.perf_counter()
+    josa = crosscheck.josa_vs_kiwi(n_words=size["words"], n_numbers=size["numbers"])
+    numbers = crosscheck.numbers_round_trip(limit=size["limit"], n_random=size["rand"])
+    table = crosscheck.numbers_table()
+    n2w = crosscheck.numbers_vs_num2words(limit=min(size["limit"], 100_000), n_random=size["rand"] // 4)
+    calendar = crosscheck.calendar_vs_datetime(n=size["examples"])
+    arith = crosscheck.arith_vs_expression(n=size["examples"])
+    speed = throughput(size["speed"])
+
+    print("josa vs Kiwi.join:")
+    for source in ("kiwi_dictionary", "task_word_lists", "digits_and_acronyms"):
+        r = josa[source]
+        print(f"  {source:22s} {r['agree']:>7}/{r['checked']:<7} {r['rate']:.4f}")
+    print(f"  Kiwi.join on raw digits 0..100 agrees with the spoken-reading rule: {josa['kiwi_raw_digits_0_100_agree']}/101")
+    print(f"numbers: table {table['agree']}/{table['checked']}, sino round trip {numbers['sino_agree']}/{numbers['sino_checked']}, "
+          f"native {numbers['native_agree']}/{numbers['native_checked']}")
+    if n2w:
+        print(f"  num2words Sino readings agree {n2w['sino_agree']}/{n2w['sino_checked']}; "
+              f"hand-checked table {n2w['table_agree']}/{n2w['table_checked']}")
+    else:
+        print("  num2words not installed: comparison skipped")
+    print(f"calendar vs datetime: examples {calendar['examples_agree']}/{calendar['examples_checked']}, "
+          f"days {calendar['days_agree']}/{calendar['days_checked']}")
+    print(f"arith vs expression: {arith['agree']}/{arith['checked']}")
+    for task, r in speed.items():
+        print(f"  {task:9s} sample {r['sample_per_s']:>6}/s  solve+grade {r['solve_and_grade_per_s']:>6}/s")
+    summary = {
+        "quick": args.quick,
+        "josa_kiwi_dictionary_rate": josa["kiwi_dictionary"]["rate"],
+        "josa_kiwi_dictionary_checked": josa["kiwi_dictionary"]["checked"],
+        "josa_digits_acronyms_rate": josa["digits_and_acronyms"]["rate"],
+        "kiwi_raw_digits_agree_of_101": josa["kiwi_raw_digits_0_100_agree"],
+        "numbers_table": f"{table['agree']}/{table['checked']}",
+        "numbers_round_trip_rate": numbers["sino_agree"] / numbers["sino_checked"],
+        "num2words_sino_rate": n2w["sino_agree"] / n2w["sino_checked"] if n2w else None,
+        "num2words_table": f"{n2w['table_agree']}/{n2w['table_checked']}" if n2w else None,
+        "calendar_datetime_rate": calendar["examples_agree"] / calendar["examples_checked"],
+        "arith_expression_rate": arith["agree"] / arith["checked"],
+        "solve_grade_per_s": {t: r["solve_and_grade_per_s"] for t, r in speed.items()},
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    print(json.dumps(summary, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
