@@ -101,8 +101,11 @@ def _before(text: str, start: int, pattern: re.Pattern) -> bool:
     return pattern.search(text, max(0, start - _WINDOW), start) is not None
 
 
+_NON_DIGITS = re.compile(r"[^0-9]+")
+
+
 def _digits_of(s: str) -> str:
-    return "".join(c for c in s if "0" <= c <= "9")
+    return _NON_DIGITS.sub("", s)
 
 
 def _registration_numbers(text: str, out: list) -> None:
@@ -230,6 +233,9 @@ _DETECTORS = (_registration_numbers, _brn, _cards, _passports, _driver_licenses,
 
 def _resolve(cands: list) -> list:
     """Non-overlapping selection: longer spans first, then stronger types, then earlier."""
+    cands.sort(key=lambda c: c[1])
+    if all(a[2] <= b[1] for a, b in zip(cands, cands[1:])):
+        return cands  # the usual case: nothing overlaps
     cands.sort(key=lambda c: (-(c[2] - c[1]), _RANK[c[0]], c[1]))
     starts: list[int] = []  # sorted starts of taken spans; taken spans never overlap
     ends: list[int] = []
