@@ -12,7 +12,8 @@ from pathlib import Path
 from tests.helpers import tiny_model, tiny_tokenizer
 
 
-def make_run(root: Path, stages=("base",), preset: str = "micro", seed: int = 0, **model_overrides) -> Path:
+def make_run(root: Path, stages=("base",), preset: str = "micro", seed: int = 0, model_vocab: int | None = None,
+             **model_overrides) -> Path:
     from saessak.checkpoint import save_model
     from saessak.runfolder import RunFolder
 
@@ -20,7 +21,7 @@ def make_run(root: Path, stages=("base",), preset: str = "micro", seed: int = 0,
     rf = RunFolder(root)
     tok.save(rf.tokenizer_json)
     rf.mark_done("tokenizer", {"vocab_size": tok.vocab_size})
-    model = tiny_model(tok.vocab_size, seed=seed, **model_overrides)
+    model = tiny_model(model_vocab or tok.vocab_size, seed=seed, **model_overrides)
     for stage in stages:
         save_model(rf.final_checkpoint(stage), model, meta={"preset": preset, "stage": stage})
         rf.mark_done(stage, {"steps": 0})

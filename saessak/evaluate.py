@@ -1,0 +1,115 @@
+"""Task evaluation of a model stage on the held-out `test` split: greedy pass@1 and pass@k.
+
+For each family, `n` test items are drawn with a fixed seed (mixed levels, as the suite draws
+them). Greedy accuracy is the headline; pass@k samples k completions per item at `temperature`
+and counts an item solved if any is correct (with exactly k samples the unbiased pass@k
+estimator reduces to this). Results go to RUN/eval/results.json under the stage's key; the other
+stages' entries are kept (atomic rewrite).
+"""
+
+from __future__ import annotations
+
+import time
+
+from saessak.errors import UserError
+from saessak.runfolder import MODEL_STAGES, RunFolder
+
+DEFAULT_SEED = 20240901
+SAMPLES_PER_FAMILY = 2
+
+
+def results_path(rf: RunFolder):
+    return rf.stage_dir("eval") / "results.json"
+
+
+def read_results(rf: RunFolder) -> dict:
+    from saessak.io import read_json
+
+    p = results_path(rf)
+    return read_json(p) if p.exists() else {}
+
+
+def evaluate_model(model, tokenizer, tasks_api, families: list[str], n: int, k: int, seed: int,
+                   max_tokens: int, temperature: float = 0.8, device: str = "cpu") -> dict:
+    """Greedy accuracy and pass@k per family for a loaded model (no files touched)."""
+    from saessak.chat_format import prompt_ids
+    from saessak.rollout import Sampler
+    from saessak.sft_data import prompt_messages
+
+    sampler = Sampler(model, tokenizer, device=device, max_batch_size=64)
+    room = sampler.max_seq_len - max_tokens
+    out = {"tasks": {}, "pass_at_k": {}, "by_level": {}, "k": k, "n": n, "seed": seed,
+           "temperature": temperature, "max_tokens": max_tokens, "samples": []}
+    gen_tokens = 0
+    for f in families:
+        examples = tasks_api.sample(f, "test", n, seed=seed)
+        prompts = [prompt_ids(tokenizer, prompt_messages(ex))[-room:] for ex in examples]
+        greedy = sampler.sample(prompts, max_tokens=max_tokens, temperature=0.0, seed=seed)
+        gen_tokens += sum(len(c.token_ids) for c in greedy)
+        correct = [bool(tasks_api.grade(ex, c.text)["correct"]) for ex, c in zip(examples, greedy)]
+        out["tasks"][f] = round(sum(correct) / len(correct), 4)
+        levels: dict[int, list[bool]] = {}
+        for ex, ok in zip(examples, correct):
+            levels.setdefault(int(ex["level"]), []).append(ok)
+        out["by_level"][f] = {str(lvl): round(sum(v) / len(v), 4) for lvl, v in sorted(levels.items())}
+        for ex, c, ok in list(zip(examples, greedy, correct))[:SAMPLES_PER_FAMILY]:
+            out["samples"].append({"task": f, "level": ex["level"], "prompt": ex["prompt"], "answer": ex["answer"],
+                                   "response": c.text, "correct": ok})
+        if k >= 1:
+            flat = [p for p in prompts for _ in range(k)]
+            sampled = sampler.sample(flat, max_tokens=max_tokens, temperature=temperature, seed=seed + 1)
+            gen_tokens += sum(len(c.token_ids) for c in sampled)
+            solved = 0
+            for i, ex in enumerate(examples):
+                if any(tasks_api.grade(ex, c.text)["correct"] for c in sampled[i * k:(i + 1) * k]):
+                    solved += 1
+            out["pass_at_k"][f] = round(solved / len(examples), 4)
+    out["generated_tokens"] = gen_tokens
+    return out
+
+
+def run_eval_tasks(run: str, stage: str, n: int = 200, k: int = 4, seed: int = DEFAULT_SEED,
+                   tasks: list[str] | None = None, temperature: float = 0.8, max_tokens: int | None = None,
+                   force: bool = False, tasks_api=None, log=print) -> dict:
+    from saessak.io import write_json
+    from saessak.ledger import StageTimer
+    from saessak.rl_config import config_for
+    from saessak.stage_model import load_stage, preset_of
+
+    if stage not in MODEL_STAGES:
+        raise UserError(f"--stage {stage!r}: not a model stage (one of {', '.join(MODEL_STAGES)})")
+    if n < 1:
+        raise UserError(f"--n {n}: must be at least 1")
+    if k < 0:
+        raise UserError(f"--k {k}: must be >= 0 (0 skips pass@k)")
+    if tasks_api is None:
+        import saessak.tasks as tasks_api
+    families = list(tasks or tasks_api.FAMILIES)
+    unknown = [t for t in families if t not in tasks_api.FAMILIES]
+    if unknown:
+        raise UserError(f"--tasks {','.join(unknown)}: unknown task (known: {', '.join(tasks_api.FAMILIES)})")
+    rf = RunFolder(run)
+    rf.require(stage, f"eval tasks --stage {stage}")
+    existing = read_results(rf).get(stage)
+    if existing and not force and existing.get("n") == n and existing.get("k") == k \
+            and existing.get("seed") == seed and sorted(existing.get("tasks", {})) == sorted(families):
+        log(f"eval: {results_path(rf)} already has '{stage}' (n={n}, k={k}, seed={seed}); skipping (--force to redo)")
+        return existing
+    model, tok = load_stage(rf, stage, f"eval tasks --stage {stage}")
+    model.eval()
+    if max_tokens is None:
+        max_tokens = config_for(preset_of(rf)).max_completion_length
+    timer = StageTimer(run, "eval")
+    t0 = time.perf_counter()
+    result = evaluate_model(model, tok, tasks_api, families, n, k, seed, max_tokens, temperature)
+    result["wall_s"] = round(time.perf_counter() - t0, 2)
+    # Re-read right before writing: another stage's eval may have finished meanwhile.
+    merged = read_results(rf)
+    merged[stage] = result
+    write_json(results_path(rf), merged)
+    params = model.config.num_parameters()
+    timer.finish(model_stage=stage, params=params, tokens=result["generated_tokens"],
+                 flops=2 * params * result["generated_tokens"], n=n, k=k)
+    log(f"eval {stage}: " + " ".join(f"{f}={a:.3f}" for f, a in result["tasks"].items())
+        + (" | pass@%d " % k + " ".join(f"{f}={a:.3f}" for f, a in result["pass_at_k"].items()) if k else ""))
+    return result

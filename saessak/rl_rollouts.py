@@ -1,0 +1,115 @@
+"""RL rollouts: draw task prompts at the curriculum's levels, sample G completions each, grade them.
+
+Dynamic sampling lives here: groups whose rewards are all equal carry no signal, so the batch is
+refilled with fresh prompts (over-sampling 2x per refill round) until it holds `need` informative
+groups or the rounds run out; every generated group still counts in the statistics and in the
+curriculum.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from saessak.chat_format import prompt_ids
+from saessak.grpo import group_advantages
+from saessak.sft_data import prompt_messages
+from saessak.tasks.base import stable_hash
+
+
+@dataclass
+class Group:
+    example: dict
+    prompt_ids: list[int]
+    completions: list  # saessak.rollout.Sampled, G of them
+    grades: list[dict]
+    rewards: torch.Tensor  # [G] combined reward
+    zero_std: bool = False
+    advantages: torch.Tensor | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return sum(1.0 for g in self.grades if g["correct"]) / len(self.grades)
+
+
+@dataclass
+class RolloutBatch:
+    kept: list[Group]  # groups to train on
+    generated: list[Group]  # every group sampled this step (statistics, curriculum)
+    rollout_s: float = 0.0
+    completion_tokens: int = 0
+    rounds: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def combined_reward(grade: dict, weights: dict) -> float:
+    return float(sum(w * float(grade.get(name, 0.0) or 0.0) for name, w in weights.items()))
+
+
+def draw_examples(tasks_api, families: list[str], levels: dict, n: int, seed: int, offset: int) -> list[dict]:
+    """n train examples, families in turn starting at `offset`, each at its current level."""
+    per_family: dict[str, int] = {}
+    order = [families[(offset + i) % len(families)] for i in range(n)]
+    for f in order:
+        per_family[f] = per_family.get(f, 0) + 1
+    drawn = {f: tasks_api.sample(f, "train", k, seed=stable_hash("rl", seed, f) % (2**31), level=levels[f])
+             for f, k in per_family.items()}
+    out = []
+    for f in order:
+        out.append(drawn[f].pop(0))
+    return out
+
+
+def collect(sampler, tokenizer, tasks_api, cfg, families: list[str], curriculum, need: int, step: int,
+            rank: int, offset: int) -> RolloutBatch:
+    """Sample and grade groups until `need` informative ones are kept (see module docstring)."""
+    G = cfg.num_generations
+    batch = RolloutBatch(kept=[], generated=[])
+    t0 = time.perf_counter()
+    rounds = 1 + (cfg.max_resample_rounds if cfg.dynamic_sampling else 0)
+    draw_offset = offset
+    for rnd in range(rounds):
+        deficit = need - len(batch.kept)
+        if deficit <= 0:
+            break
+        n_prompts = deficit if rnd == 0 else 2 * deficit
+        seed = stable_hash("rl-step", cfg.seed, step, rank, rnd) % (2**31)
+        levels = {f: curriculum.level(f) for f in families}
+        examples = draw_examples(tasks_api, families, levels, n_prompts, seed, draw_offset)
+        draw_offset += n_prompts
+        prompts = [prompt_ids(tokenizer, prompt_messages(ex)) for ex in examples]
+        # Leave room for the completion inside the model's context.
+        room = sampler.max_seq_len - cfg.max_completion_length
+        prompts = [p[-room:] if len(p) > room else p for p in prompts]
+        flat = [p for p in prompts for _ in range(G)]
+        outs = sampler.sample(flat, max_tokens=cfg.max_completion_length, temperature=cfg.temperature,
+                              top_k=cfg.top_k, top_p=cfg.top_p, seed=seed)
+        batch.completion_tokens += sum(len(o.token_ids) for o in outs)
+        batch.rounds = rnd + 1
+        for i, ex in enumerate(examples):
+            comps = outs[i * G:(i + 1) * G]
+            grades = [tasks_api.grade(ex, c.text) for c in comps]
+            rewards = torch.tensor([combined_reward(g, cfg.reward_weights) for g in grades])
+            group = Group(ex, prompts[i], comps, grades, rewards)
+            _, zero = group_advantages(rewards, G, "none")
+            group.zero_std = bool(zero[0])
+            batch.generated.append(group)
+            curriculum.record(ex["task"], group.accuracy, step)
+            if (not group.zero_std or not cfg.dynamic_sampling) and len(batch.kept) < need:
+                batch.kept.append(group)
+    batch.extra["next_offset"] = draw_offset
+    batch.rollout_s = time.perf_counter() - t0
+    return batch
+
+
+def assign_advantages(groups: list[Group], cfg) -> None:
+    """Group-relative advantages; with scale_rewards="batch" the std is over the kept batch."""
+    if not groups:
+        return
+    G = cfg.num_generations
+    rewards = torch.cat([g.rewards for g in groups])
+    adv, _ = group_advantages(rewards, G, cfg.scale_rewards)
+    for i, g in enumerate(groups):
+        g.advantages = adv[i * G:(i + 1) * G]

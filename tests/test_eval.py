@@ -1,0 +1,68 @@
+"""Task evaluation: results.json shape, per-stage keys kept, skip/force, bad input."""
+
+import pytest
+
+from saessak.evaluate import evaluate_model, read_results, run_eval_tasks
+from saessak.runfolder import RunFolder
+from tests.finetune_fixtures import ToyTasks, make_run
+
+QUIET = dict(log=lambda *a: None)
+
+
+def test_eval_writes_each_stage_under_its_own_key(tmp_path):
+    run = make_run(tmp_path / "run", stages=("base", "sft"))
+    rf = RunFolder(run)
+    base = run_eval_tasks(str(run), "base", n=3, k=2, tasks=["josa", "numbers"], max_tokens=8, **QUIET)
+    assert set(base["tasks"]) == {"josa", "numbers"}
+    assert all(0.0 <= v <= 1.0 for v in base["tasks"].values())
+    assert set(base["pass_at_k"]) == {"josa", "numbers"} and base["k"] == 2 and base["n"] == 3
+    assert base["samples"] and {"task", "prompt", "response", "correct"} <= set(base["samples"][0])
+    run_eval_tasks(str(run), "sft", n=3, k=0, tasks=["josa"], max_tokens=8, **QUIET)
+    results = read_results(rf)
+    assert set(results) == {"base", "sft"} and results["base"] == base
+    assert results["sft"]["pass_at_k"] == {}
+    # same settings again: skipped (file untouched); --force redoes it
+    mtime = (rf.stage_dir("eval") / "results.json").stat().st_mtime_ns
+    run_eval_tasks(str(run), "sft", n=3, k=0, tasks=["josa"], max_tokens=8, **QUIET)
+    assert (rf.stage_dir("eval") / "results.json").stat().st_mtime_ns == mtime
+    run_eval_tasks(str(run), "sft", n=3, k=0, tasks=["josa"], max_tokens=8, force=True, **QUIET)
+    assert (rf.stage_dir("eval") / "results.json").stat().st_mtime_ns != mtime
+
+
+class _Scripted:
+    """Stands in for the engine: answers a fixed text per prompt, greedy or sampled."""
+
+    def __init__(self, greedy, sampled):
+        self.greedy, self.sampled, self.max_seq_len = greedy, sampled, 256
+
+    def sample(self, prompts, *, max_tokens, temperature, seed=0, **_):
+        from saessak.rollout import Sampled
+
+        texts = self.greedy if temperature == 0 else self.sampled
+        return [Sampled(p, [1], texts[i % len(texts)], "stop") for i, p in enumerate(prompts)]
+
+
+def test_greedy_accuracy_and_pass_at_k_count_correct_items(monkeypatch):
+    from saessak import rollout
+    from tests.helpers import tiny_tokenizer
+
+    # greedy: item 0 right ("사과"), item 1 wrong; sampled (k=2 per item): one right sample each
+    scripted = _Scripted(greedy=["사과", "apple"], sampled=["apple", "사과", "apple", "사과"])
+    monkeypatch.setattr(rollout, "Sampler", lambda *a, **k: scripted)
+    out = evaluate_model(None, tiny_tokenizer(), ToyTasks(), ["hangul"], n=2, k=2, seed=0, max_tokens=4)
+    assert out["tasks"]["hangul"] == 0.5
+    assert out["pass_at_k"]["hangul"] == 1.0
+    assert out["by_level"]["hangul"] == {"1": 0.5}
+
+
+def test_eval_bad_input(tmp_path, capsys):
+    from saessak.cli import main
+
+    run = make_run(tmp_path / "run", stages=("base",))
+    assert main(["eval", "tasks", "--run", str(run), "--stage", "rl", "--n", "2"]) == 2
+    assert "'rl' is not complete" in capsys.readouterr().err
+    assert main(["eval", "tasks", "--run", str(run), "--stage", "base", "--tasks", "josa,haiku"]) == 2
+    assert "haiku" in capsys.readouterr().err
+    assert not (run / "eval" / "results.json").exists()
+    with pytest.raises(SystemExit):
+        main(["eval", "tasks", "--run", str(run), "--stage", "final"])

@@ -1,0 +1,128 @@
+"""The RL stage end to end on a tiny model: metrics, curriculum, resume, bad input, torchrun."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from saessak.curriculum import Curriculum
+from saessak.io import read_jsonl
+from saessak.runfolder import RunFolder
+from tests.finetune_fixtures import ToyTasks, make_run
+
+QUIET = dict(log=lambda *a: None)
+FAST = dict(max_completion_length=12, log_completions=1, mask_truncated_completions=False)
+
+
+def test_curriculum_raises_and_lowers_on_a_full_window():
+    c = Curriculum(["a", "b"], start_level=2, max_level=3, raise_at=0.8, lower_at=0.1, window=3)
+    for acc in (1.0, 0.9, 0.7):
+        c.record("a", acc, step=1)
+    assert c.level("a") == 3 and c.moves[-1]["from"] == 2
+    for acc in (1.0, 1.0, 1.0):
+        c.record("a", acc, step=2)
+    assert c.level("a") == 3  # max_level caps it
+    for acc in (0.0, 0.0):
+        c.record("b", acc, step=3)
+    assert c.level("b") == 2  # window not full yet
+    c.record("b", 0.0, step=3)
+    assert c.level("b") == 1
+    restored = Curriculum(["a", "b"], 1, 3, 0.8, 0.1, 3)
+    restored.load_state(json.loads(json.dumps(c.state())))
+    assert restored.levels == c.levels and restored.moves == c.moves
+
+
+def test_rl_stage_on_real_tasks_logs_every_metric(tmp_path):
+    from saessak.rl import run_rl
+
+    run = make_run(tmp_path / "run", stages=("base", "sft"))
+    summary = run_rl(str(run), max_steps=2, tasks=("josa", "arith"), **FAST, **QUIET)
+    rf = RunFolder(run)
+    recs = read_jsonl(rf.stage_dir("rl") / "metrics.jsonl")
+    assert [r["step"] for r in recs] == [1, 2]
+    for key in ("reward/correctness/mean", "reward/format/std", "reward/korean_consistency/mean",
+                "reward/total/mean", "accuracy/josa", "accuracy/arith", "level/josa", "frac_reward_zero_std",
+                "completion_length/mean", "completion_length/max", "clip_frac", "entropy",
+                "rollout_tokens_per_s", "step_s", "truncated_frac"):
+        assert key in recs[0], key
+    assert "kl" not in recs[0]  # beta = 0: no reference model
+    samples = read_jsonl(rf.stage_dir("rl") / "samples.jsonl")
+    assert samples and {"prompt", "completion", "reward", "correct"} <= set(samples[0])
+    assert rf.is_done("rl") and (rf.final_checkpoint("rl") / "model.safetensors").exists()
+    assert summary["steps"] == 2
+    ledger = read_jsonl(run / "ledger.jsonl")
+    assert ledger[-1]["stage"] == "rl" and ledger[-1]["flops"] > 0 and ledger[-1]["rollout_tokens"] > 0
+
+
+def test_rl_with_kl_and_several_iterations_reports_kl_and_clipping(tmp_path):
+    from saessak.rl import run_rl
+
+    run = make_run(tmp_path / "run", stages=("base", "sft"))
+    run_rl(str(run), max_steps=2, tasks_api=ToyTasks(), beta=0.05, num_iterations=2, learning_rate=5e-3,
+           **FAST, **QUIET)
+    recs = read_jsonl(RunFolder(run).stage_dir("rl") / "metrics.jsonl")
+    assert all("kl" in r for r in recs)
+    assert recs[-1]["kl"] > 0  # the policy moved away from the frozen reference
+    assert any(r["clip_frac"] > 0 for r in recs)  # second iteration: ratios leave the clip range
+
+
+def test_rl_resume_continues_from_the_checkpoint(tmp_path, monkeypatch):
+    from saessak import training
+    from saessak.rl import run_rl
+
+    run = make_run(tmp_path / "run", stages=("base", "sft"))
+    rf = RunFolder(run)
+    real = training.save_final
+    monkeypatch.setattr(training, "save_final", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
+    with pytest.raises(RuntimeError):
+        run_rl(str(run), max_steps=3, tasks_api=ToyTasks(), ckpt_every=2, **FAST, **QUIET)
+    first = {r["step"]: r["reward/total/mean"] for r in read_jsonl(rf.stage_dir("rl") / "metrics.jsonl")}
+    monkeypatch.setattr(training, "save_final", real)
+    run_rl(str(run), max_steps=3, tasks_api=ToyTasks(), ckpt_every=2, resume=True, **FAST, **QUIET)
+    recs = read_jsonl(rf.stage_dir("rl") / "metrics.jsonl")
+    assert [r["step"] for r in recs] == [1, 2, 3]
+    # the same step 3 as the uninterrupted run: same prompts, same seeds, same weights
+    assert recs[2]["reward/total/mean"] == pytest.approx(first[3], abs=1e-6)
+    assert rf.is_done("rl")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--num-generations", "1"], "at least 2"),
+    (["--tasks", "josa,poetry"], "poetry"),
+    (["--batch-size", "10", "--num-generations", "4"], "not divisible"),
+    (["--loss-type", "grpo", "--reward-weights", "style=1"], "style"),
+])
+def test_rl_cli_bad_input_is_a_clear_error(tmp_path, capsys, args, message):
+    from saessak.cli import main
+
+    run = make_run(tmp_path / "run", stages=("base", "sft"))
+    assert main(["rl", "--run", str(run), "--max-steps", "1"] + args) == 2
+    assert message in capsys.readouterr().err
+    assert not (run / "rl").exists()
+
+
+def test_rl_needs_sft_and_a_matching_tokenizer(tmp_path, capsys):
+    from saessak.cli import main
+
+    run = make_run(tmp_path / "run", stages=("base",))
+    assert main(["rl", "--run", str(run)]) == 2
+    assert "'sft' is not complete" in capsys.readouterr().err
+    other = make_run(tmp_path / "other", stages=("base", "sft"), model_vocab=300)
+    assert main(["rl", "--run", str(other)]) == 2
+    assert "tokenizer" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_rl_under_torchrun_two_processes(tmp_path):
+    run = make_run(tmp_path / "run", stages=("base", "sft"))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "saessak", "rl",
+           "--run", str(run), "--max-steps", "2", "--tasks", "josa,numbers", "--prompts-per-step", "4",
+           "--max-completion-length", "12"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    recs = read_jsonl(run / "rl" / "metrics.jsonl")
+    assert [r["step"] for r in recs] == [1, 2]
+    assert recs[0]["groups_generated"] >= 4  # both ranks' groups are counted

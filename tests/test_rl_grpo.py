@@ -1,0 +1,118 @@
+"""GRPO maths: advantages, clipping, loss aggregation, KL; and that one update moves the policy."""
+
+import pytest
+import torch
+
+from saessak.grpo import group_advantages, policy_loss
+
+
+def test_group_advantages_scale_modes_and_zero_std():
+    r = torch.tensor([1.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0])
+    adv, zero = group_advantages(r, 4, "none")
+    assert torch.allclose(adv[:4], torch.tensor([0.75, -0.25, -0.25, -0.25]))
+    assert torch.all(adv[4:] == 0)
+    assert zero.tolist() == [False, True]
+    adv_g, _ = group_advantages(r, 4, "group")
+    std = torch.tensor([1.0, 0, 0, 0]).std(unbiased=False)
+    assert torch.allclose(adv_g[:4], adv[:4] / (std + 1e-4))
+    adv_b, _ = group_advantages(r, 4, "batch")
+    assert torch.allclose(adv_b, adv / (r.std(unbiased=False) + 1e-4))
+    with pytest.raises(ValueError):
+        group_advantages(r, 4, "bogus")
+
+
+def _kw(**over):
+    kw = dict(epsilon=0.2, epsilon_high=0.28, loss_type="dapo", max_completion_length=8)
+    kw.update(over)
+    return kw
+
+
+def test_ratio_one_gives_minus_advantage_times_logprob_gradient():
+    logp = torch.tensor([[-1.0, -2.0, -3.0]], requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    out = policy_loss(logp, logp.detach(), torch.tensor([2.0]), mask, **_kw())
+    out.loss.backward()
+    # dapo: mean over the 2 counted tokens of -A * ratio; d/dlogp = -A / 2 on counted tokens
+    assert torch.allclose(logp.grad, torch.tensor([[-1.0, -1.0, 0.0]]))
+    assert float(out.clip_frac) == 0.0
+
+
+def test_clipping_cuts_gradient_outside_the_asymmetric_range():
+    old = torch.zeros(1, 4)
+    # ratios: 1.25 (inside 1+0.28), 1.35 (outside), 0.85 (inside 1-0.2), 0.7 (outside)
+    logp = torch.log(torch.tensor([[1.25, 1.35, 0.85, 0.7]])).requires_grad_(True)
+    mask = torch.ones(1, 4)
+    out = policy_loss(logp, old, torch.tensor([1.0]), mask, **_kw())
+    out.loss.backward()
+    g = logp.grad[0]
+    assert g[0] != 0 and g[1] == 0  # positive advantage: clipped above 1 + epsilon_high
+    assert g[2] != 0 and g[3] != 0  # below 1 - epsilon is not clipped for a positive advantage
+    assert float(out.clip_frac) == pytest.approx(0.25)
+    logp.grad = None
+    out = policy_loss(logp, old, torch.tensor([-1.0]), mask, **_kw())
+    out.loss.backward()
+    g = logp.grad[0]
+    assert g[3] == 0 and g[1] != 0  # negative advantage: clipped below 1 - epsilon only
+
+
+def test_loss_types_weight_lengths_as_documented():
+    # two completions: lengths 1 and 3, per-token loss -A*ratio = -1 everywhere (A=1, ratio=1)
+    logp = torch.zeros(2, 3)
+    mask = torch.tensor([[1.0, 0, 0], [1, 1, 1]])
+    adv = torch.tensor([1.0, 1.0])
+    grpo = policy_loss(logp, logp, adv, mask, **_kw(loss_type="grpo")).loss
+    dapo = policy_loss(logp, logp, adv, mask, **_kw(loss_type="dapo")).loss
+    dr = policy_loss(logp, logp, adv, mask, **_kw(loss_type="dr_grpo", max_completion_length=8)).loss
+    assert float(grpo) == pytest.approx(-1.0)  # mean of per-sequence means
+    assert float(dapo) == pytest.approx(-1.0)  # 4 tokens / 4 tokens
+    assert float(dr) == pytest.approx(-4 / (2 * 8))  # sum / (B * max_completion_length)
+    # a global normaliser (other micro-batches, ranks) replaces the local one
+    assert float(policy_loss(logp, logp, adv, mask, **_kw(), token_normaliser=8.0).loss) == pytest.approx(-0.5)
+
+
+def test_k3_kl_is_zero_at_the_reference_and_positive_away_from_it():
+    logp = torch.tensor([[-1.0, -2.0]])
+    mask = torch.ones(1, 2)
+    same = policy_loss(logp, logp, torch.zeros(1), mask, **_kw(), beta=0.1, ref_logp=logp.clone())
+    assert float(same.kl) == pytest.approx(0.0, abs=1e-7)
+    away = policy_loss(logp, logp, torch.zeros(1), mask, **_kw(), beta=0.1, ref_logp=logp - 0.5)
+    assert float(away.kl) > 0 and float(away.loss) > 0
+    with pytest.raises(ValueError):
+        policy_loss(logp, logp, torch.zeros(1), mask, **_kw(), beta=0.1)
+
+
+def test_one_update_raises_rewarded_completion_and_lowers_the_other():
+    from saessak.rl_config import GRPOConfig
+    from saessak.rl_update import Seq, _micro_tensors, completion_logprobs, update
+    from tests.helpers import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_model(tok.vocab_size).train()
+    prompt = [tok.bos_id] + tok.encode("문제") + [tok.role_ids["assistant"]]
+    good, bad = tok.encode("정답: 사과") + [tok.eot_id], tok.encode("모르겠어요") + [tok.eot_id]
+    seqs = [Seq(prompt, good, 1.0, True), Seq(prompt, bad, -1.0, True)]
+    cfg = GRPOConfig(max_steps=1, prompts_per_step=1, num_generations=2, learning_rate=1e-2)
+
+    def seq_logp():
+        ids, tgt, mask, _ = _micro_tensors(seqs, tok.pad_id, "cpu")
+        with torch.no_grad():
+            lp, _ = completion_logprobs(model, ids, tgt, mask, 1.0)
+        return lp.sum(dim=1)
+
+    before = seq_logp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    stats = update(model, None, opt, seqs, cfg, tok.pad_id, "cpu", norm=float(len(good) + len(bad)),
+                   all_reduce_grads=lambda m: None)
+    after = seq_logp()
+    assert after[0] > before[0] and after[1] < before[1]
+    assert stats["tokens"] == len(good) + len(bad) and stats["grad_norm"] > 0
+
+
+def test_truncated_completions_are_masked_out_of_the_loss():
+    from saessak.rl_update import Seq, _micro_tensors, local_counts
+
+    seqs = [Seq([1, 5], [7, 8, 9], 1.0, True), Seq([1, 5, 6], [7], -1.0, False)]
+    ids, tgt, mask, adv = _micro_tensors(seqs, 3, "cpu")
+    assert mask.tolist() == [[0, 1, 1, 1], [0, 0, 0, 0]]
+    assert tgt[0, 1:4].tolist() == [7, 8, 9]
+    assert local_counts(seqs) == {"tokens": 3.0, "seqs": 2.0, "counted_seqs": 1.0}
