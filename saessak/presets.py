@@ -40,7 +40,7 @@ class Preset:
     val_tokens: int = 32768  # tokens of the val split scored at each validation
     ckpt_every: int = 100  # optimizer steps between resumable checkpoints
     keep_checkpoints: int = 2
-    dtype: str = "bf16"  # autocast dtype: bf16 or fp32 (master weights are always fp32)
+    dtype: str = "auto"  # autocast: bf16, fp32, or auto (bf16 on CUDA and AMX CPUs); master weights fp32
     compile: bool = False  # torch.compile the model (measured per machine: see docs/TRAINING.md)
     tie_word_embeddings: bool = True
     gpu: bool = False  # sized for GPUs (valid config; not run on the CPU speedrun)
@@ -86,11 +86,11 @@ PRESETS: dict[str, Preset] = {
                batch_size=8, grad_accum=1, max_steps=20, lr=3e-3, warmup_steps=4,
                val_every=0, val_tokens=4096, ckpt_every=10, dtype="fp32"),
         # The CPU speedrun: a few M parameters, ~8-9 minutes on 2 cores.
-        Preset("cpu-tiny", depth=4, vocab_size=4096, seq_len=256, batch_size=8, grad_accum=2,
-               max_steps=600, lr=3e-3, warmup_steps=30, val_every=150, ckpt_every=100),
+        Preset("cpu-tiny", depth=4, vocab_size=4096, seq_len=256, batch_size=8, grad_accum=1,
+               max_steps=300, lr=3e-3, warmup_steps=20, val_every=100, val_tokens=16384, ckpt_every=50),
         # A bigger CPU shape (the MFU benchmark shape); ~1 hour on 2 cores.
-        Preset("cpu-small", depth=6, vocab_size=8192, seq_len=512, batch_size=8, grad_accum=2,
-               max_steps=1500, lr=2e-3, warmup_steps=50, val_every=250, ckpt_every=250),
+        Preset("cpu-small", depth=6, vocab_size=8192, seq_len=512, batch_size=8, grad_accum=1,
+               max_steps=400, lr=2e-3, warmup_steps=30, val_every=100, ckpt_every=50),
         # GPU presets (nanochat-like shapes), for torchrun --nproc_per_node=N on CUDA.
         Preset("d12", depth=12, vocab_size=32768, seq_len=2048, batch_size=32, grad_accum=1,
                max_steps=5000, lr=1e-3, warmup_steps=200, val_every=250, val_tokens=1 << 20,

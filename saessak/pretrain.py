@@ -70,6 +70,7 @@ def run_pretrain(opts: PretrainOptions) -> dict[str, Any]:
 
     info = training.init_distributed(opts.device)
     try:
+        p = dataclasses.replace(p, dtype=training.resolve_dtype(info.device, p.dtype))
         timer = StageTimer(rf.root, "pretrain", device=info.device)
         # Rank 0 prepares the folder and shards; an error there is re-raised on every rank.
         err = None
@@ -235,8 +236,8 @@ def _resolve(preset, opts: PretrainOptions):
     for name in ("val_every", "ckpt_every"):
         if name in over and over[name] < 0:
             raise UserError(f"--{name.replace('_', '-')} {over[name]}: must be 0 (off) or more")
-    if over.get("dtype", "bf16") not in ("bf16", "fp32"):
-        raise UserError(f"--dtype {over['dtype']!r}: must be bf16 or fp32")
+    if over.get("dtype", "auto") not in ("auto", "bf16", "fp32"):
+        raise UserError(f"--dtype {over['dtype']!r}: must be auto, bf16 or fp32")
     return dataclasses.replace(preset, **over)
 
 

@@ -18,7 +18,8 @@ def register(subparsers) -> None:
                    help="require a checkpoint to continue from (checkpoints are resumed automatically anyway)")
     p.add_argument("--force", action="store_true", help="start over: drop checkpoints, shards, metrics and final model")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--dtype", choices=["bf16", "fp32"], default=None, help="autocast dtype (default: the preset's)")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default=None,
+                   help="autocast dtype; auto = bf16 on CUDA and AMX CPUs, else fp32 (default: the preset's)")
     p.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="do not torch.compile the model")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per micro-batch per process")

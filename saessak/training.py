@@ -169,6 +169,28 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def cpu_has_amx() -> bool:
+    """True when the CPU exposes AMX tiles with bf16 (the kernel lists `amx_bf16` in its flags)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
+    except OSError:
+        return False
+
+
+def resolve_dtype(device: str, dtype: str | None) -> str:
+    """`auto` (or None): bf16 autocast where it is faster than fp32, i.e. on CUDA with bf16 support
+    and on CPUs with AMX; fp32 otherwise (AVX-512 bf16 without AMX runs matmuls no faster than
+    fp32 and pays for the casts, measured in docs/BENCHMARKS.md)."""
+    if dtype not in (None, "auto"):
+        if dtype not in ("bf16", "fp32"):
+            raise UserError(f"--dtype {dtype!r}: must be auto, bf16 or fp32")
+        return dtype
+    if str(device).startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_amx() else "fp32"
+
+
 def autocast(device: str, dtype: str = "bf16"):
     """bf16 autocast over fp32 master weights on CPU or CUDA; `fp32` is a no-op context."""
     if dtype == "fp32":
