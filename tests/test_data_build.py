@@ -114,7 +114,9 @@ def test_skip_when_done_and_force_rebuilds(fake_cache, tmp_path, capsys):
     assert main(["data", "build", "--out", str(out)]) == 0
     assert "skipping" in capsys.readouterr().err and (out / "done.json").stat().st_mtime_ns == mtime
     assert main(["data", "build", "--out", str(out), "--force", "--seed", "3"]) == 0
-    assert json.loads((out / "data_card.json").read_text())["split"]["seed"] == 3
+    card = json.loads((out / "data_card.json").read_text())
+    assert card["split"]["seed"] == 3
+    assert card["command"] == f"saessak data build --out {out} --seed 3 --force"
 
 
 def test_opt_in_sources_by_name_and_max_docs(fake_cache, tmp_path):
@@ -244,8 +246,11 @@ def test_hf_dataset_from_local_folder(tmp_path):
     build_corpus(out2, hf_dataset=str(pq_dir), text_field="content", max_docs=2)
     assert len(read_split(out2)) == 2
 
+    with pytest.raises(UserError, match="no such local folder"):
+        build_corpus(tmp_path / "run4/data", hf_dataset=str(tmp_path / "missing_ds"))
+
     # no such text field: skipped with the reason, and nothing else -> empty corpus error
-    with pytest.raises(UserError, match="empty corpus"):
+    with pytest.raises(UserError, match="empty corpus.*no text field 'body'"):
         build_corpus(tmp_path / "run3/data", hf_dataset=str(saved), text_field="body")
 
 
@@ -259,6 +264,6 @@ def test_real_default_sources_small_build(tmp_path):
     assert by_name["debian-ko"]["licence"]["name"] == "MPL-2.0"
     assert by_name["debian-ko"]["origin"]["package"] == "libreoffice-help-ko"
     assert by_name["kolaw"]["documents_out"] >= 5
-    assert card["command"] == f"saessak data build --out {out} --max-docs 40" or card["command"].startswith("build_corpus")
+    assert card["command"] == f"saessak data build --out {out} --max-docs 40"
     docs = read_split(out)
     assert any("대한민국" in d["text"] for d in docs)

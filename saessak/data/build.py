@@ -141,10 +141,12 @@ def build_corpus(
     source_json = [r.to_json() for r in reports]
     if not kept:
         t = totals(source_json)
+        skips = [f"{s['path']}: {s['reason']}" for r in reports for s in r.skipped][:5]
         raise UserError(
             f"empty corpus after filtering: {t['documents_in']} documents read from "
             f"{', '.join(r.name for r in reports)}; dropped {dict(t['documents_dropped']) or 'none'}, "
-            f"duplicates {t['dedup_removed']}, skipped files {t['skipped_files']}"
+            f"duplicates {t['dedup_removed']}, skipped {t['skipped_files']}"
+            + (f" ({'; '.join(skips)})" if skips else "")
         )
 
     splits = assign_splits([t for _, _, t, _ in kept], seed=seed, val_fraction=val_fraction)

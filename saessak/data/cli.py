@@ -51,6 +51,26 @@ def run_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The build command as a user would retype it (options in a fixed order), for the data card."""
+    parts = ["saessak", "data", "build", "--out", args.out]
+    if args.sources is not None:
+        parts += ["--sources", args.sources]
+    for path in args.input:
+        parts += ["--input", path]
+    if args.hf_dataset:
+        parts += ["--hf-dataset", args.hf_dataset]
+    if args.text_field != "text":
+        parts += ["--text-field", args.text_field]
+    if args.max_docs is not None:
+        parts += ["--max-docs", str(args.max_docs)]
+    if args.seed != 0:
+        parts += ["--seed", str(args.seed)]
+    if args.force:
+        parts.append("--force")
+    return shlex.join(parts)
+
+
 def run_build(args: argparse.Namespace) -> int:
     from saessak.data.build import build_corpus
 
@@ -58,7 +78,7 @@ def run_build(args: argparse.Namespace) -> int:
     summary = build_corpus(
         args.out, sources=sources, inputs=args.input, hf_dataset=args.hf_dataset, text_field=args.text_field,
         max_docs=args.max_docs, seed=args.seed, force=args.force,
-        command="saessak " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("saessak") else None,
+        command=command_line(args),
     )
     print(f"data: train {summary['train']['documents']} docs, val {summary['val']['documents']} docs -> {args.out}")
     return 0

@@ -159,6 +159,8 @@ class HFDataset:
 
         ident, config = self._id_config()
         path = Path(ident)
+        if ident.startswith((".", "/", "~")) and not path.exists():
+            raise UserError(f"--hf-dataset {self.spec}: no such local folder")
         if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
             ds = datasets.load_from_disk(str(path))
             if isinstance(ds, datasets.DatasetDict):
@@ -168,10 +170,10 @@ class HFDataset:
             return ds
         try:
             return datasets.load_dataset(ident, config, split=self.split, streaming=True)
-        except FileNotFoundError as e:
+        except FileNotFoundError as e:  # includes the hub's DatasetNotFoundError
             raise UserError(f"--hf-dataset {self.spec}: not found ({e})") from None
-        except ValueError as e:
-            raise UserError(f"--hf-dataset {self.spec}: cannot load ({e})") from None
+        except (ValueError, ConnectionError, OSError) as e:  # bad config/split, no network
+            raise UserError(f"--hf-dataset {self.spec}: cannot load ({type(e).__name__}: {e})") from None
 
     def documents(self, report: SourceReport, max_docs: int | None) -> Iterator[RawDoc]:
         ds = self._open()
