@@ -31,16 +31,24 @@ def throughput(n: int) -> dict:
     return out
 
 
+def _corpus_texts(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line)["text"] for line in f if line.strip()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    parser.add_argument("--corpus", help="a run's data/val.jsonl: also check josa on its nouns and "
+                                         "grade spacing items cut from it")
     args = parser.parse_args()
     from saessak.tasks import crosscheck
 
     size = dict(words=1_000, numbers=200, examples=1_000, limit=20_000, rand=2_000, speed=200) if args.quick else \
         dict(words=20_000, numbers=2_000, examples=20_000, limit=1_000_000, rand=100_000, speed=2_000)
     t0 = time.perf_counter()
-    josa = crosscheck.josa_vs_kiwi(n_words=size["words"], n_numbers=size["numbers"])
+    texts = _corpus_texts(args.corpus) if args.corpus else None
+    josa = crosscheck.josa_vs_kiwi(n_words=size["words"], n_numbers=size["numbers"], corpus_texts=texts)
     numbers = crosscheck.numbers_round_trip(limit=size["limit"], n_random=size["rand"])
     table = crosscheck.numbers_table()
     n2w = crosscheck.numbers_vs_num2words(limit=min(size["limit"], 100_000), n_random=size["rand"] // 4)
@@ -49,7 +57,9 @@ def main() -> None:
     speed = throughput(size["speed"])
 
     print("josa vs Kiwi.join:")
-    for source in ("kiwi_dictionary", "task_word_lists", "digits_and_acronyms"):
+    for source in ("kiwi_dictionary", "task_word_lists", "digits_and_acronyms", "corpus"):
+        if source not in josa:
+            continue
         r = josa[source]
         print(f"  {source:22s} {r['agree']:>7}/{r['checked']:<7} {r['rate']:.4f}")
     print(f"  Kiwi.join on raw digits 0..100 agrees with the spoken-reading rule: {josa['kiwi_raw_digits_0_100_agree']}/101")
@@ -70,6 +80,7 @@ def main() -> None:
         "josa_kiwi_dictionary_rate": josa["kiwi_dictionary"]["rate"],
         "josa_kiwi_dictionary_checked": josa["kiwi_dictionary"]["checked"],
         "josa_digits_acronyms_rate": josa["digits_and_acronyms"]["rate"],
+        "josa_corpus_rate": josa["corpus"]["rate"] if "corpus" in josa else None,
         "kiwi_raw_digits_agree_of_101": josa["kiwi_raw_digits_0_100_agree"],
         "numbers_table": f"{table['agree']}/{table['checked']}",
         "numbers_round_trip_rate": numbers["sino_agree"] / numbers["sino_checked"],

@@ -235,7 +235,7 @@ def test_spacing_from_a_corpus_file(tmp_path):
     for ex in a:
         assert ex["meta"]["source"] == "corpus" and ex["answer"] in " ".join(lines)
         assert grade(ex, f"정답: {ex['answer']}")["correct"]
-    with pytest.raises(UserError, match="no train sentences of 8-12"):
+    with pytest.raises(UserError, match="no train sentences of 9-12"):
         sample("spacing", "train", 1, 0, level=4, corpus=str(path))
     with pytest.raises(UserError, match="not found"):
         sample("spacing", "train", 1, 0, corpus=str(tmp_path / "missing.jsonl"))

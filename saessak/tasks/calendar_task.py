@@ -174,8 +174,8 @@ def make(rng: random.Random, level: int) -> Draft:
     return Draft(prompt, answer, meta, key=key)
 
 
-_DATE = re.compile(r"(\d{3,4})\s*(?:년|[-./])\s*(\d{1,2})\s*(?:월|[-./])\s*(\d{1,2})\s*일?")
-_MONTH_DAY = re.compile(r"(\d{1,2})\s*월\s*(\d{1,2})\s*일")
+_DATE = re.compile(r"(?<!\d)(\d{3,4})\s*(?:년|[-./])\s*(\d{1,2})\s*(?:월|[-./])\s*(\d{1,2})\s*일?")
+_MONTH_DAY = re.compile(r"(?<!\d)(\d{1,2})\s*월\s*(\d{1,2})\s*일")
 _WEEKDAY = re.compile(r"([월화수목금토일])(?:요일)?")
 
 

@@ -155,11 +155,13 @@ def make(rng: random.Random, level: int) -> Draft:
     counter = _pick_counter(rng, level)
     if counter is None:
         system = "native" if level <= 2 and rng.random() < 0.3 else "sino"
-        lo, hi = (1, 99) if system == "native" else LEVEL_RANGES[level]
+        lo, hi = ((1, 10) if level == 1 else (1, 99)) if system == "native" else LEVEL_RANGES[level]
         value = _round_value(rng, rng.randint(lo, hi), level)
     else:
         system = system_for(counter)
         lo, hi = (NATIVE_COUNTERS | SINO_COUNTERS)[counter]
+        if level == 1:
+            hi = min(hi, 10)  # 하나..열: level 1 is for a tiny model
         if counter == "원":
             lo, hi = WON_RANGES[level]
         value = _round_value(rng, rng.randint(lo, hi), level) if counter == "원" else rng.randint(lo, hi)
@@ -181,7 +183,11 @@ def make(rng: random.Random, level: int) -> Draft:
 def _pick_counter(rng: random.Random, level: int) -> str | None:
     if level == 1:
         return rng.choice([None, None, "개", "명", "마리"])
-    if rng.random() < 0.3:
+    draw = rng.random()
+    if level >= 4:
+        # Hard levels are about big numbers: bare, or as amounts of money.
+        return None if draw < 0.5 else "원" if draw < 0.85 else rng.choice(sorted(NATIVE_COUNTERS) + sorted(SINO_COUNTERS))
+    if draw < 0.3:
         return None
     return rng.choice(sorted(NATIVE_COUNTERS) + sorted(SINO_COUNTERS))
 

@@ -53,7 +53,7 @@ COUNTED = (
 )
 NATIVE_COUNT = "한 두 세 네 다섯 여섯 일곱 여덟 아홉 열".split()
 AUXILIARY = (("보았다", True), ("두었다", True), ("싶었다", False))  # (word, may attach: -어 only)
-WORD_COUNTS = {1: (2, 3), 2: (3, 4), 3: (4, 7), 4: (8, 12), 5: (13, 20)}  # corpus buckets
+WORD_COUNTS = {1: (2, 3), 2: (4, 5), 3: (6, 8), 4: (9, 12), 5: (13, 20)}  # corpus buckets
 
 
 def _generated(rng: random.Random, level: int) -> tuple[list[str], set[int]]:
@@ -182,7 +182,9 @@ def _corpus_buckets(path: str) -> dict[tuple[int, str], list[str]]:
                 text = json.loads(line)["text"]
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise UserError(f"{path}:{n}: expected a JSON object with a \"text\" field") from None
-            for sentence in _SENTENCE_END.split(normalize(text)):
+            # Lines are separate units (titles, list items), then sentence ends split them further.
+            pieces = (s for para in normalize(text).splitlines() for s in _SENTENCE_END.split(para))
+            for sentence in pieces:
                 sentence = " ".join(sentence.split())
                 if sentence in seen or not _mostly_hangul(sentence):
                     continue
