@@ -191,6 +191,10 @@ def test_ip_positive(value):
     "12:30:45", "1920x1080", "3.14159", "제1조 ① 대한민국은 민주공화국이다.", "1,000명", "3,000,000,000",
     # an out-of-range IP
     "256.1.1.1", "1.2.3",
+    # spans of years look like 15XX/16XX/18XX service numbers
+    "임진왜란(1592-1598년)", "1600-1700년대", "1800-1900 년",
+    # a future birth date is no RRN (Korean EAN-13 barcodes start with 880), nor is a barcode
+    "8801234567890", "바코드 8801041012345",
 ])
 def test_hard_negatives(text):
     assert found(text) == []

@@ -86,7 +86,8 @@ _BRN_CONTEXT = re.compile(r"사업자")
 _DL_CONTEXT = re.compile(r"면허")
 _CORP_CONTEXT = re.compile(r"법인")
 _PERSON_CONTEXT = re.compile(r"주민|외국인")
-_NOT_PII_CONTEXT = re.compile(r"ISBN|ISSN|버전|version|ver\.|v\.|DOI", re.IGNORECASE)
+_NOT_PII_CONTEXT = re.compile(r"ISBN|ISSN|버전|version|ver\.|v\.|DOI|바코드|EAN|GTIN", re.IGNORECASE)
+_YEAR_AFTER = re.compile(r" ?년")
 _WINDOW = 24
 _AMOUNT_UNITS = frozenset("원만억천조달엔불%")
 
@@ -172,6 +173,9 @@ def _driver_licenses(text: str, out: list) -> None:
 def _phones(text: str, out: list) -> None:
     for m in _PHONE.finditer(text):
         t = m.group()
+        # "1592-1598년" is a span of years, not a 15XX service number
+        if t[0] == "1" and _YEAR_AFTER.match(text, m.end()):
+            continue
         # "0[3-6][1-5]" over-approximates the landline areas; keep only real ones.
         if t[0] == "0" and t[1] in "3456" and not t.startswith("050") and t[:3] not in _LANDLINE_AREAS:
             continue

@@ -65,14 +65,20 @@ def _registration_sum(d: list[int]) -> int:
     return sum(w * x for w, x in zip(_REG_WEIGHTS, d))
 
 
+def _born(value: str) -> bool:
+    """A real birth date that is not in the future (2088-01-23 is a barcode, not a person)."""
+    born = birth_date(value)
+    return born is not None and born <= _dt.date.today()
+
+
 def rrn_structure_ok(value: str) -> bool:
-    """13 digits, a resident gender digit (1-4, 9, 0) and a real birth date."""
-    return _digits(value, 13) is not None and value[6] in RRN_GENDER_DIGITS and birth_date(value) is not None
+    """13 digits, a resident gender digit (1-4, 9, 0) and a real, past birth date."""
+    return _digits(value, 13) is not None and value[6] in RRN_GENDER_DIGITS and _born(value)
 
 
 def frn_structure_ok(value: str) -> bool:
-    """13 digits, a foreigner gender digit (5-8) and a real birth date."""
-    return _digits(value, 13) is not None and value[6] in FRN_GENDER_DIGITS and birth_date(value) is not None
+    """13 digits, a foreigner gender digit (5-8) and a real, past birth date."""
+    return _digits(value, 13) is not None and value[6] in FRN_GENDER_DIGITS and _born(value)
 
 
 def rrn_check_digit(value: str) -> int:
