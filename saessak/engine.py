@@ -13,7 +13,8 @@ How it works
   (request seed, token index), so a seeded request draws the same numbers whatever its batch mates
   are, without one torch.Generator call per row per token.
 - Text: stop strings are matched on the decoded text; streamed deltas never end inside a UTF-8
-  sequence (IncrementalDecoder) and hold back any tail that could still become a stop string.
+  sequence and never change once emitted (saessak/token_text.py explains why this is not
+  `tokenizer.IncrementalDecoder`), and hold back any tail that could still become a stop string.
 
 Conventions (relied upon by RL and the server)
 - `Completion.token_ids` include the token that ended generation (<|end|> or a stop_token_id) so
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from saessak.errors import UserError
-from saessak.tokenizer import IncrementalDecoder
+from saessak.token_text import TokenTextDecoder, decode_ids, token_bytes_table
 
 _MASK32 = 0xFFFFFFFF
 # Prefill at most this many (padded) prompt tokens per forward, to bound activation memory.
@@ -99,7 +100,7 @@ class _Request:
     max_new: int  # max_tokens capped by the context limit
     stop_ids: frozenset[int]
     track_text: bool  # decode incrementally (streaming or stop strings); else decode once at the end
-    decoder: IncrementalDecoder | None
+    decoder: TokenTextDecoder | None
     out_ids: list[int] = field(default_factory=list)
     logprobs: list[float] | None = None
     sent: int = 0  # characters of text already handed out as deltas
@@ -213,6 +214,7 @@ class Engine:
         cfg = model.config
         self.max_seq_len = int(max_seq_len or cfg.max_position_embeddings)
         self.vocab_limit = min(cfg.vocab_size, tokenizer.vocab_size)
+        self._token_bytes = token_bytes_table(tokenizer)
         self._source = model
         self._dtype = dtype
         self._source_version = None
@@ -284,7 +286,7 @@ class Engine:
             id=rid, prompt_ids=prompt_ids, params=params, seed=int(seed) & ((1 << 63) - 1),
             max_new=min(params.max_tokens, self.max_seq_len - len(prompt_ids)),
             stop_ids=frozenset([self.tokenizer.eot_id, *params.stop_token_ids]), track_text=track,
-            decoder=IncrementalDecoder(self.tokenizer) if track else None,
+            decoder=TokenTextDecoder(self._token_bytes) if track else None,
             logprobs=[] if params.logprobs else None,
         )
         self._requests[rid] = req
@@ -520,7 +522,7 @@ class Engine:
             r.decoder.flush()
             text = r.decoder.emitted
         else:
-            text = self.tokenizer.decode(body)
+            text = decode_ids(self._token_bytes, body)
         r.text = text
         return self._take(r, text)
 
