@@ -165,6 +165,17 @@ def test_account_positive_with_context(text, value):
 def test_account_needs_context():
     assert found("번호 123456-01-234567입니다") == []
     assert found("코드 110-123-456789") == []
+    # bank names that are everyday words do not count as context on their own
+    assert found("우리 회사 주문번호 2024-01-123456") == []
+    assert found("그중 하나는 1234-5678-90이다") == []
+    assert found("국민 여러분 1234567890") == []
+    assert_only("우리은행 1002-123-456789", "account", "1002-123-456789")
+
+
+def test_english_context_words_are_whole_words():
+    # "Korean" contains "ean" and "server." contains "v.": neither may veto a detection
+    assert_only(f"Korean RRN {RRN}", "rrn", RRN)
+    assert_only("the server. 192.168.10.20", "ip", "192.168.10.20")
 
 
 @pytest.mark.parametrize("value", ["hong.gildong@example.co.kr", "user+tag@mail.example.com", "a_b-c@sub-domain.org"])

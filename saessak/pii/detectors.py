@@ -78,15 +78,18 @@ _IPV4 = re.compile(r"[0-9](?<![0-9.][0-9])(?<![vV][0-9])[0-9]{0,2}(?:\.[0-9]{1,3
 _IPV6 = re.compile(r"[0-9A-Fa-f:](?<![0-9A-Fa-f:][0-9A-Fa-f:])[0-9A-Fa-f]{0,3}:[0-9A-Fa-f:]{1,37}(?![0-9A-Fa-f:])")
 
 # Context words, searched in a short window before a candidate.
+# Bank names that are also everyday words (우리 "we", 하나 "one", 국민 "the people", 기업
+# "company") count only as "X은행", which 은행 already covers.
 _ACCOUNT_CONTEXT = re.compile(
-    r"계좌|통장|입금|송금|이체|예금주|은행|뱅크|농협|신협|새마을금고|우체국|수협|국민|신한|우리|하나|기업|"
-    r"카카오|토스|케이뱅크|씨티|SC제일|산업|account|bank", re.IGNORECASE
+    r"계좌|통장|입금|송금|이체|예금주|은행|뱅크|농협|신협|새마을금고|우체국|수협|신한|카카오|토스|씨티|SC제일|"
+    r"(?<![A-Za-z])(?:account|bank|KB|IBK|NH)(?![a-z])", re.IGNORECASE
 )
 _BRN_CONTEXT = re.compile(r"사업자")
 _DL_CONTEXT = re.compile(r"면허")
 _CORP_CONTEXT = re.compile(r"법인")
 _PERSON_CONTEXT = re.compile(r"주민|외국인")
-_NOT_PII_CONTEXT = re.compile(r"ISBN|ISSN|버전|version|ver\.|v\.|DOI|바코드|EAN|GTIN", re.IGNORECASE)
+# ASCII words only as whole words: "ean" is inside "Korean", "v." inside "serv.".
+_NOT_PII_CONTEXT = re.compile(r"버전|바코드|(?<![A-Za-z])(?:ISBN|ISSN|DOI|EAN|GTIN|version|ver\.|v\.)", re.IGNORECASE)
 _YEAR_AFTER = re.compile(r" ?년")
 _WINDOW = 24
 _AMOUNT_UNITS = frozenset("원만억천조달엔불%")
