@@ -1,6 +1,7 @@
 """`saessak pretrain --run RUN --preset NAME [--max-steps N] [--resume] [--force] ...`.
 
-The same command runs under `torchrun --nproc_per_node=N -m saessak pretrain ...` (DDP).
+The same command runs under `torchrun --nproc_per_node=N -m saessak pretrain --run-dir RUN ...` (DDP;
+torchrun's parser takes `--run` for an abbreviation of its own --run-path, hence the alias).
 See docs/TRAINING.md.
 """
 
@@ -11,7 +12,9 @@ import argparse
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("pretrain", help="pretrain the base model (RUN/base/) from the tokenizer and text splits")
-    p.add_argument("--run", required=True, help="run folder")
+    # --run-dir is the same option: torchrun's own parser rejects `--run` as an ambiguous prefix of
+    # its --run-path, so under torchrun write `--run-dir RUN`.
+    p.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder (--run-dir under torchrun)")
     p.add_argument("--preset", required=True, help="model/training preset: micro, cpu-tiny, cpu-small, d12, d20, ...")
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: the preset's)")
     p.add_argument("--resume", action="store_true",

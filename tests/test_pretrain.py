@@ -1,0 +1,195 @@
+"""`saessak pretrain`: end to end on the micro preset, skip/force, bad input, exact resume, DDP."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from saessak.cli import main
+from tests.run_fixtures import make_run
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = ["--preset", "micro", "--no-samples", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tokenized_run(tmp_path_factory):
+    """A run folder with data and a trained tokenizer; tests copy it."""
+    root = make_run(tmp_path_factory.mktemp("pre") / "run")
+    assert main(["tokenizer", "train", "--run", str(root), "--vocab-size", "600"]) == 0
+    return root
+
+
+@pytest.fixture()
+def run(tokenized_run, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(tokenized_run, dst)
+    return dst
+
+
+def train_losses(run: Path) -> dict[int, float]:
+    out = {}
+    for line in (run / "base" / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r["type"] == "train":
+            out[r["step"]] = r["loss"]
+    return out
+
+
+def cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "saessak", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300, **kw)
+
+
+def test_micro_pretrain_end_to_end(run):
+    assert main(["pretrain", "--run", str(run), "--preset", "micro", "--max-steps", "16", "--quiet"]) == 0
+    base = run / "base"
+    done = json.loads((base / "done.json").read_text())
+    assert done["preset"] == "micro" and done["steps"] == 16 and done["final_val_bpb"] > 0
+    assert done["tokens"] == 16 * done["tokens_per_step"]
+    meta = json.loads((base / "final" / "meta.json").read_text())
+    assert meta["preset"] == "micro" and meta["step"] == 16
+    assert (base / "final" / "model.safetensors").exists()
+    losses = train_losses(run)
+    assert list(losses) == list(range(1, 17))
+    first, last = sum(list(losses.values())[:3]) / 3, sum(list(losses.values())[-3:]) / 3
+    assert last < first - 0.3, (first, last)  # the loss falls
+    vals = [json.loads(x) for x in (base / "metrics.jsonl").read_text().splitlines() if '"val"' in x]
+    assert vals and vals[-1]["step"] == 16 and vals[-1]["val_bpb"] == done["final_val_bpb"]
+    samples = json.loads((base / "samples.json").read_text())
+    assert len(samples) >= 3 and all(isinstance(s["completion"], str) for s in samples)
+    rec = [json.loads(x) for x in (run / "ledger.jsonl").read_text().splitlines()][-1]
+    assert rec["stage"] == "pretrain" and rec["params"] == done["params"] and rec["tokens"] == done["tokens"]
+    assert rec["flops"] > 6 * rec["params"] * rec["tokens"] * 0.5 and 0 < rec["mfu"] < 1
+    assert not (base / "ckpt").exists()  # finished: resume checkpoints are dropped
+    # The final model loads with the shared loader.
+    from saessak.checkpoint import load_model
+
+    assert load_model(base / "final").config.vocab_size == done["config"]["vocab_size"]
+
+
+def test_done_stage_is_skipped_and_force_retrains(run, capsys):
+    assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "2"]) == 0
+    marker = run / "base" / "done.json"
+    t0 = marker.stat().st_mtime_ns
+    assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "3"]) == 0
+    assert "complete" in capsys.readouterr().out and marker.stat().st_mtime_ns == t0
+    assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "3", "--force"]) == 0
+    assert json.loads(marker.read_text())["steps"] == 3
+
+
+def test_unknown_preset_and_missing_tokenizer(tmp_path, capsys):
+    bare = make_run(tmp_path / "bare")
+    assert main(["pretrain", "--run", str(bare), "--preset", "gigantic"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert main(["pretrain", "--run", str(bare), "--preset", "micro"]) == 2
+    assert "tokenizer" in capsys.readouterr().err
+    assert not (bare / "base").exists()
+
+
+def test_bad_numbers_are_user_errors(run, capsys):
+    assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "0"]) == 2
+    assert "--max-steps 0" in capsys.readouterr().err
+
+
+def test_tokenizer_that_does_not_match_the_shards(run, capsys):
+    assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "2", "--ckpt-every", "1"]) == 0
+    (run / "base" / "done.json").unlink()  # pretend it was interrupted
+    shards_before = sorted(p.name for p in (run / "base" / "shards").iterdir())
+    assert main(["tokenizer", "train", "--run", str(run), "--vocab-size", "500", "--force"]) == 0
+    assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "2"]) == 2
+    assert "another tokenizer" in capsys.readouterr().err
+    assert sorted(p.name for p in (run / "base" / "shards").iterdir()) == shards_before
+    assert (run / "base" / "final").exists()
+
+
+def test_checkpoint_from_another_config_is_refused(run, capsys):
+    import torch
+
+    from saessak import training
+    from saessak.model import Llama
+    from saessak.presets import model_config
+    from saessak.tokenizer import Tokenizer
+
+    vocab = Tokenizer.load(run / "tokenizer").vocab_size
+    other = Llama(model_config("cpu-tiny", vocab))
+    opt = training.build_optimizer(other, 1e-3)
+    ckpt = training.save_checkpoint(run, "base", 5, other, opt, {"tokens": 0})
+    assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "8"]) == 2
+    assert "another model config" in capsys.readouterr().err
+    assert ckpt.exists() and not (run / "base" / "done.json").exists()
+
+
+def test_resume_flag_without_checkpoint_is_an_error(run, capsys):
+    assert main(["pretrain", "--run", str(run), *FAST, "--resume"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_exact_resume_after_sigkill(run, tmp_path):
+    """Kill -9 at a random step, resume: the per-step losses equal an uninterrupted run's."""
+    steps, every = 14, 3
+    args = [*FAST, "--max-steps", str(steps), "--ckpt-every", str(every), "--val-every", "5"]
+    whole = tmp_path / "whole"
+    shutil.copytree(run, whole)
+    r = cli("pretrain", "--run", str(whole), *args)
+    assert r.returncode == 0, r.stderr
+
+    kill_after = random.Random().randint(every + 1, steps - 2)
+    proc = subprocess.Popen([sys.executable, "-m", "saessak", "pretrain", "--run", str(run), *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = run / "base" / "metrics.jsonl"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if metrics.exists() and sum('"train"' in x for x in metrics.read_text().splitlines()) >= kill_after:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (run / "base" / "done.json").exists()
+    assert list((run / "base" / "ckpt").iterdir()), f"no checkpoint after step {kill_after}"
+
+    r = cli("pretrain", "--run", str(run), *args, "--resume")
+    assert r.returncode == 0, r.stderr
+    a, b = train_losses(whole), train_losses(run)
+    assert list(a) == list(b) == list(range(1, steps + 1)), f"killed after step {kill_after}"
+    for step in a:
+        assert abs(a[step] - b[step]) < 1e-5, (step, a[step], b[step], kill_after)
+    da = json.loads((whole / "base" / "done.json").read_text())
+    db = json.loads((run / "base" / "done.json").read_text())
+    assert abs(da["final_val_bpb"] - db["final_val_bpb"]) < 1e-5 and db["resumed_from_step"]
+
+
+def test_two_process_ddp_matches_single_process(run, tmp_path):
+    """torchrun with 2 gloo processes x batch 4 == one process x batch 8 (same global batch)."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed")
+    steps = 5
+    common = [*FAST, "--max-steps", str(steps), "--ckpt-every", "0", "--grad-accum", "2", "--device", "cpu"]
+    single = tmp_path / "single"
+    shutil.copytree(run, single)
+    r = cli("pretrain", "--run", str(single), *common, "--batch-size", "8")
+    assert r.returncode == 0, r.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "saessak", "pretrain",
+                        "--run-dir", str(run), *common, "--batch-size", "4"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = train_losses(single), train_losses(run)
+    assert list(a) == list(b) == list(range(1, steps + 1))
+    for step in a:
+        assert abs(a[step] - b[step]) < 1e-4, (step, a[step], b[step])
+    done = json.loads((run / "base" / "done.json").read_text())
+    assert done["world_size"] == 2
+    rec = [json.loads(x) for x in (run / "ledger.jsonl").read_text().splitlines()]
+    assert sum(1 for x in rec if x["stage"] == "pretrain") == 1  # rank 0 writes the ledger once
