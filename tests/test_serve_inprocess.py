@@ -1,0 +1,110 @@
+"""Server behaviour that needs a controlled model or loader: loading state, a full queue, and
+byte-exact Korean streaming (a scripted model emits byte-fallback tokens)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import httpx
+import pytest
+
+from saessak.serve.app import ServeSettings
+from saessak.serve.loading import ServedModel
+from tests.helpers import tiny_tokenizer
+from tests.serve_util import InProcessServer, wait_healthy
+from tests.test_engine import KOREAN_REPLY, ScriptedModel
+
+MESSAGES = [{"role": "user", "content": "안녕?"}]
+
+
+def scripted(script: list[int], max_pos: int = 128) -> ServedModel:
+    from saessak.chat_format import prompt_ids
+
+    tok = tiny_tokenizer()
+    model = ScriptedModel(tok.vocab_size, len(prompt_ids(tok, MESSAGES)), script, max_pos=max_pos)
+    return ServedModel(model=model, tokenizer=tok, name="scripted", source="test")
+
+
+def sse_events(raw: bytes) -> list:
+    events = []
+    for block in raw.split(b"\n\n"):
+        if not block.strip():
+            continue
+        assert block.startswith(b"data: ")
+        data = block[len(b"data: "):].decode("utf-8")  # each event is whole UTF-8 on its own
+        events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def test_health_is_503_while_loading_then_200():
+    release = threading.Event()
+    tok = tiny_tokenizer()
+
+    def slow_load():
+        release.wait(30)
+        return scripted([tok.eot_id])
+
+    with InProcessServer(ServeSettings(), slow_load, wait=False) as srv:
+        r = httpx.get(srv.base_url + "/health")
+        assert r.status_code == 503 and r.json()["status"] == "loading"
+        r = httpx.get(srv.base_url + "/v1/models")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "model_not_ready"
+        assert "saessak_model_ready 0" in httpx.get(srv.base_url + "/metrics").text
+        release.set()
+        wait_healthy(srv.base_url, timeout=10)
+        assert httpx.get(srv.base_url + "/v1/models").json()["data"][0]["id"] == "scripted"
+
+
+def test_failed_load_is_reported_by_health():
+    def broken():
+        raise FileNotFoundError("/nowhere/model.safetensors")
+
+    with InProcessServer(ServeSettings(), broken, wait=False) as srv:
+        for _ in range(100):
+            r = httpx.get(srv.base_url + "/health")
+            if r.json()["status"] == "error":
+                break
+            threading.Event().wait(0.05)
+        assert r.status_code == 503 and "FileNotFoundError" in r.json()["error"]
+
+
+def test_korean_byte_fallback_stream_is_byte_exact():
+    tok = tiny_tokenizer()
+    ids = tok.encode(KOREAN_REPLY)
+    with InProcessServer(ServeSettings(), lambda: scripted(ids + [tok.eot_id])) as srv:
+        body = {"messages": MESSAGES, "stream": True, "temperature": 0, "stream_options": {"include_usage": True}}
+        raw = httpx.post(srv.base_url + "/v1/chat/completions", json=body).content
+        events = sse_events(raw)
+        assert events[-1] == "[DONE]"
+        deltas = [e["choices"][0]["delta"].get("content") for e in events[:-1] if e["choices"]]
+        text = "".join(d for d in deltas if d)
+        assert text == KOREAN_REPLY and "\ufffd" not in text
+        assert len([d for d in deltas if d]) >= 5  # streamed in pieces, not in one chunk
+        assert events[-2]["usage"]["completion_tokens"] == len(ids) + 1  # + <|end|>
+        finish = [e["choices"][0]["finish_reason"] for e in events[:-1] if e["choices"]]
+        assert finish[-1] == "stop"
+        plain = httpx.post(srv.base_url + "/v1/chat/completions", json={"messages": MESSAGES, "temperature": 0})
+        assert plain.json()["choices"][0]["message"]["content"] == KOREAN_REPLY
+
+
+def test_full_queue_answers_429_and_recovers():
+    tok = tiny_tokenizer()
+    word = tok.encode("새싹")[0]
+    settings = ServeSettings(max_batch_size=1, max_queue=0)
+    with InProcessServer(settings, lambda: scripted([word] * 2000, max_pos=2048)) as srv:
+        url = srv.base_url + "/v1/chat/completions"
+        body = {"messages": MESSAGES, "stream": True, "temperature": 0}
+        with httpx.stream("POST", url, json=body) as first:
+            lines = first.iter_lines()
+            next(lines)  # the first request now holds the only slot
+            busy = httpx.post(url, json={"messages": MESSAGES, "max_tokens": 2})
+            assert busy.status_code == 429
+            assert busy.json()["error"]["type"] == "rate_limit_error"
+        # closing the stream freed the slot: the next request is served
+        for _ in range(100):
+            r = httpx.post(url, json={"messages": MESSAGES, "max_tokens": 2, "temperature": 0})
+            if r.status_code != 429:
+                break
+            threading.Event().wait(0.05)
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
