@@ -267,3 +267,29 @@ def test_number_inside_longer_digit_run_not_matched():
     assert found("010-1234-56789") == []  # one digit too many
     assert found("90101012345678901") == []
     assert found(f"1{RRN}") == [] and found(f"{RRN}1") == []
+
+
+_date = st.dates(min_value=__import__("datetime").date(1900, 1, 1), max_value=__import__("datetime").date(2099, 12, 31))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_date, st.sampled_from(["{:%Y-%m-%d}", "{:%Y.%m.%d}", "{:%Y%m%d}", "{:%Y/%m/%d}", "{:%Y년 %m월 %d일}",
+                               "{:%Y-%m-%d %H:%M:%S}"]), st.sampled_from(["에", "부터", "까지", " 기준", ""]))
+def test_dates_never_pii(d, fmt, particle):
+    assert find_pii(f"회의는 {fmt.format(d)}{particle} 열립니다") == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=0, max_value=10**12), st.sampled_from(["원", " 원", "원을", "달러", "명", "개"]))
+def test_grouped_amounts_never_pii(n, unit):
+    assert find_pii(f"금액은 {n:,}{unit} 입니다") == []
+    assert find_pii(f"계좌로 {n}{unit} 보냈다") == []
+    assert find_pii(f"사업자 매출 {n}{unit}, 면허 발급 {n}{unit}") == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=99), min_size=2, max_size=4))
+def test_versions_never_pii(parts):
+    version = ".".join(map(str, parts))
+    assert find_pii(f"버전 {version}로 업데이트했습니다") == []
+    assert find_pii(f"v{version} 릴리스") == []

@@ -92,7 +92,7 @@ _PERSON_CONTEXT = re.compile(r"주민|외국인")
 _NOT_PII_CONTEXT = re.compile(r"버전|바코드|(?<![A-Za-z])(?:ISBN|ISSN|DOI|EAN|GTIN|version|ver\.|v\.)", re.IGNORECASE)
 _YEAR_AFTER = re.compile(r" ?년")
 _WINDOW = 24
-_AMOUNT_UNITS = frozenset("원만억천조달엔불%")
+_AMOUNT_AFTER = re.compile(r" ?(?:원|만|억|천|조|달러|엔|불|%|개|명|건|회|KRW|USD|won)", re.IGNORECASE)
 
 _FULLWIDTH = re.compile("[\uff01-\uff5e]+")
 # Length-preserving map of full-width ASCII (０-９, －, ＠, Ａ-Ｚ...) to ASCII, so offsets stay valid.
@@ -146,7 +146,7 @@ def _brn(text: str, out: list) -> None:
         if v.brn_ok(_digits_of(m.group())) and not _before(text, m.start(), _NOT_PII_CONTEXT):
             out.append(("brn", m.start(), m.end(), "high"))
     for m in _BRN_PLAIN.finditer(text):  # bare 10 digits: also needs 사업자 nearby
-        if v.brn_ok(m.group()) and _before(text, m.start(), _BRN_CONTEXT):
+        if v.brn_ok(m.group()) and _before(text, m.start(), _BRN_CONTEXT) and not _AMOUNT_AFTER.match(text, m.end()):
             out.append(("brn", m.start(), m.end(), "high"))
 
 
@@ -169,7 +169,8 @@ def _driver_licenses(text: str, out: list) -> None:
     for m in _DL_NAME.finditer(text):
         out.append(("driver_license", m.start(), m.end(), "high"))
     for m in _DL_PLAIN.finditer(text):
-        if m.group()[:2] in _DL_REGION_CODES and _before(text, m.start(), _DL_CONTEXT):
+        if (m.group()[:2] in _DL_REGION_CODES and _before(text, m.start(), _DL_CONTEXT)
+                and not _AMOUNT_AFTER.match(text, m.end())):
             out.append(("driver_license", m.start(), m.end(), "medium"))
 
 
@@ -190,7 +191,7 @@ def _phones(text: str, out: list) -> None:
 def _accounts(text: str, out: list) -> None:
     for m in _ACCOUNT.finditer(text):
         n = len(_digits_of(m.group()))
-        if m.end() < len(text) and text[m.end()] in _AMOUNT_UNITS:  # "계좌로 1000000000원": an amount
+        if _AMOUNT_AFTER.match(text, m.end()):  # "계좌로 1000000000원": an amount, not an account
             continue
         if 10 <= n <= 14 and _before(text, m.start(), _ACCOUNT_CONTEXT) and not _before(
             text, m.start(), _NOT_PII_CONTEXT
