@@ -1,0 +1,93 @@
+"""`saessak chat` (terminal REPL) and the user-error paths of `saessak serve` / `saessak chat`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from saessak.io import write_json
+from tests.serve_util import REPO, make_checkpoint
+
+
+def run_cli(*args: str, stdin: str = "", timeout: int = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
+    return subprocess.run([sys.executable, "-m", "saessak", *args], input=stdin, capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    """A run folder with base and sft stages done: `--model RUN` must serve sft."""
+    from tests.helpers import tiny_tokenizer
+
+    run = tmp_path_factory.mktemp("run")
+    tiny_tokenizer().save(run / "tokenizer" / "tokenizer.json")
+    make_checkpoint(run / "base" / "final")
+    make_checkpoint(run / "sft" / "final")
+    (run / "sft" / "final" / "tokenizer.json").unlink()  # the run's tokenizer/ must be found instead
+    (run / "base" / "final" / "tokenizer.json").unlink()
+    for stage in ("base", "sft"):
+        write_json(run / stage / "done.json", {})
+    return run
+
+
+def test_terminal_chat_session(run_folder):
+    script = "안녕하세요\n/temp 0\n/system 너는 친절한 도우미야\n/temp 9\n/reset\n/help\n두 번째 질문\n"
+    r = run_cli("chat", "--model", str(run_folder), "--max-tokens", "5", "--seed", "1", stdin=script)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert f"모델 {run_folder.name}-sft" in out  # the latest stage of the run folder
+    assert out.count("새싹> ") == 2  # two replies streamed
+    assert "(온도: 0)" in out and "온도는 0 과 2 사이" in out
+    assert "(시스템 프롬프트: 너는 친절한 도우미야)" in out and "(대화를 지웠습니다)" in out
+    assert "/reset" in out  # the help text
+    assert "Traceback" not in r.stderr
+
+
+def test_terminal_chat_history_is_trimmed_to_the_context(tmp_path):
+    from saessak.serve.terminal_chat import _fit_history
+    from tests.helpers import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    history = [{"role": "user", "content": "가나다라마바사 " * 10}, {"role": "assistant", "content": "아자차카 " * 10}] * 5
+    ids = _fit_history(tok, "시스템", history, "마지막 질문", limit=120)
+    assert ids is not None and len(ids) < 120
+    assert tok.decode(ids).endswith("마지막 질문")
+    assert _fit_history(tok, "", [], "아주 긴 질문 " * 100, limit=50) is None
+
+
+@pytest.mark.parametrize("command", ["serve", "chat"])
+def test_bad_model_path_is_a_clear_error(command, tmp_path):
+    r = run_cli(command, "--model", str(tmp_path / "nope"))
+    assert r.returncode == 2
+    assert "saessak: error: --model" in r.stderr and "Traceback" not in r.stderr
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    r = run_cli(command, "--model", str(empty))
+    assert r.returncode == 2 and "finished model stage" in r.stderr
+
+
+def test_checkpoint_without_tokenizer_is_a_clear_error(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "lonely" / "ckpt")
+    (ckpt / "tokenizer.json").unlink()
+    r = run_cli("serve", "--model", str(ckpt))
+    assert r.returncode == 2 and "tokenizer.json" in r.stderr
+
+
+def test_model_resolution(run_folder, tmp_path):
+    from saessak.serve.loading import resolve_checkpoint
+
+    ckpt, tok, name = resolve_checkpoint(run_folder)
+    assert ckpt == run_folder / "sft" / "final" and tok == run_folder / "tokenizer" / "tokenizer.json"
+    assert name == f"{run_folder.name}-sft"
+    ckpt, tok, name = resolve_checkpoint(run_folder / "base" / "final")  # a checkpoint inside a run
+    assert tok == run_folder / "tokenizer" / "tokenizer.json" and name == f"{run_folder.name}-base"
+    write_json(run_folder / "rl" / "done.json", {})  # rl marked done but no model: a clear error
+    try:
+        with pytest.raises(Exception, match="no config.json"):
+            resolve_checkpoint(run_folder)
+    finally:
+        (run_folder / "rl" / "done.json").unlink()
