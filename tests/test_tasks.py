@@ -52,6 +52,18 @@ def test_train_and_test_never_share_a_question(task):
     assert train and test and not train & test
 
 
+def test_splits_share_no_structured_input_in_either_direction():
+    def inputs(split, task, fields):
+        return {tuple(str(ex["meta"][f]) for f in fields)
+                for lvl in range(1, 6) for ex in sample(task, split, 150, seed=1, level=lvl)}
+
+    # A number read one way in train must not be asked the other way in test.
+    fields = ("value", "system", "counter")
+    assert not inputs("train", "numbers", fields) & inputs("test", "numbers", fields)
+    assert not inputs("train", "josa", ("words", "pairs")) & inputs("test", "josa", ("words", "pairs"))
+    assert not inputs("train", "arith", ("expr",)) & inputs("test", "arith", ("expr",))
+
+
 def test_split_rule_is_a_stable_hash_with_a_fifth_for_test():
     keys = [[w, "을/를"] for w in map(str, range(5000))]
     share = sum(split_of("josa", k) == "test" for k in keys) / len(keys)

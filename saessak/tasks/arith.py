@@ -179,7 +179,7 @@ def make(rng: random.Random, level: int) -> Draft:
     prompt, steps, expr, value, unit = template(rng)
     # The split key is the arithmetic itself: the same sum in other words stays in one split.
     meta = {"expr": expr, "unit": unit, "template": template.__name__.strip("_"), "steps": steps}
-    return Draft(prompt, format_number(value), meta, key=[template.__name__, expr])
+    return Draft(prompt, format_number(value), meta, key=expr)
 
 
 def check(example: dict, answer: str) -> tuple[float, object]:

@@ -177,7 +177,8 @@ def make(rng: random.Random, level: int) -> Draft:
         answer = str(value)
     meta = {"value": value, "system": system, "counter": counter, "direction": direction,
             "reading": reading}
-    return Draft(prompt, answer, meta, key=[value, system, counter, direction])
+    # Direction is left out of the split key: "3개 -> 세 개" in train would give away "세 개 -> 3" in test.
+    return Draft(prompt, answer, meta, key=[value, system, counter])
 
 
 def _pick_counter(rng: random.Random, level: int) -> str | None:
