@@ -32,7 +32,7 @@ def register(subparsers) -> None:
                                    "(debian-ko, kolaw) are used; otherwise exactly the ones given.")
     b.add_argument("--out", required=True, help="output folder, normally RUN/data")
     b.add_argument("--sources", help="comma-separated named sources: debian-ko, kolaw (default), "
-                                     "debian-install-ko, debian-faq-ko (opt-in: copyleft or unclear licence)")
+                                     "debian-install-ko, debian-faq-ko (opt-in: copyleft or unclear licence), all")
     b.add_argument("--input", action="append", default=[], metavar="PATH",
                    help="local .txt/.md/.jsonl/.parquet file or folder (repeatable)")
     b.add_argument("--hf-dataset", metavar="ID[:CONFIG]", help="Hugging Face dataset (streamed) or a local dataset folder")

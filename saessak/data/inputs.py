@@ -177,6 +177,9 @@ class HFDataset:
 
     def documents(self, report: SourceReport, max_docs: int | None) -> Iterator[RawDoc]:
         ds = self._open()
+        fingerprint = getattr(ds, "_fingerprint", None)  # content hash of a local Arrow dataset
+        if fingerprint:
+            report.origin["fingerprint"] = fingerprint
         info = getattr(ds, "info", None)
         report.licence = {"name": (getattr(info, "license", None) or "unknown (see the dataset card)"),
                           "default_source": False}

@@ -130,9 +130,11 @@ def resolve_sources(names: list[str] | None) -> list:
     if names is None:
         return [SOURCES[n] for n in DEFAULT_SOURCES]
     out = []
+    if "all" in names:  # every named source, opt-in ones included
+        names = [n for n in names if n != "all"] + list(SOURCES)
     for name in names:
         if name not in SOURCES:
-            raise UserError(f"--sources: unknown source '{name}' (known: {', '.join(SOURCES)})")
+            raise UserError(f"--sources: unknown source '{name}' (known: {', '.join(SOURCES)}, or all)")
         if SOURCES[name] not in out:
             out.append(SOURCES[name])
     return out
