@@ -267,3 +267,23 @@ def test_real_default_sources_small_build(tmp_path):
     assert card["command"] == f"saessak data build --out {out} --max-docs 40"
     docs = read_split(out)
     assert any("대한민국" in d["text"] for d in docs)
+
+
+def test_unreadable_file_skipped_with_reason(tmp_path, monkeypatch):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "ok.txt").write_text(korean_doc(31), encoding="utf-8")
+    (d / "locked.txt").write_text(korean_doc(32), encoding="utf-8")
+    real_read = Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == "locked.txt":  # running as root, chmod 000 would not stop the read
+            raise PermissionError(13, "Permission denied")
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    out = tmp_path / "run/data"
+    build_corpus(out, inputs=[str(d)])
+    src = json.loads((out / "data_card.json").read_text())["sources"][0]
+    assert src["skipped_files"] == [{"path": "locked.txt", "reason": "unreadable: Permission denied"}]
+    assert src["documents_out"] == 1
