@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from fractions import Fraction
 
 import pytest
 
@@ -11,7 +12,6 @@ from saessak import cli
 from saessak.errors import UserError
 from saessak.tasks import FAMILIES, REWARDS, combine_rewards, grade, register_reward, sample, solution
 from saessak.tasks.base import parse_number, split_of, split_response
-from fractions import Fraction
 
 
 def test_families_in_order():

@@ -84,7 +84,8 @@ def _generated(rng: random.Random, level: int) -> tuple[list[str], set[int]]:
     else:
         words.append(past)
     if level == 5:
-        words[-1:] = [words[-1][:-1] + "고,"] if words[-1].endswith("다") else words[-1:]
+        # Two clauses: the first verb ends in -고 (읽었다 -> 읽었고,).
+        words[-1] = words[-1][:-1] + "고,"
         words += [rng.choice(SUBJECTS), rng.choice(ADVERBS), rng.choice(INTRANSITIVE)]
     return words, optional
 
@@ -93,7 +94,7 @@ def _digit_joins(sentence: str) -> set[int]:
     """Boundaries after a digit run followed by a non-digit: spacing there is optional."""
     joined = sentence.replace(" ", "")
     return {i for i in range(1, len(joined)) if joined[i - 1].isdigit() and not joined[i].isdigit()
-            and not joined[i] in ",."}
+            and joined[i] not in ",."}
 
 
 def boundaries(sentence: str) -> set[int]:
