@@ -90,6 +90,8 @@ def test_default_build_from_cached_sources(fake_cache, tmp_path):
     assert lo["pii_masked"] == {"phone": 1, "rrn": 1} and law["pii_masked"] == {}
     assert lo["documents_in"] == 13 and lo["documents_out"] == 12 and lo["documents_dropped"] == {"empty": 1}
     assert lo["lines_dropped"]["low_hangul_paragraph"] >= 13
+    # characters in count the English paragraphs that the Hangul filter then drops
+    assert lo["characters_in"] > lo["characters_out"] + 13 * len("English only paragraph that should be dropped.")
     first = lo["files"][0]
     html_path = fake_cache / "debs/libreoffice-help-ko/root/usr/share/libreoffice/help/ko/text" / first["path"]
     assert first["sha256"] == hashlib.sha256(html_path.read_bytes()).hexdigest()

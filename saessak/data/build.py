@@ -40,7 +40,7 @@ def _collect(src, max_docs: int | None, cfg: CleanConfig, log: Callable[[str], N
     docs: list[tuple[str, str]] = []
     for raw in src.documents(report, max_docs):
         report.documents_in += 1
-        report.characters_in += len(raw.text)
+        report.characters_in += len(raw.text) if raw.chars_in is None else raw.chars_in
         pieces = split_long(normalize(raw.text), cfg.max_doc_chars)
         if len(pieces) == 1:
             docs.append((raw.id, pieces[0]))

@@ -11,6 +11,9 @@ from typing import Any
 class RawDoc:
     id: str  # stable within the source, e.g. "text/shared/find_toolbar.html"
     text: str
+    # characters extracted before any source-level filter (HTML prose before the Hangul paragraph
+    # filter); None: len(text)
+    chars_in: int | None = None
 
 
 @dataclass

@@ -59,13 +59,15 @@ class DebianDocs:
             except UnicodeDecodeError as e:
                 report.skip(rel, f"invalid UTF-8 at byte {e.start}")
                 continue
+            paragraphs = html_paragraphs(html)
             kept = []
-            for para in html_paragraphs(html):
+            for para in paragraphs:
                 if hangul_share(para) >= self.min_paragraph_hangul_share:
                     kept.append(para)
                 else:
                     report.lines_dropped["low_hangul_paragraph"] += 1
-            yield RawDoc(rel, "\n".join(kept))
+            extracted = sum(len(p) for p in paragraphs) + max(0, len(paragraphs) - 1)  # joined by newlines
+            yield RawDoc(rel, "\n".join(kept), chars_in=extracted)
 
 
 _CHAPTER = re.compile(r"^\s*(제\d+장\s.*|부칙.*)$", re.M)
