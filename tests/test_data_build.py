@@ -266,6 +266,7 @@ def test_real_default_sources_small_build(tmp_path):
     assert by_name["debian-ko"]["licence"]["name"] == "MPL-2.0"
     assert by_name["debian-ko"]["origin"]["package"] == "libreoffice-help-ko"
     assert by_name["kolaw"]["documents_out"] >= 5
+    assert by_name["kolaw"]["pii_masked"] == {}  # the constitution's dates and article numbers are not PII
     assert card["command"] == f"saessak data build --out {out} --max-docs 40"
     docs = read_split(out)
     assert any("대한민국" in d["text"] for d in docs)
