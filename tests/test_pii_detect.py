@@ -63,6 +63,14 @@ def test_rrn_invalid_date_or_digit_not_rrn(value):
     assert all(t != "rrn" for t, _ in found(f"번호 {value}"))
 
 
+def test_rrn_spaced_hyphen_and_partly_masked_forms():
+    spaced = RRN.replace("-", " - ")
+    assert_only(f"주민등록번호: {spaced}", "rrn", spaced)
+    assert_only("생년월일 900101-1******입니다", "rrn", "900101-1******")
+    assert_only("외국인 850704-5xxxxxx로 등록", "frn", "850704-5xxxxxx")
+    assert found("900230-1******") == []  # 30 February is no birth date
+
+
 def test_rrn_leap_day_2000_valid():
     value = rrn("000229", "3")
     assert_only(value, "rrn", value)

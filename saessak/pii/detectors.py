@@ -44,7 +44,9 @@ _LB = r"(?<![0-9][0-9])(?<![0-9][-.][0-9])"  # after the first digit: no digit /
 _R = r"(?![0-9]|[-.][0-9])"
 _H = r"[-\u2010\u2011\u2012\u2013]"  # hyphen and its typographic look-alikes
 
-_REG13 = re.compile(r"([0-9]" + _LB + r"[0-9]{5})(?:" + _H + r"| ?)([0-9]{7})" + _R)
+_REG13 = re.compile(r"([0-9]" + _LB + r"[0-9]{5})(?: ?" + _H + r" ?| ?)([0-9]{7})" + _R)
+# Partly masked as printed on forms ("900101-1******"): birth date and sex still identify.
+_REG_PARTIAL = re.compile(r"([0-9]" + _LB + r"[0-9]{5}) ?" + _H + r" ?([0-9])[*xX●○]{6}")
 _BRN_DASHED = re.compile(r"[0-9]" + _LB + r"[0-9]{2}" + _H + r"[0-9]{2}" + _H + r"[0-9]{5}" + _R)
 _BRN_PLAIN = re.compile(r"[1-9]" + _LB + r"[0-9]{9}" + _R)
 _CARD = re.compile(
@@ -124,7 +126,7 @@ def _registration_numbers(text: str, out: list) -> None:
         if _before(text, s, _NOT_PII_CONTEXT) or v.isbn13_ok(d):
             continue
         corp, person = _before(text, s, _CORP_CONTEXT), _before(text, s, _PERSON_CONTEXT)
-        hyphenated = e - s == 14 and text[s + 6] != " "
+        hyphenated = e - s >= 14 and text[s + 6 : e - 7].strip() != ""
         rrn, frn = v.rrn_structure_ok(d), v.frn_structure_ok(d)
         crn = v.crn_ok(d) and not person and (corp or hyphenated)
         if crn and corp:
@@ -139,6 +141,12 @@ def _registration_numbers(text: str, out: list) -> None:
             out.append(("rrn", s, e, "medium"))
         elif frn:
             out.append(("frn", s, e, "medium"))
+    for m in _REG_PARTIAL.finditer(text):
+        d = m.group(1) + m.group(2) + "000000"  # the masked digits do not enter the date check
+        if v.rrn_structure_ok(d):
+            out.append(("rrn", m.start(), m.end(), "medium"))
+        elif v.frn_structure_ok(d):
+            out.append(("frn", m.start(), m.end(), "medium"))
 
 
 def _brn(text: str, out: list) -> None:
