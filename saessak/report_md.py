@@ -110,6 +110,32 @@ def projection_table(proj: dict) -> str:
     return table(["recipe", "params", "tokens", "FLOPs", "GPU", "GPU-hours", "hours on 8 GPUs", "USD", "KRW"], rows) + "\n\n" + notes
 
 
+def _one_line(text: Any) -> str:
+    if isinstance(text, list):  # chat messages
+        text = " / ".join(str(m.get("content", "")) for m in text if isinstance(m, dict))
+    return " ⏎ ".join(str(text).strip().splitlines()) or "(empty)"
+
+
+def sample_lines(ev: dict, per_task: int = 1) -> list[str]:
+    """A few evaluation conversations of the last model stage (one per task family)."""
+    stage = next((s for s in ("rl", "sft", "base") if ev.get(s, {}).get("samples")), None)
+    if stage is None:
+        return []
+    lines = ["", f"### Sample conversations ({stage} model, held-out test items, greedy)", ""]
+    seen: dict[str, int] = {}
+    for s in ev[stage]["samples"]:
+        if not isinstance(s, dict):
+            continue
+        task = str(s.get("task", "?"))
+        if seen.get(task, 0) >= per_task:
+            continue
+        seen[task] = seen.get(task, 0) + 1
+        mark = "correct" if s.get("correct") else "wrong"
+        lines.append(f"- **{task}** (level {s.get('level', '?')}, {mark}; expected `{_one_line(s.get('answer', ''))}`)  \n"
+                     f"  user: {_one_line(s.get('prompt', ''))}  \n  assistant: {_one_line(s.get('response', ''))}")
+    return lines
+
+
 def render_markdown(r: dict) -> str:
     ev, led, pr = r["eval"], r["ledger"], r["prices"]
     total = led["total"]
@@ -165,16 +191,7 @@ def render_markdown(r: dict) -> str:
         "",
         eval_table(ev),
     ]
-    samples = ev.get("rl", {}).get("samples") or ev.get("sft", {}).get("samples") or []
-    if samples:
-        parts += ["", "### Sample conversations", ""]
-        for s in samples[:4]:
-            if isinstance(s, dict):
-                q = s.get("prompt") or s.get("user") or s.get("question")
-                if isinstance(q, list):
-                    q = " / ".join(str(m.get("content", "")) for m in q if isinstance(m, dict))
-                a = s.get("response") or s.get("completion") or s.get("answer")
-                parts.append(f"- **user:** {q}\n  **assistant:** {a}")
+    parts += sample_lines(ev)
     parts += ["", "## Projection to GPUs", "", projection_table(r["projection"])]
     if r.get("plots"):
         parts += ["", "## Plots", ""] + [f"![{p}]({p})" for p in r["plots"]]

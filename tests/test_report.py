@@ -50,7 +50,8 @@ def test_markdown_and_plots(reported):
     run, r = reported
     md = (run / "report.md").read_text()
     for needle in ("## Cost ledger", "KRW", "DeepSeek-V3", "H100", "kolaw", "GPL-3.0", "phone 2", "14 → 12", "josa",
-                   "+15.0 pt", "hangul_chars_per_token"):
+                   "+15.0 pt", "hangul_chars_per_token",
+                   "assistant: 3 + 2 = 5 ⏎ 정답: 5"):
         assert needle in md, needle
     assert set(r["plots"]) >= {"plots/base_loss.png", "plots/base_bpb.png", "plots/sft_loss.png",
                                "plots/rl_reward.png", "plots/rl_accuracy.png"}
