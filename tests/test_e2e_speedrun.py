@@ -81,3 +81,18 @@ def test_second_run_skips_complete_stages(micro_run, capsys):
     assert {s["status"] for s in steps} == {"skipped"}
     assert time.perf_counter() - t0 < 10
     assert first_wall < 240 * 2  # budget 4 min on 2 cores; doubled for a shared machine
+
+
+def test_gguf_holds_the_trained_model(micro_run):
+    gguf = pytest.importorskip("gguf")
+    from safetensors.numpy import load_file
+
+    from saessak.chat_format import CHAT_TEMPLATE
+
+    run, _ = micro_run
+    reader = gguf.GGUFReader(str(run / "export" / "model.gguf"))
+    assert reader.fields["tokenizer.chat_template"].contents() == CHAT_TEMPLATE
+    sd = load_file(str(run / "rl" / "final" / "model.safetensors"))
+    tensors = {t.name: t for t in reader.tensors}
+    assert len(tensors) == len(sd)
+    assert (tensors["token_embd.weight"].data == sd["model.embed_tokens.weight"]).all()
