@@ -92,3 +92,21 @@ def test_partial_run_and_bad_input(tmp_path, capsys):
     assert "electricity.krw_per_kwh" in capsys.readouterr().err
     with pytest.raises(UserError):
         build_report(run, prices=tmp_path / "none.toml")
+
+
+def test_results_section_replaces_only_its_own_text(reported, tmp_path):
+    from saessak.results_section import END, START, update_results_file
+
+    _, r = reported
+    f = tmp_path / "RESULTS.md"
+    f.write_text("# Results\n\nRL table by someone else.\n")
+    update_results_file(f, r)
+    first = f.read_text()
+    assert first.startswith("# Results\n\nRL table by someone else.\n") and "## Latest speedrun" in first
+    assert "| josa | 10.0% | 40.0% | 55.0% | +15.0 pt |" in first
+    f.write_text(first + "\nMore text after.\n")
+    r2 = {**r, "date": "2099-01-01T00:00:00+00:00"}
+    update_results_file(f, r2)
+    text = f.read_text()
+    assert text.count(START) == 1 and text.count(END) == 1
+    assert "2099-01-01" in text and "More text after." in text and "someone else" in text
