@@ -1,0 +1,172 @@
+"""Pretraining throughput: ours vs a plain Hugging Face LlamaForCausalLM loop, side by side.
+
+Same model shape, batch and token data for every contender (cpu-tiny by default):
+- ours:        saessak.model.Llama + saessak.training.train_step, as the speedrun runs it
+               (the preset's dtype: bf16 autocast on CUDA/AMX, fp32 otherwise; foreach AdamW)
+- hf_fp32:     transformers LlamaForCausalLM, plain loop (loss.backward, AdamW defaults), fp32
+- hf_bf16:     the same loop under bf16 autocast
+- ours_fp32 / ours_bf16 / ours_compiled: our variants, so the choices the preset makes are visible
+Plus the measured bf16 and fp32 matmul peak of this machine and MFU against the bf16 peak, at the
+cpu-tiny shape and at the cpu-small shape (the MFU target's shape).
+
+Contenders are timed round-robin, one step each per round, and the median step is reported, so
+load from other processes on a shared machine hits them alike. The last stdout line is one JSON
+object: ours, baseline, ratio, unit, plus the rest.
+
+    .venv/bin/python bench/pretrain_throughput.py [--quick] [--preset cpu-tiny] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from saessak import training  # noqa: E402
+from saessak.model import Llama  # noqa: E402
+from saessak.presets import get_preset, model_config  # noqa: E402
+
+
+def ours_step(cfg, dtype: str, compile_model: bool):
+    model = Llama(cfg)
+    model.init_weights(0)
+    model.train()
+    opt = training.build_optimizer(model, 1e-3)
+    run_model = torch.compile(model) if compile_model else model
+
+    def loss_fn(m, b):
+        return m(b[0], targets=b[1])
+
+    def step(x, y):
+        training.train_step(run_model, opt, [(x, y)], loss_fn, device="cpu", dtype=dtype, grad_clip=1.0)
+
+    return step
+
+
+def hf_step(cfg, bf16: bool):
+    import transformers
+
+    hf_cfg = transformers.LlamaConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads, max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=cfg.tie_word_embeddings)
+    model = transformers.LlamaForCausalLM(hf_cfg)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)  # what a user writes
+
+    def step(x, y):
+        # HF shifts labels itself, so it gets the full window; the same tokens as ours see.
+        ids = torch.cat([x, y[:, -1:]], dim=1)
+        opt.zero_grad(set_to_none=True)
+        if bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(input_ids=ids, labels=ids).loss
+        else:
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    return step
+
+
+def time_round_robin(contenders: dict, x, y, warmup: int, steps: int) -> dict[str, float]:
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn(x, y)
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(steps):
+        for name, fn in contenders.items():
+            t0 = time.perf_counter()
+            fn(x, y)
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer steps and a smaller cpu-small batch (< 1 min)")
+    ap.add_argument("--preset", default="cpu-tiny", help="shape of the side-by-side comparison")
+    ap.add_argument("--mfu-preset", default="cpu-small", help="shape of the MFU measurement")
+    ap.add_argument("--compile", action="store_true", help="also time ours under torch.compile (slow warm-up)")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    warmup, steps = (1, 3) if args.quick else (2, 8)
+
+    peak = {d: training.peak_flops("cpu", d, seconds=0.3 if args.quick else 1.0) for d in ("bf16", "fp32")}
+    p = get_preset(args.preset)
+    cfg = model_config(p)
+    speedrun_dtype = training.resolve_dtype("cpu", p.dtype)
+    x = torch.randint(0, cfg.vocab_size, (p.batch_size, p.seq_len))
+    y = torch.randint(0, cfg.vocab_size, (p.batch_size, p.seq_len))
+    contenders = {
+        "ours": ours_step(cfg, speedrun_dtype, p.compile),
+        "hf_fp32": hf_step(cfg, bf16=False),
+        "hf_bf16": hf_step(cfg, bf16=True),
+        "ours_bf16" if speedrun_dtype == "fp32" else "ours_fp32":
+            ours_step(cfg, "bf16" if speedrun_dtype == "fp32" else "fp32", False),
+    }
+    if args.compile and not p.compile:
+        contenders["ours_compiled"] = ours_step(cfg, speedrun_dtype, True)
+        t0 = time.perf_counter()
+        contenders["ours_compiled"](x, y)
+        compile_warmup_s = time.perf_counter() - t0
+    tokens = p.batch_size * p.seq_len
+    med = time_round_robin(contenders, x, y, warmup, steps)
+    tok_s = {k: tokens / v for k, v in med.items()}
+    fpt = cfg.flops_per_token(p.seq_len)
+
+    # MFU at the bigger shape: ours only.
+    ps = get_preset(args.mfu_preset)
+    cfg_s = model_config(ps)
+    bs = 2 if args.quick else ps.batch_size
+    xs = torch.randint(0, cfg_s.vocab_size, (bs, ps.seq_len))
+    ys = torch.randint(0, cfg_s.vocab_size, (bs, ps.seq_len))
+    small_dtype = training.resolve_dtype("cpu", ps.dtype)
+    med_s = time_round_robin({"ours": ours_step(cfg_s, small_dtype, False)}, xs, ys, 1, 2 if args.quick else 4)
+    small_tok_s = bs * ps.seq_len / med_s["ours"]
+    small_flops = cfg_s.flops_per_token(ps.seq_len) * small_tok_s
+
+    result = {
+        "ours": round(tok_s["ours"], 1),
+        "baseline": round(tok_s["hf_fp32"], 1),
+        "ratio": round(tok_s["ours"] / tok_s["hf_fp32"], 3),
+        "unit": "tokens/s",
+        "shape": args.preset,
+        "params": cfg.num_parameters(),
+        "batch": [p.batch_size, p.seq_len],
+        "ours_dtype": speedrun_dtype,
+        "tok_per_s": {k: round(v, 1) for k, v in tok_s.items()},
+        "hf_bf16_ratio": round(tok_s["ours"] / tok_s["hf_bf16"], 3),
+        "peak_gflops_bf16": round(peak["bf16"] / 1e9, 1),
+        "peak_gflops_fp32": round(peak["fp32"] / 1e9, 1),
+        "mfu_vs_bf16_peak": round(fpt * tok_s["ours"] / peak["bf16"], 4),
+        "mfu_vs_fp32_peak": round(fpt * tok_s["ours"] / peak["fp32"], 4),
+        "mfu_shape": args.mfu_preset,
+        "mfu_shape_tok_per_s": round(small_tok_s, 1),
+        "mfu_shape_dtype": small_dtype,
+        "mfu_shape_vs_bf16_peak": round(small_flops / peak["bf16"], 4),
+        "mfu_shape_vs_fp32_peak": round(small_flops / peak["fp32"], 4),
+        "amx": training.cpu_has_amx(),
+        "threads": torch.get_num_threads(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "quick": args.quick,
+    }
+    if "ours_compiled" in contenders:
+        result["compile_warmup_s"] = round(compile_warmup_s, 1)
+    for k, v in tok_s.items():
+        print(f"{k:>14}: {v:9.1f} tok/s  ({med[k] * 1000:.0f} ms/step)")
+    print(f"{'cpu-small':>14}: {small_tok_s:9.1f} tok/s  MFU {100 * result['mfu_shape_vs_bf16_peak']:.1f}% of bf16 peak")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
