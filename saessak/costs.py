@@ -186,5 +186,7 @@ def ledger_costs(records: list[dict[str, Any]], prices: PriceTable) -> dict[str,
         for k in ("params", "mfu", "device"):
             if k in rec:
                 agg[k] = rec[k]
+        for k in ("watts", "watts_source", "unit", "units"):
+            agg[k] = cost[k]
     total = {k: sum(s[k] for s in per_stage.values()) for k in _SUM_KEYS}
     return {"records": rows, "stages": per_stage, "total": total}

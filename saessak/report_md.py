@@ -60,11 +60,15 @@ def ledger_table(ledger: dict) -> str:
     for stage, s in ledger["stages"].items():
         rows.append([stage, s["runs"], fmt(s["wall_s"], 1), fmt(s["cpu_s"], 1), _device(s.get("device")),
                      fmt(s["tokens"] or None), fmt(s["flops"] or None), pct(s.get("mfu")) if s.get("mfu") is not None else "—",
-                     fmt(s["energy_kwh"], 3), fmt(s["cost_krw"], 2), fmt(s["cost_usd"], 4)])
+                     fmt(s.get("watts"), 1), fmt(s["energy_kwh"], 3), fmt(s["cost_krw"], 2), fmt(s["cost_usd"], 4)])
     t = ledger["total"]
     rows.append(["**total**", "", fmt(t["wall_s"], 1), fmt(t["cpu_s"], 1), "", fmt(t["tokens"] or None),
-                 fmt(t["flops"] or None), "", fmt(t["energy_kwh"], 3), f"**{fmt(t['cost_krw'], 2)}**", f"**{fmt(t['cost_usd'], 4)}**"])
-    return table(["stage", "runs", "wall s", "CPU s", "device", "tokens", "FLOPs", "MFU", "kWh", "KRW", "USD"], rows)
+                 fmt(t["flops"] or None), "", "", fmt(t["energy_kwh"], 3), f"**{fmt(t['cost_krw'], 2)}**", f"**{fmt(t['cost_usd'], 4)}**"])
+    out = table(["stage", "runs", "wall s", "CPU s", "device", "tokens", "FLOPs", "MFU", "power W", "kWh", "KRW", "USD"], rows)
+    sources = sorted({s["watts_source"] for s in ledger["stages"].values() if s.get("watts_source")})
+    if sources:
+        out += "\n\nPower figures: " + "; ".join(sources) + "."
+    return out
 
 
 def _counts(d: Any) -> str:
