@@ -165,3 +165,18 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     assert "run folder not found" in capsys.readouterr().err
     assert main(["export", "hf", "--run", str(run), "--out", str(tmp_path / "o5")]) == 0
     assert (tmp_path / "o5" / "config.json").exists()
+
+
+def test_untied_output_head_round_trips(tmp_path):
+    """GPU presets do not tie the embeddings: lm_head is its own tensor in both exports."""
+    from transformers import AutoModelForCausalLM
+
+    run = make_run(tmp_path / "run", stages=("base",), tie_word_embeddings=False)
+    out = export_hf(run, tmp_path / "hf")
+    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is False
+    model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True, dtype=torch.float32).eval()
+    ours = load_model(run / "base" / "final").eval()
+    x = torch.tensor([[1] + tiny_tokenizer().encode(KOREAN_SAMPLE[1])])
+    with torch.no_grad():
+        assert (model(x).logits - ours(x)).abs().max().item() < 1e-4
+    assert not torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)

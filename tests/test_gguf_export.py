@@ -132,3 +132,13 @@ def test_interrupted_gguf_export_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         ge.export_gguf(run, tmp_path / "out" / "model.gguf")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_untied_output_head_is_written(tmp_path):
+    from safetensors.numpy import load_file
+
+    run = make_run(tmp_path / "run", stages=("base",), tie_word_embeddings=False)
+    path = export_gguf(run, tmp_path / "m.gguf")
+    got = {t.name: np.array(t.data) for t in gguf.GGUFReader(str(path)).tensors}
+    sd = load_file(str(run / "base" / "final" / "model.safetensors"))
+    np.testing.assert_array_equal(got["output.weight"], sd["lm_head.weight"])
