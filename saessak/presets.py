@@ -41,7 +41,7 @@ class Preset:
     ckpt_every: int = 100  # optimizer steps between resumable checkpoints
     keep_checkpoints: int = 2
     dtype: str = "auto"  # autocast: bf16, fp32, or auto (bf16 on CUDA and AMX CPUs); master weights fp32
-    compile: bool = False  # torch.compile the model (measured per machine: see docs/TRAINING.md)
+    compile: bool = False  # torch.compile the model (halves CPU time per step at cpu-tiny: docs/BENCHMARKS.md)
     tie_word_embeddings: bool = True
     gpu: bool = False  # sized for GPUs (valid config; not run on the CPU speedrun)
 
@@ -87,10 +87,11 @@ PRESETS: dict[str, Preset] = {
                val_every=0, val_tokens=4096, ckpt_every=10, dtype="fp32"),
         # The CPU speedrun: a few M parameters, ~8-9 minutes on 2 cores.
         Preset("cpu-tiny", depth=4, vocab_size=4096, seq_len=256, batch_size=8, grad_accum=1,
-               max_steps=300, lr=3e-3, warmup_steps=20, val_every=100, val_tokens=16384, ckpt_every=50),
+               max_steps=400, lr=3e-3, warmup_steps=20, val_every=100, val_tokens=16384, ckpt_every=50,
+               compile=True),
         # A bigger CPU shape (the MFU benchmark shape); ~1 hour on 2 cores.
         Preset("cpu-small", depth=6, vocab_size=8192, seq_len=512, batch_size=8, grad_accum=1,
-               max_steps=400, lr=2e-3, warmup_steps=30, val_every=100, ckpt_every=50),
+               max_steps=400, lr=2e-3, warmup_steps=30, val_every=100, ckpt_every=50, compile=True),
         # GPU presets (nanochat-like shapes), for torchrun --nproc_per_node=N on CUDA.
         Preset("d12", depth=12, vocab_size=32768, seq_len=2048, batch_size=32, grad_accum=1,
                max_steps=5000, lr=1e-3, warmup_steps=200, val_every=250, val_tokens=1 << 20,

@@ -132,10 +132,12 @@ def test_resume_flag_without_checkpoint_is_an_error(run, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
-def test_exact_resume_after_sigkill(run, tmp_path):
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_exact_resume_after_sigkill(run, tmp_path, compiled):
     """Kill -9 at a random step, resume: the per-step losses equal an uninterrupted run's."""
     steps, every = 14, 3
-    args = [*FAST, "--max-steps", str(steps), "--ckpt-every", str(every), "--val-every", "5"]
+    args = [*FAST, "--max-steps", str(steps), "--ckpt-every", str(every), "--val-every", "5",
+            "--compile" if compiled else "--no-compile"]
     whole = tmp_path / "whole"
     shutil.copytree(run, whole)
     r = cli("pretrain", "--run", str(whole), *args)
