@@ -309,6 +309,9 @@ def save_checkpoint(run_root: str | os.PathLike, stage: str, step: int, model: t
     save_model(path, model, meta={"step": step, **(meta or {})}, extra_files={TRAIN_STATE: buf.getvalue()})
     for _, old in list_checkpoints(run_root, stage)[: -max(1, keep)]:
         shutil.rmtree(old, ignore_errors=True)
+    # Temporary folders of saves that a kill interrupted (only rank 0 writes here, so none is live).
+    for tmp in ckpt_root(run_root, stage).glob(".step_*.tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

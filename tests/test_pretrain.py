@@ -94,6 +94,13 @@ def test_unknown_preset_and_missing_tokenizer(tmp_path, capsys):
     assert not (bare / "base").exists()
 
 
+def test_empty_val_split_is_refused_before_any_output(run, capsys):
+    (run / "data" / "val.jsonl").write_text("\n")
+    assert main(["pretrain", "--run", str(run), *FAST]) == 2
+    assert "val split has no text" in capsys.readouterr().err
+    assert not (run / "base" / "shards").exists() and not (run / "base" / "done.json").exists()
+
+
 def test_bad_numbers_are_user_errors(run, capsys):
     assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "0"]) == 2
     assert "--max-steps 0" in capsys.readouterr().err
