@@ -21,14 +21,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_checkpoint(folder: Path, **config) -> Path:
-    """A tiny random model + the test tokenizer saved as a checkpoint folder."""
+def make_checkpoint(folder: Path, never_ends: bool = False, **config) -> Path:
+    """A tiny random model + the test tokenizer saved as a checkpoint folder.
+
+    `never_ends`: the model can never emit <|end|>, so a reply runs to max_tokens (tests that
+    stop or disconnect mid-reply need one that is still going). Residual dimension 0 is held at
+    a constant positive value (set in every embedding, written by no layer), and <|end|>'s output
+    row reads only that dimension with a large negative weight.
+    """
+    import torch
+
     from saessak.checkpoint import save_model
     from tests.helpers import tiny_model, tiny_tokenizer
 
     tok = tiny_tokenizer()
     config.setdefault("initializer_range", 0.3)  # varied (not single-token) greedy output
+    if never_ends:
+        config["tie_word_embeddings"] = False
     model = tiny_model(tok.vocab_size, seed=0, **config)
+    if never_ends:
+        with torch.no_grad():
+            model.model.embed_tokens.weight[:, 0] = 5.0
+            for layer in model.model.layers:
+                layer.self_attn.o_proj.weight[0, :] = 0.0
+                layer.mlp.down_proj.weight[0, :] = 0.0
+            model.lm_head.weight[:, 0] = 0.0
+            model.lm_head.weight[tok.eot_id] = 0.0
+            model.lm_head.weight[tok.eot_id, 0] = -100.0
     save_model(folder, model)
     tok.save(folder / "tokenizer.json")
     return folder
@@ -120,3 +139,48 @@ class InProcessServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+DEMO_CHATS = [
+    ("안녕하세요", "안녕하세요! 저는 새싹이에요. 이 컴퓨터 안에서만 돌아가고, 대화 내용을 서버에 남기지 않아요."),
+    ("파이썬으로 인사하는 코드를 보여 줘", "**파이썬** 예시입니다:\n```python\nprint(\"안녕하세요\")\n```\n실행하면 `안녕하세요`가 출력돼요."),
+    ("오늘은 월요일이야. 내일은?", "내일은 **화요일**입니다."),
+]
+
+
+def train_demo_chat_model(folder: Path, steps: int = 300, seed: int = 0, lr: float = 1e-2) -> Path:
+    """A tiny model that memorises DEMO_CHATS (a few seconds), so the web page shows real Korean
+    replies with Markdown in the documentation screenshot."""
+    import torch
+
+    from saessak.chat_format import render
+    from saessak.checkpoint import save_model
+    from tests.helpers import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(seed)
+    model = tiny_model(tok.vocab_size, seed=seed, hidden_size=96, intermediate_size=256).train()
+    turns = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in DEMO_CHATS]
+    # single turns, and the first two as one conversation (the screenshot asks them in a row)
+    rows = [render(tok, t) for t in turns] + [render(tok, turns[0] + turns[1])]
+    T = max(len(r.ids) for r in rows)
+    ids = torch.full((len(rows), T), tok.pad_id)
+    targets = torch.full((len(rows), T), -100)
+    for i, r in enumerate(rows):
+        ids[i, : len(r.ids)] = torch.tensor(r.ids)
+        labels = [t if m else -100 for t, m in zip(r.ids[1:], r.loss_mask[1:])]
+        targets[i, : len(labels)] = torch.tensor(labels)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is fastest, and the test machine is shared
+    try:
+        for _ in range(steps):
+            loss = model(ids, targets=targets)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    save_model(folder, model.eval())
+    tok.save(folder / "tokenizer.json")
+    return folder

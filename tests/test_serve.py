@@ -20,7 +20,7 @@ RRN = "900101-1234567"
 def server(tmp_path_factory):
     work = tmp_path_factory.mktemp("serve")
     # a long context so a reply can outlast the disconnect test's reads
-    ckpt = make_checkpoint(work / "ckpt", max_position_embeddings=1024)
+    ckpt = make_checkpoint(work / "ckpt", never_ends=True, max_position_embeddings=1024)
     with CliServer(ckpt, work, "--api-key", API_KEY, "--served-model-name", "saessak-tiny") as srv:
         yield srv
 
