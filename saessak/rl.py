@@ -59,7 +59,7 @@ def check_tasks(tasks_api, cfg) -> list[str]:
 
 
 def run_rl(run: str, preset: str | None = None, resume: bool = False, force: bool = False, tasks_api=None,
-           time_budget_s: float | None = None, log=print, **overrides) -> dict:
+           log=print, **overrides) -> dict:
     import torch
 
     from saessak import training as tr
@@ -155,14 +155,14 @@ def run_rl(run: str, preset: str | None = None, resume: bool = False, force: boo
                                                 "completion": c.text, "finish_reason": c.finish_reason,
                                                 "reward": float(g.rewards[0]), "correct": bool(g.grades[0]["correct"])})
             log(_progress_line(rec, families))
-        over_budget = time_budget_s is not None and time.perf_counter() - t_start > time_budget_s
+        over_budget = cfg.time_budget_s is not None and time.perf_counter() - t_start > cfg.time_budget_s
         (stop_flag,) = tr.all_reduce_sum([1.0 if over_budget else 0.0], info)
         if step % cfg.ckpt_every == 0 and step < cfg.max_steps and info.is_main:
             tr.save_checkpoint(run, "rl", step, model, opt,
                                {"curriculum": cur.state(), "offset": offset, "totals": totals})
         tr.barrier(info)
         if stop_flag > 0:
-            log(f"rl: time budget {time_budget_s}s reached after step {step}")
+            log(f"rl: time budget {cfg.time_budget_s}s reached after step {step}")
             break
 
     world_tokens = tr.all_reduce_sum([totals["rollout_tokens"], totals["prompt_tokens"], totals["trained_tokens"]], info)

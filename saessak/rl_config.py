@@ -57,6 +57,9 @@ class GRPOConfig:
     log_completions: int = 10  # write sample completions every N steps (0 = never)
     ckpt_every: int = 25
     seed: int = 4321
+    # Wall-clock budget: stop after the step that passes it (None = run all max_steps). The LR is
+    # constant after warm-up, so stopping early leaves no half-finished schedule.
+    time_budget_s: float | None = None
 
     @property
     def batch_size(self) -> int:
@@ -105,8 +108,8 @@ RL_PRESETS: dict[str, GRPOConfig] = {
     "micro": GRPOConfig(max_steps=4, prompts_per_step=4, num_generations=4, max_completion_length=24,
                         learning_rate=5e-4, micro_batch_size=16, max_resample_rounds=0, ckpt_every=2,
                         log_completions=2, curriculum_window=8),
-    "cpu-tiny": GRPOConfig(max_steps=120, prompts_per_step=8, num_generations=8, max_completion_length=96,
-                           learning_rate=1e-4, micro_batch_size=32),
+    "cpu-tiny": GRPOConfig(max_steps=200, prompts_per_step=8, num_generations=8, max_completion_length=112,
+                           learning_rate=1e-4, micro_batch_size=32, time_budget_s=600.0),
     "cpu-small": GRPOConfig(max_steps=200, prompts_per_step=16, num_generations=8, max_completion_length=128,
                             learning_rate=5e-5),
 }

@@ -39,7 +39,7 @@ class SFTConfig:
     eval_every: int = 25
     ckpt_every: int = 100
     seed: int = 1234
-    dtype: str | None = None  # autocast dtype; None = the model preset's (bf16 on the CPU presets)
+    dtype: str | None = None  # autocast dtype (auto, bf16, fp32); None = the model preset's
 
 
 # Defaults per preset name (the model presets live in saessak.presets). Chosen so each stage fits
@@ -47,8 +47,8 @@ class SFTConfig:
 SFT_PRESETS: dict[str, SFTConfig] = {
     "micro": SFTConfig(max_steps=20, batch_size=8, seq_len=128, lr=2e-3, warmup_steps=5,
                        task_items_per_family=40, identity_items=18, eval_every=10, ckpt_every=10),
-    "cpu-tiny": SFTConfig(max_steps=400, batch_size=16, seq_len=256, lr=1.5e-3, warmup_steps=20,
-                          task_items_per_family=3000, identity_items=300, eval_every=25, ckpt_every=100),
+    "cpu-tiny": SFTConfig(max_steps=200, batch_size=16, seq_len=256, lr=1.5e-3, warmup_steps=20,
+                          task_items_per_family=2000, identity_items=200, eval_every=25, ckpt_every=50),
     "cpu-small": SFTConfig(max_steps=800, batch_size=32, seq_len=512, lr=1e-3, task_items_per_family=6000,
                            identity_items=500, eval_every=50, ckpt_every=200),
 }
@@ -65,7 +65,7 @@ def config_for(preset: str, **overrides) -> SFTConfig:
 def _model_dtype(preset: str) -> str:
     from saessak.presets import PRESETS
 
-    return PRESETS[preset].dtype if preset in PRESETS else "fp32"
+    return PRESETS[preset].dtype if preset in PRESETS else "auto"
 
 
 def build_conversations(cfg: SFTConfig, data_file=None, hf_dataset=None, tasks_api=None) -> list[list[dict]]:
@@ -139,7 +139,7 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
         log(f"sft: resuming from {start_ckpt} (step {step})")
 
     per_rank = cfg.batch_size // info.world
-    dtype = cfg.dtype or _model_dtype(preset)
+    dtype = tr.resolve_dtype(info.device, cfg.dtype or _model_dtype(preset))
     flops_per_token = model.config.flops_per_token(cfg.seq_len)
     log(f"sft: preset={preset} conversations={len(convs)} train_rows={len(train_rows)} "
         f"val_rows={len(val_rows)} steps={cfg.max_steps} batch={cfg.batch_size}x{cfg.seq_len}")
