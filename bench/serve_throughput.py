@@ -1,0 +1,273 @@
+"""Serving throughput: `saessak serve` with 1, 8 and 32 concurrent streaming clients, side by side
+with what a user would otherwise do — Hugging Face transformers `generate` on the same weights,
+serving the same requests one at a time.
+
+Reports aggregate generated tokens/s and time-to-first-token (TTFT) p50/p99 per concurrency level.
+For the sequential baseline all requests of a level arrive together, so a request's TTFT includes
+the time it waits for the ones before it (as in a one-at-a-time server).
+
+    .venv/bin/python bench/serve_throughput.py            # cpu-tiny shape, 64 new tokens
+    .venv/bin/python bench/serve_throughput.py --quick    # under a minute
+    .venv/bin/python bench/serve_throughput.py --model runs/NAME   # a trained run or checkpoint
+
+The last stdout line is one JSON object with the key figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+QUESTIONS = [
+    "안녕하세요, 자기소개를 해 주세요.", "서울의 봄 날씨는 어떤가요?", "사과 3개와 배 2개는 모두 몇 개예요?",
+    "내일이 화요일이면 오늘은 무슨 요일이에요?", "한국어 띄어쓰기 규칙을 설명해 주세요.",
+    "도서관에서 책을 빌리는 방법을 알려 주세요.", "2024년 3월 15일은 무슨 요일인가요?", "짧은 시를 한 편 써 주세요.",
+]
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    k = min(len(xs) - 1, max(0, round(q / 100 * (len(xs) - 1))))
+    return xs[k]
+
+
+def build_default_checkpoint(folder: Path) -> Path:
+    """cpu-tiny model shape with random weights, and a small Korean tokenizer."""
+    from saessak.checkpoint import save_model
+    from saessak.model import Llama, ModelConfig
+    from saessak.presets import PRESETS
+    from saessak.tokenizer import train_tokenizer
+
+    text = [q * 3 for q in QUESTIONS] * 30
+    tok = train_tokenizer(text, 600)
+    p = PRESETS["cpu-tiny"].to_dict()
+    cfg = ModelConfig(vocab_size=4096, hidden_size=p["hidden_size"], intermediate_size=p["intermediate_size"],
+                      num_hidden_layers=p["depth"], num_attention_heads=p["num_attention_heads"],
+                      num_key_value_heads=p["num_key_value_heads"], max_position_embeddings=512)
+    model = Llama(cfg)
+    model.init_weights(0)
+    save_model(folder, model)
+    tok.save(folder / "tokenizer.json")
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- our server --------------------------------------------------------------------------------
+
+async def one_stream(client, url: str, question: str, max_tokens: int, seed: int) -> dict:
+    body = {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens, "stream": True,
+            "temperature": 0.7, "seed": seed, "stream_options": {"include_usage": True}}
+    t0 = time.perf_counter()
+    ttft, tokens = None, 0
+    async with client.stream("POST", url, json=body) as r:
+        if r.status_code != 200:
+            return {"ok": False}
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            obj = json.loads(line[6:])
+            if obj.get("usage"):
+                tokens = obj["usage"]["completion_tokens"]
+            for ch in obj.get("choices", []):
+                if ttft is None and (ch["delta"].get("content") or ch["finish_reason"]):
+                    ttft = time.perf_counter() - t0
+    return {"ok": tokens > 0, "ttft": ttft, "tokens": tokens}
+
+
+async def run_level(base_url: str, clients: int, per_client: int, max_tokens: int) -> dict:
+    import httpx
+
+    url = base_url + "/v1/chat/completions"
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        async def worker(c: int):
+            out = []
+            for k in range(per_client):
+                out.append(await one_stream(client, url, QUESTIONS[(c + k) % len(QUESTIONS)], max_tokens,
+                                            seed=c * 1000 + k))
+            return out
+
+        t0 = time.perf_counter()
+        results = [r for rs in await asyncio.gather(*(worker(c) for c in range(clients))) for r in rs]
+        wall = time.perf_counter() - t0
+    ok = [r for r in results if r["ok"]]
+    ttfts = [r["ttft"] for r in ok]
+    tokens = sum(r["tokens"] for r in ok)
+    return {"clients": clients, "requests": len(results), "failed": len(results) - len(ok), "tokens": tokens,
+            "wall_s": round(wall, 3), "tok_s": round(tokens / wall, 1),
+            "ttft_p50_s": round(percentile(ttfts, 50), 4), "ttft_p99_s": round(percentile(ttfts, 99), 4)}
+
+
+def bench_ours(ckpt: Path, levels: list[int], per_client: int, max_tokens: int, threads: int | None) -> dict:
+    import httpx
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "saessak", "serve", "--model", str(ckpt), "--port", str(port),
+           "--max-batch-size", str(max(levels)), "--max-queue", str(4 * max(levels))]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError("server did not start")
+            time.sleep(0.2)
+        asyncio.run(run_level(base, 2, 1, 8))  # warm-up
+        return {str(c): asyncio.run(run_level(base, c, per_client, max_tokens)) for c in levels}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+# -- the transformers baseline -----------------------------------------------------------------
+
+def hf_model_from(ckpt: Path):
+    """LlamaForCausalLM with our weights (the parameter names are Llama's): checked to match."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from saessak.checkpoint import load_model
+
+    ours = load_model(ckpt).eval()
+    c = ours.config
+    hf_cfg = LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+                         num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
+                         num_key_value_heads=c.num_key_value_heads, max_position_embeddings=c.max_position_embeddings,
+                         rope_theta=c.rope_theta, rms_norm_eps=c.rms_norm_eps,
+                         tie_word_embeddings=c.tie_word_embeddings, attention_bias=False, mlp_bias=False,
+                         head_dim=c.head_dim)
+    hf = LlamaForCausalLM(hf_cfg).eval()
+    missing, unexpected = hf.load_state_dict(ours.state_dict(), strict=False)
+    assert not unexpected and all(k == "lm_head.weight" for k in missing), (missing, unexpected)
+    x = torch.randint(0, c.vocab_size, (1, 16))
+    with torch.no_grad():
+        diff = (hf(x).logits - ours(x)).abs().max().item()
+    assert diff < 1e-3, f"HF model does not match ours (max logit diff {diff})"
+    return hf
+
+
+def bench_hf_sequential(ckpt: Path, levels: list[int], per_client: int, max_tokens: int,
+                        baseline_requests: int | None) -> dict:
+    import torch
+    from transformers.generation.streamers import BaseStreamer
+
+    from saessak.chat_format import prompt_ids
+    from saessak.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(ckpt / "tokenizer.json" if (ckpt / "tokenizer.json").exists() else _run_tokenizer(ckpt))
+    hf = hf_model_from(ckpt)
+
+    class FirstToken(BaseStreamer):
+        def __init__(self):
+            self.calls, self.t_first = 0, None
+
+        def put(self, value):  # first call: the prompt; second: the first new token
+            self.calls += 1
+            if self.calls == 2 and self.t_first is None:
+                self.t_first = time.perf_counter()
+
+        def end(self):
+            pass
+
+    out = {}
+    for clients in levels:
+        n = clients * per_client
+        if baseline_requests:
+            n = min(n, baseline_requests)
+        t0 = time.perf_counter()
+        ttfts, tokens = [], 0
+        for i in range(n):
+            ids = prompt_ids(tok, [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}])
+            streamer = FirstToken()
+            torch.manual_seed(i)
+            with torch.no_grad():
+                gen = hf.generate(torch.tensor([ids]), max_new_tokens=max_tokens, do_sample=True, temperature=0.7,
+                                  top_p=1.0, top_k=0, eos_token_id=tok.eot_id, pad_token_id=tok.pad_id,
+                                  streamer=streamer)
+            tokens += gen.shape[1] - len(ids)
+            ttfts.append((streamer.t_first or time.perf_counter()) - t0)  # queueing included
+        wall = time.perf_counter() - t0
+        out[str(clients)] = {"clients": clients, "requests": n, "failed": 0, "tokens": tokens,
+                             "wall_s": round(wall, 3), "tok_s": round(tokens / wall, 1),
+                             "ttft_p50_s": round(percentile(ttfts, 50), 4),
+                             "ttft_p99_s": round(percentile(ttfts, 99), 4)}
+    return out
+
+
+def _run_tokenizer(ckpt: Path) -> Path:
+    from saessak.serve.loading import resolve_checkpoint
+
+    return resolve_checkpoint(ckpt)[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None, help="run or checkpoint folder (default: random cpu-tiny weights)")
+    ap.add_argument("--quick", action="store_true", help="fewer and shorter requests (under a minute)")
+    ap.add_argument("--max-tokens", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
+    args = ap.parse_args()
+
+    levels = [1, 8, 32]
+    per_client = 1 if args.quick else 2
+    max_tokens = args.max_tokens or (32 if args.quick else 64)
+    baseline_requests = 6 if args.quick else None  # sequential tokens/s does not depend on the count
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.model:
+            from saessak.serve.loading import resolve_checkpoint
+
+            ckpt = resolve_checkpoint(args.model)[0]
+        else:
+            ckpt = build_default_checkpoint(Path(tmp) / "ckpt")
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        ours = bench_ours(ckpt, levels, per_client, max_tokens, args.threads)
+        hf = bench_hf_sequential(ckpt, levels, per_client, max_tokens, baseline_requests)
+
+    print(f"{'clients':>7} | {'saessak tok/s':>13} {'TTFT p50':>9} {'p99':>7} | {'HF seq tok/s':>12} "
+          f"{'TTFT p50':>9} {'p99':>7} | speed-up")
+    for c in levels:
+        o, h = ours[str(c)], hf[str(c)]
+        print(f"{c:>7} | {o['tok_s']:>13.1f} {o['ttft_p50_s']:>9.3f} {o['ttft_p99_s']:>7.3f} | {h['tok_s']:>12.1f} "
+              f"{h['ttft_p50_s']:>9.3f} {h['ttft_p99_s']:>7.3f} | {o['tok_s'] / h['tok_s']:.1f}x")
+    summary = {
+        "bench": "serve_throughput", "quick": args.quick, "max_tokens": max_tokens, "threads": args.threads,
+        "ours": ours, "hf_sequential": hf,
+        "speedup_at_32": round(ours["32"]["tok_s"] / hf["32"]["tok_s"], 2),
+        "failed_requests": sum(v["failed"] for v in ours.values()),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
