@@ -108,3 +108,23 @@ def test_full_queue_answers_429_and_recovers():
                 break
             threading.Event().wait(0.05)
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+
+
+class ExplodingModel(ScriptedModel):
+    def hidden_states(self, input_ids, position_ids, kv_cache=None):
+        raise RuntimeError("secret 010-2345-6789 inside an exception message")
+
+
+def test_engine_failure_is_a_500_and_keeps_content_out_of_logs(caplog):
+    tok = tiny_tokenizer()
+    served = ServedModel(ExplodingModel(tok.vocab_size, 3, [tok.eot_id]), tok, "exploding", "test")
+    with InProcessServer(ServeSettings(), lambda: served) as srv:
+        with caplog.at_level("INFO", logger="saessak.serve"):
+            r = httpx.post(srv.base_url + "/v1/chat/completions", json={"messages": MESSAGES})
+            assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+            r = httpx.post(srv.base_url + "/v1/chat/completions", json={"messages": MESSAGES, "stream": True})
+            events = sse_events(r.content)
+            assert events[-1] == "[DONE]" or "error" in events[-1]
+            assert any(isinstance(e, dict) and "error" in e for e in events)
+            assert httpx.get(srv.base_url + "/health").status_code == 200  # the server survives
+    assert "RuntimeError" in caplog.text and "010-2345-6789" not in caplog.text

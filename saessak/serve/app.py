@@ -158,16 +158,27 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
     # -- generation ----------------------------------------------------------------------------
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        return await _generate(request, chat=True)
+        return await _generate_safely(request, chat=True)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        return await _generate(request, chat=False)
+        return await _generate_safely(request, chat=False)
 
-    async def _generate(request: Request, chat: bool):
+    async def _generate_safely(request: Request, chat: bool):
+        # Unexpected exceptions are caught here: left to the framework, their traceback (and
+        # message, which may quote the request) would reach the server log.
+        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+        try:
+            return await _generate(request, chat, rid)
+        except Exception as e:
+            reqlog.server_error(rid, e)
+            metrics.inc("saessak_requests_total", endpoint="chat.completions" if chat else "completions", status="500")
+            return error_response(APIError(500, "internal error while handling the request", type="server_error",
+                                           code="internal_error"))
+
+    async def _generate(request: Request, chat: bool, rid: str):
         t0 = now()
         endpoint = "chat.completions" if chat else "completions"
-        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         meta = {"request_id": rid, "endpoint": endpoint}
         try:
             check_auth(request)
@@ -277,6 +288,11 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
                 yield run.sse(run.usage_chunk())
             yield "data: [DONE]\n\n"
             disconnected = False
+        except Exception as e:  # not CancelledError: a disconnect is not an error
+            reqlog.server_error(run.rid, e)
+            status, error, disconnected = 500, "internal_error", False
+            yield run.sse(APIError(500, "internal error while streaming", type="server_error",
+                                   code="internal_error").body())
         finally:
             # a client that disconnects cancels this generator: free its slots at once
             run.cancel()
