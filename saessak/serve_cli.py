@@ -39,6 +39,7 @@ def register(subparsers) -> None:
     c.add_argument("--top-p", type=float, default=0.95)
     c.add_argument("--max-tokens", type=int, default=256)
     c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     c.set_defaults(func=run_chat)
 
 
@@ -88,5 +89,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_chat(args: argparse.Namespace) -> int:
     from saessak.serve.terminal_chat import chat_repl
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     return chat_repl(args)

@@ -13,6 +13,15 @@ from tests.helpers import tiny_model, tiny_tokenizer
 PROMPTS = ["대한민국의 주권은", "안녕하세요", "사과 3개와 배 2개를 샀습니다. 모두", "오늘은"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny matrices: one thread is faster, and much faster when other jobs share the cores
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tok():
     return tiny_tokenizer()

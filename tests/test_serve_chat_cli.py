@@ -36,7 +36,8 @@ def run_folder(tmp_path_factory):
 
 def test_terminal_chat_session(run_folder):
     script = "안녕하세요\n/temp 0\n/system 너는 친절한 도우미야\n/temp 9\n/reset\n/help\n두 번째 질문\n"
-    r = run_cli("chat", "--model", str(run_folder), "--max-tokens", "5", "--seed", "1", stdin=script)
+    r = run_cli("chat", "--model", str(run_folder), "--max-tokens", "5", "--seed", "1", "--threads", "1",
+                stdin=script)
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert f"모델 {run_folder.name}-sft" in out  # the latest stage of the run folder
