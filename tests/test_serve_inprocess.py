@@ -128,3 +128,18 @@ def test_engine_failure_is_a_500_and_keeps_content_out_of_logs(caplog):
             assert any(isinstance(e, dict) and "error" in e for e in events)
             assert httpx.get(srv.base_url + "/health").status_code == 200  # the server survives
     assert "RuntimeError" in caplog.text and "010-2345-6789" not in caplog.text
+
+
+def test_content_is_logged_only_when_asked(caplog):
+    import logging
+
+    from saessak.serve.privacy_log import RequestLog
+
+    logger = logging.getLogger("saessak.serve.test")
+    with caplog.at_level("INFO", logger="saessak.serve.test"):
+        quiet = RequestLog(log_content=False, logger=logger)
+        quiet.request(request_id="r1", endpoint="chat.completions", status=200, prompt_tokens=5, messages="비밀")
+        quiet.content("r1", "request", [{"role": "user", "content": "비밀 이야기"}])
+        assert '"prompt_tokens": 5' in caplog.text and "비밀" not in caplog.text
+        RequestLog(log_content=True, logger=logger).content("r2", "request", [{"role": "user", "content": "비밀 이야기"}])
+        assert "비밀 이야기" in caplog.text
