@@ -447,7 +447,9 @@ class Engine:
         reqs = self._running[:n]
         lens = self._lens[:n]
         span = int(lens.max()) + 1
-        mask = (torch.arange(span)[None, :] <= lens[:, None])[:, None, None, :]
+        # an additive float mask: CPU SDPA runs measurably faster with it than with a bool mask
+        visible = (torch.arange(span)[None, :] <= lens[:, None])[:, None, None, :]
+        mask = torch.zeros(visible.shape, dtype=self._model_dtype).masked_fill_(~visible, float("-inf"))
         rows = torch.arange(n)
         dev = self.device
         cache = self._cache.for_decode(n, rows.to(dev), lens.to(dev), span, mask.to(dev))
