@@ -40,7 +40,10 @@ def chat_repl(args, out=None) -> int:
 
     out = out or sys.stdout
     served = load_served_model(args.model)
-    engine = Engine(served.model, served.tokenizer, max_batch_size=1)
+    def new_engine():
+        return Engine(served.model, served.tokenizer, max_batch_size=1)
+
+    engine = new_engine()
     try:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
@@ -97,8 +100,11 @@ def chat_repl(args, out=None) -> int:
                     print(o.delta_text, end="", file=out, flush=True)
             print(file=out)
         except KeyboardInterrupt:
-            engine.abort(rid)
-            while engine.has_unfinished():
-                engine.step()
+            try:
+                engine.abort(rid)
+                while engine.has_unfinished():
+                    engine.step()
+            except Exception:  # Ctrl-C landed inside a step and left it half done: start clean
+                engine = new_engine()
             print(" (멈춤)", file=out)
         history += [{"role": "user", "content": line}, {"role": "assistant", "content": reply}]
