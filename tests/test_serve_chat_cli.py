@@ -92,3 +92,40 @@ def test_model_resolution(run_folder, tmp_path):
             resolve_checkpoint(run_folder)
     finally:
         (run_folder / "rl" / "done.json").unlink()
+
+
+def test_ctrl_c_stops_a_reply_then_exits(tmp_path):
+    import signal
+    import threading
+    import time
+
+    ckpt = make_checkpoint(tmp_path / "ckpt", never_ends=True, max_position_embeddings=2048)
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.Popen([sys.executable, "-m", "saessak", "chat", "--model", str(ckpt), "--max-tokens", "1900",
+                             "--threads", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=REPO, env=env)
+    buf = bytearray()
+    threading.Thread(target=lambda: [buf.extend(b) for b in iter(lambda: proc.stdout.read1(4096), b"")],
+                     daemon=True).start()
+
+    def wait_for(text: str, count: int = 1, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while bytes(buf).count(text.encode()) < count:
+            assert time.time() < deadline and proc.poll() is None, bytes(buf).decode(errors="replace")
+            time.sleep(0.02)
+
+    try:
+        proc.stdin.write("아주 길게 말해 줘\n".encode())
+        proc.stdin.flush()
+        wait_for("새싹> ")
+        time.sleep(0.3)  # the reply is streaming
+        proc.send_signal(signal.SIGINT)
+        wait_for("(멈춤)")
+        wait_for("나> ", count=2)  # back at the prompt
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)  # at the prompt: a clean exit
+        assert proc.wait(timeout=20) == 0
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
