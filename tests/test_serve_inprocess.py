@@ -143,3 +143,37 @@ def test_content_is_logged_only_when_asked(caplog):
         assert '"prompt_tokens": 5' in caplog.text and "비밀" not in caplog.text
         RequestLog(log_content=True, logger=logger).content("r2", "request", [{"role": "user", "content": "비밀 이야기"}])
         assert "비밀 이야기" in caplog.text
+
+
+class BatchRecordingModel(ScriptedModel):
+    """Records the batch size of every decode step (one new token per row)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.decode_batches: list[int] = []
+
+    def hidden_states(self, input_ids, position_ids, kv_cache=None):
+        if input_ids.shape[1] == 1:
+            self.decode_batches.append(input_ids.shape[0])
+        return super().hidden_states(input_ids, position_ids, kv_cache)
+
+
+def test_concurrent_requests_share_decode_steps():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from saessak.chat_format import prompt_ids
+
+    tok = tiny_tokenizer()
+    word = tok.encode("새싹")[0]
+    model = BatchRecordingModel(tok.vocab_size, len(prompt_ids(tok, MESSAGES)), [word] * 300, max_pos=512)
+    served = ServedModel(model, tok, "recording", "test")
+    with InProcessServer(ServeSettings(max_batch_size=8), lambda: served) as srv:
+        body = {"messages": MESSAGES, "max_tokens": 200, "temperature": 0}
+        with ThreadPoolExecutor(6) as pool:
+            replies = list(pool.map(lambda _: httpx.post(srv.base_url + "/v1/chat/completions", json=body,
+                                                         timeout=60).json(), range(6)))
+    assert all(r["usage"]["completion_tokens"] == 200 for r in replies)
+    assert all(r["choices"][0]["message"]["content"] == replies[0]["choices"][0]["message"]["content"] for r in replies)
+    # 6 x 199 decode tokens were produced in far fewer steps than one request at a time would take
+    assert max(model.decode_batches) >= 4
+    assert len(model.decode_batches) < 6 * 199 / 2
