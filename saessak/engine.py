@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from saessak.errors import UserError
 from saessak.token_text import TokenTextDecoder, decode_ids, token_bytes_table

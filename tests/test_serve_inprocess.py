@@ -7,7 +7,6 @@ import json
 import threading
 
 import httpx
-import pytest
 
 from saessak.serve.app import ServeSettings
 from saessak.serve.loading import ServedModel
