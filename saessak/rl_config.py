@@ -52,6 +52,9 @@ class GRPOConfig:
     raise_at: float = 0.8
     lower_at: float = 0.05
     curriculum_window: int = 32
+    # Draw each prompt's level uniformly from 1..the family's level instead of at the level only:
+    # learnt levels stay in the batch (no forgetting) while the frontier moves up.
+    level_mix: bool = True
     tasks: tuple = ()  # empty = every family of the task suite
     micro_batch_size: int = 32  # completions per forward/backward (memory, not maths)
     log_completions: int = 10  # write sample completions every N steps (0 = never)
@@ -109,7 +112,8 @@ RL_PRESETS: dict[str, GRPOConfig] = {
                         learning_rate=5e-4, micro_batch_size=16, max_resample_rounds=0, ckpt_every=2,
                         log_completions=2, curriculum_window=8),
     "cpu-tiny": GRPOConfig(max_steps=200, prompts_per_step=8, num_generations=8, max_completion_length=112,
-                           learning_rate=1e-4, micro_batch_size=32, time_budget_s=600.0),
+                           learning_rate=3e-4, temperature=0.7, start_level=3, raise_at=0.6,
+                           micro_batch_size=32, time_budget_s=600.0),
     "cpu-small": GRPOConfig(max_steps=200, prompts_per_step=16, num_generations=8, max_completion_length=128,
                             learning_rate=5e-5),
 }

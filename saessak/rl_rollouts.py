@@ -48,18 +48,24 @@ def combined_reward(grade: dict, weights: dict) -> float:
     return float(sum(w * float(grade.get(name, 0.0) or 0.0) for name, w in weights.items()))
 
 
-def draw_examples(tasks_api, families: list[str], levels: dict, n: int, seed: int, offset: int) -> list[dict]:
-    """n train examples, families in turn starting at `offset`, each at its current level."""
-    per_family: dict[str, int] = {}
-    order = [families[(offset + i) % len(families)] for i in range(n)]
-    for f in order:
-        per_family[f] = per_family.get(f, 0) + 1
-    drawn = {f: tasks_api.sample(f, "train", k, seed=stable_hash("rl", seed, f) % (2**31), level=levels[f])
-             for f, k in per_family.items()}
-    out = []
-    for f in order:
-        out.append(drawn[f].pop(0))
-    return out
+def draw_examples(tasks_api, families: list[str], levels: dict, n: int, seed: int, offset: int,
+                  level_mix: bool = False) -> list[dict]:
+    """n train examples, families in turn starting at `offset`.
+
+    Each prompt is at its family's current level, or with `level_mix` at a level drawn uniformly
+    from 1..current level, so levels already learnt stay in the mix and are not forgotten.
+    """
+    order = []
+    for i in range(n):
+        f = families[(offset + i) % len(families)]
+        lvl = 1 + stable_hash("rl-level", seed, i) % levels[f] if level_mix else levels[f]
+        order.append((f, lvl))
+    per_key: dict[tuple, int] = {}
+    for key in order:
+        per_key[key] = per_key.get(key, 0) + 1
+    drawn = {(f, lvl): tasks_api.sample(f, "train", k, seed=stable_hash("rl", seed, f, lvl) % (2**31), level=lvl)
+             for (f, lvl), k in per_key.items()}
+    return [drawn[key].pop(0) for key in order]
 
 
 def collect(sampler, tokenizer, tasks_api, cfg, families: list[str], curriculum, need: int, step: int,
@@ -77,7 +83,7 @@ def collect(sampler, tokenizer, tasks_api, cfg, families: list[str], curriculum,
         n_prompts = deficit if rnd == 0 else 2 * deficit
         seed = stable_hash("rl-step", cfg.seed, step, rank, rnd) % (2**31)
         levels = {f: curriculum.level(f) for f in families}
-        examples = draw_examples(tasks_api, families, levels, n_prompts, seed, draw_offset)
+        examples = draw_examples(tasks_api, families, levels, n_prompts, seed, draw_offset, cfg.level_mix)
         draw_offset += n_prompts
         prompts = [prompt_ids(tokenizer, prompt_messages(ex)) for ex in examples]
         # Leave room for the completion inside the model's context.

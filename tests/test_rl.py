@@ -126,3 +126,17 @@ def test_rl_under_torchrun_two_processes(tmp_path):
     recs = read_jsonl(run / "rl" / "metrics.jsonl")
     assert [r["step"] for r in recs] == [1, 2]
     assert recs[0]["groups_generated"] >= 4  # both ranks' groups are counted
+
+
+def test_level_mix_draws_every_level_up_to_the_current_one():
+    import saessak.tasks as tasks
+    from saessak.rl_rollouts import draw_examples
+
+    exs = draw_examples(tasks, ["josa", "calendar"], {"josa": 3, "calendar": 1}, 40, seed=7, offset=0, level_mix=True)
+    josa_levels = {e["level"] for e in exs if e["task"] == "josa"}
+    assert josa_levels == {1, 2, 3}
+    assert {e["level"] for e in exs if e["task"] == "calendar"} == {1}
+    assert [e["task"] for e in exs[:4]] == ["josa", "calendar", "josa", "calendar"]
+    fixed = draw_examples(tasks, ["josa"], {"josa": 3}, 10, seed=7, offset=0, level_mix=False)
+    assert {e["level"] for e in fixed} == {3}
+    assert all(e["meta"]["split"] == "train" for e in exs)
