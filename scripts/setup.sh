@@ -31,9 +31,10 @@ else
   log "Python packages up to date"
 fi
 
-# 2. Debian packages the tests need (headless Chromium for the web chat page test).
+# 2. Debian packages the tests need: headless Chromium for the web chat page test, and a Korean
+#    font (Nanum) so its screenshot shows Hangul rather than empty boxes.
 need_apt=()
-for pkg in chromium chromium-driver; do
+for pkg in chromium chromium-driver fonts-nanum; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
