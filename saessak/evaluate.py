@@ -29,6 +29,18 @@ def read_results(rf: RunFolder) -> dict:
     return read_json(p) if p.exists() else {}
 
 
+def _file_sha256(path) -> str | None:
+    import hashlib
+
+    if not path.exists():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def evaluate_model(model, tokenizer, tasks_api, families: list[str], n: int, k: int, seed: int,
                    max_tokens: int, temperature: float = 0.8, device: str = "cpu") -> dict:
     """Greedy accuracy and pass@k per family for a loaded model (no files touched)."""
@@ -90,9 +102,12 @@ def run_eval_tasks(run: str, stage: str, n: int = 200, k: int = 4, seed: int = D
         raise UserError(f"--tasks {','.join(unknown)}: unknown task (known: {', '.join(tasks_api.FAMILIES)})")
     rf = RunFolder(run)
     rf.require(stage, f"eval tasks --stage {stage}")
+    model_sha = _file_sha256(rf.final_checkpoint(stage) / "model.safetensors")
     existing = read_results(rf).get(stage)
+    # Skip only if this very model was evaluated with the same settings (a redone stage is re-evaluated).
     if existing and not force and existing.get("n") == n and existing.get("k") == k \
-            and existing.get("seed") == seed and sorted(existing.get("tasks", {})) == sorted(families):
+            and existing.get("seed") == seed and sorted(existing.get("tasks", {})) == sorted(families) \
+            and existing.get("model_sha256") == model_sha:
         log(f"eval: {results_path(rf)} already has '{stage}' (n={n}, k={k}, seed={seed}); skipping (--force to redo)")
         return existing
     model, tok = load_stage(rf, stage, f"eval tasks --stage {stage}")
@@ -103,6 +118,7 @@ def run_eval_tasks(run: str, stage: str, n: int = 200, k: int = 4, seed: int = D
     t0 = time.perf_counter()
     result = evaluate_model(model, tok, tasks_api, families, n, k, seed, max_tokens, temperature)
     result["wall_s"] = round(time.perf_counter() - t0, 2)
+    result["model_sha256"] = model_sha
     # Re-read right before writing: another stage's eval may have finished meanwhile.
     merged = read_results(rf)
     merged[stage] = result

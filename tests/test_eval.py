@@ -27,6 +27,14 @@ def test_eval_writes_each_stage_under_its_own_key(tmp_path):
     assert (rf.stage_dir("eval") / "results.json").stat().st_mtime_ns == mtime
     run_eval_tasks(str(run), "sft", n=3, k=0, tasks=["josa"], max_tokens=8, force=True, **QUIET)
     assert (rf.stage_dir("eval") / "results.json").stat().st_mtime_ns != mtime
+    # a redone stage (new weights) is evaluated again without --force
+    from saessak.checkpoint import save_model
+    from tests.helpers import tiny_model, tiny_tokenizer
+
+    save_model(rf.final_checkpoint("sft"), tiny_model(tiny_tokenizer().vocab_size, seed=5), meta={"preset": "micro"})
+    mtime = (rf.stage_dir("eval") / "results.json").stat().st_mtime_ns
+    run_eval_tasks(str(run), "sft", n=3, k=0, tasks=["josa"], max_tokens=8, **QUIET)
+    assert (rf.stage_dir("eval") / "results.json").stat().st_mtime_ns != mtime
 
 
 class _Scripted:
