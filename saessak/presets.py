@@ -89,7 +89,7 @@ PRESETS: dict[str, Preset] = {
         Preset("cpu-tiny", depth=4, vocab_size=4096, seq_len=256, batch_size=8, grad_accum=1,
                max_steps=400, lr=3e-3, warmup_steps=20, val_every=100, val_tokens=16384, ckpt_every=50,
                compile=True),
-        # A bigger CPU shape (the MFU benchmark shape); ~1 hour on 2 cores.
+        # A bigger CPU shape (the MFU benchmark shape); ~1-1.5 hours on 2 idle cores.
         Preset("cpu-small", depth=6, vocab_size=8192, seq_len=512, batch_size=8, grad_accum=1,
                max_steps=400, lr=2e-3, warmup_steps=30, val_every=100, ckpt_every=50, compile=True),
         # GPU presets (nanochat-like shapes), for torchrun --nproc_per_node=N on CUDA.
