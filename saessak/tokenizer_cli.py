@@ -55,8 +55,6 @@ def train_stage(run_root, vocab_size: int, preset: str | None = None, force: boo
     val_path = require_split(rf.root, "val", "tokenizer train")
 
     timer = StageTimer(rf.root, "tokenizer")
-    # A retrain invalidates the old marker first: if it is killed, the stage reads as unfinished.
-    rf.done_path("tokenizer").unlink(missing_ok=True)
     train_bytes = 0
     train_docs = 0
 
@@ -73,6 +71,9 @@ def train_stage(run_root, vocab_size: int, preset: str | None = None, force: boo
     stats = tokenizer_stats(tok, iter_docs(val_path))
     stats.update(split="val", preset=preset, train_docs=train_docs, train_bytes=train_bytes)
 
+    # Training succeeded in memory; only now is the old stage replaced. The marker goes first, so a
+    # kill between the writes below leaves a stage that reads as unfinished, not a mixed one.
+    rf.done_path("tokenizer").unlink(missing_ok=True)
     tok.save(rf.tokenizer_json)
     write_json(rf.tokenizer_dir / "stats.json", stats)
     sha = hashlib.sha256(rf.tokenizer_json.read_bytes()).hexdigest()

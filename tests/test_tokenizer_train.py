@@ -101,3 +101,12 @@ def test_unknown_preset_lists_valid_ones(run, capsys):
     assert main(["tokenizer", "train", "--run", str(run), "--preset", "huge"]) == 2
     err = capsys.readouterr().err
     assert "unknown preset" in err and "cpu-tiny" in err and "micro" in err
+
+
+def test_bad_vocab_size_with_force_keeps_the_finished_stage(run, capsys):
+    main(["tokenizer", "train", "--run", str(run), "--vocab-size", "600"])
+    before = (run / "tokenizer" / "tokenizer.json").read_bytes()
+    assert main(["tokenizer", "train", "--run", str(run), "--vocab-size", "100", "--force"]) == 2
+    assert "--vocab-size 100" in capsys.readouterr().err
+    assert (run / "tokenizer" / "done.json").exists()
+    assert (run / "tokenizer" / "tokenizer.json").read_bytes() == before
