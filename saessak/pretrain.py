@@ -247,6 +247,8 @@ def _prepare(rf, opts: PretrainOptions, tok, tok_sha: str, shard_dir: Path) -> N
     from saessak.corpus_split import require_split
 
     stage_dir = rf.stage_dir(STAGE)
+    # Check the inputs before --force deletes anything: a bad split must not cost the old stage.
+    splits = {s: require_split(rf.root, s, "pretrain") for s in ("train", "val")}
     if opts.force:
         rf.done_path(STAGE).unlink(missing_ok=True)
         for sub in (training.ckpt_root(rf.root, STAGE), shard_dir, rf.final_checkpoint(STAGE)):
@@ -255,7 +257,6 @@ def _prepare(rf, opts: PretrainOptions, tok, tok_sha: str, shard_dir: Path) -> N
     if (shard_dir / "meta.json").exists():
         shards.check_matches(shards.read_meta(shard_dir), shard_dir, tok, tok_sha)
         return
-    splits = {s: require_split(rf.root, s, "pretrain") for s in ("train", "val")}
     shards.build_shards(shard_dir, tok, tok_sha, splits, seed=opts.seed)
 
 

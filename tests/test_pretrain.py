@@ -101,6 +101,14 @@ def test_empty_val_split_is_refused_before_any_output(run, capsys):
     assert not (run / "base" / "shards").exists() and not (run / "base" / "done.json").exists()
 
 
+def test_force_with_bad_data_keeps_the_finished_stage(run, capsys):
+    assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "2"]) == 0
+    (run / "data" / "train.jsonl").write_text("")
+    assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "2", "--force"]) == 2
+    assert "has no text" in capsys.readouterr().err
+    assert (run / "base" / "done.json").exists() and (run / "base" / "final" / "model.safetensors").exists()
+
+
 def test_bad_numbers_are_user_errors(run, capsys):
     assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "0"]) == 2
     assert "--max-steps 0" in capsys.readouterr().err
