@@ -25,7 +25,9 @@ def pair(tmp_path_factory):
     # Wider initial weights than training uses: spread-out logits, so greedy choices are not near-ties.
     run = make_run(root / "run", stages=("base",), initializer_range=0.3)
     path = export_gguf(run, root / "m.gguf")
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, logits_all=True, verbose=False, seed=0)
+    # f32 KV cache (the default is f16, which alone moves logits by ~1e-2).
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, logits_all=True, verbose=False, seed=0,
+                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
     return llm, load_model(run / "base" / "final").eval()
 
 
