@@ -3,7 +3,7 @@
 Same model shape, batch and token data for every contender (cpu-tiny by default):
 - ours:        saessak.model.Llama + saessak.training.train_step, as the speedrun runs it
                (the preset's dtype: bf16 autocast on CUDA/AMX, fp32 otherwise; torch.compile
-               where the preset says; foreach AdamW)
+               where the preset says; fused AdamW)
 - hf_fp32:     transformers LlamaForCausalLM, plain loop (loss.backward, AdamW defaults), fp32
 - hf_bf16:     the same loop under bf16 autocast
 - ours_eager / ours_eager_bf16 (or _fp32) / ours_compiled: our variants, so the effect of each
