@@ -12,7 +12,8 @@ import argparse
 def register(subparsers) -> None:
     p = subparsers.add_parser("rl", help="GRPO reinforcement learning on verifiable Korean tasks",
                               description="Improve RUN/sft/final with GRPO on the task suite; writes RUN/rl/.")
-    p.add_argument("--run", required=True, help="run folder (needs sft/)")
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="run folder (needs sft/); --run-dir is the spelling torchrun lets through")
     p.add_argument("--preset", help="hyperparameter preset (default: the one in RUN/base/final/meta.json)")
     p.add_argument("--tasks", help="comma-separated task families (default: all)")
     p.add_argument("--max-steps", type=int)

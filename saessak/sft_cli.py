@@ -8,7 +8,8 @@ def register(subparsers) -> None:
         "sft", help="supervised fine-tuning: task worked solutions, identity chats, your chat data",
         description="Fine-tune RUN/base/final into RUN/sft/final on chat data (assistant-only loss).",
     )
-    p.add_argument("--run", required=True, help="run folder (needs base/ and tokenizer/)")
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="run folder (needs base/ and tokenizer/); --run-dir is the spelling torchrun lets through")
     p.add_argument("--preset", help="hyperparameter preset (default: the one in RUN/base/final/meta.json)")
     p.add_argument("--data", help="extra chat data: JSON Lines, one {\"messages\": [...]} per line")
     p.add_argument("--hf-dataset", help="extra Hugging Face chat dataset id (or json:PATH for local files)")

@@ -118,8 +118,8 @@ def test_rl_needs_sft_and_a_matching_tokenizer(tmp_path, capsys):
 def test_rl_under_torchrun_two_processes(tmp_path):
     run = make_run(tmp_path / "run", stages=("base", "sft"))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "saessak", "rl",
-           "--run", str(run), "--max-steps", "2", "--tasks", "josa,numbers", "--prompts-per-step", "4",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "saessak", "rl",
+           "--run-dir", str(run), "--max-steps", "2", "--tasks", "josa,numbers", "--prompts-per-step", "4",
            "--max-completion-length", "12"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

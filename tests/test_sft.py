@@ -157,3 +157,21 @@ def test_sft_cli_errors(tmp_path, capsys):
     assert main(["sft", "--run", str(run), "--data", str(tmp_path / "missing.jsonl"), "--max-steps", "1"]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
     assert not (run / "sft" / "done.json").exists()
+
+
+@pytest.mark.slow
+def test_sft_under_torchrun_two_processes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    run = make_run(tmp_path / "run")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "saessak",
+           "sft", "--run-dir", str(run), "--max-steps", "3"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    recs = read_jsonl(run / "sft" / "metrics.jsonl")
+    assert [r["step"] for r in recs] == [1, 2, 3]
+    assert (run / "sft" / "done.json").exists()
+    assert len([r for r in read_jsonl(run / "ledger.jsonl") if r["stage"] == "sft"]) == 1  # rank 0 only
