@@ -116,7 +116,8 @@ def run_pretrain(opts: PretrainOptions) -> dict[str, Any]:
         B, A, T, W = p.batch_size, p.grad_accum, p.seq_len, info.world
         tokens_per_step = B * A * T * W
         flops_per_token = cfg.flops_per_token(T)
-        peak = training.peak_flops(info.device.split(":")[0] if info.device.startswith("cpu") else info.device, p.dtype)
+        peak_device = "cpu" if info.device.startswith("cpu") else info.device
+        peak = training.peak_flops(peak_device, p.dtype)
         progress = training.Progress(p.max_steps, start_step, every=max(1, p.max_steps // 40))
         if info.is_main and not opts.quiet:
             progress.message(
@@ -178,6 +179,10 @@ def run_pretrain(opts: PretrainOptions) -> dict[str, Any]:
         tokens_run = steps_run * tokens_per_step
         flops = flops_per_token * tokens_run
         tok_s = tokens_run / train_seconds if train_seconds else None
+        # Measure the peak again now and keep the best: one taken while other jobs ran understates
+        # it (shared machines), which would inflate the stage's MFU.
+        training.peak_flops.cache_clear()
+        peak = max(peak, training.peak_flops(peak_device, p.dtype))
         mfu = (flops / W / train_seconds / peak) if train_seconds and peak else None
 
         summary = {
