@@ -180,3 +180,12 @@ def test_untied_output_head_round_trips(tmp_path):
     with torch.no_grad():
         assert (model(x).logits - ours(x)).abs().max().item() < 1e-4
     assert not torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)
+
+
+def test_model_card_usage_snippet_runs(exported, capsys):
+    _, out = exported
+    card = (out / "README.md").read_text()
+    code = card.split("```python\n", 1)[1].split("```", 1)[0].replace('"PATH"', repr(str(out)))
+    code = code.replace("max_new_tokens=64", "max_new_tokens=4")
+    exec(compile(code, "model_card_snippet", "exec"), {})
+    capsys.readouterr()

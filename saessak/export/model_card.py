@@ -71,7 +71,7 @@ def render_model_card(src: ExportSource, prices: str | os.PathLike | None = None
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         'tok = AutoTokenizer.from_pretrained("PATH")',
         'model = AutoModelForCausalLM.from_pretrained("PATH")',
-        'ids = tok.apply_chat_template([{"role": "user", "content": "안녕하세요"}], add_generation_prompt=True, return_tensors="pt")',
+        'ids = tok.apply_chat_template([{"role": "user", "content": "안녕하세요"}], add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]',
         "out = model.generate(ids, max_new_tokens=64)",
         "print(tok.decode(out[0][ids.shape[1]:], skip_special_tokens=True))",
         "```",
