@@ -114,7 +114,11 @@ def plan(run_dir: str, preset: str, sources: str | None = None) -> list[Step]:
         argv = ["eval", "tasks", "--run", r, "--stage", stage]
         if s.eval_n is not None:
             argv += ["--n", str(s.eval_n)]
-        if s.eval_k is not None:
+        if stage == "base":
+            # The base model has not learnt the chat format, so sampling k more answers from it only
+            # costs time (4x the greedy pass); its greedy accuracy is still measured.
+            argv += ["--k", "0"]
+        elif s.eval_k is not None:
             argv += ["--k", str(s.eval_k)]
         steps.append(Step(f"eval-{stage}", "eval", argv, lambda st=stage: _eval_has(run, st)))
     report_json = run.root / "report.json"
