@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -12,7 +13,9 @@ import pytest
 from tests.serve_util import REPO, CliServer, make_checkpoint, train_demo_chat_model
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOT = REPO / "docs" / "img" / "webchat.png"
+# The test run always takes the screenshot; it replaces the tracked docs image only when asked
+# (SAESSAK_UPDATE_DOCS=1), so running the suite leaves the working tree clean.
+DOCS_SCREENSHOT = REPO / "docs" / "img" / "webchat.png"
 
 pytestmark = [
     pytest.mark.browser,
@@ -138,7 +141,7 @@ def test_chat_page_flow(random_server, browser):
 
 def test_screenshot_with_a_trained_model(browser, tmp_path):
     """A model that has memorised a few chats answers in Korean with Markdown; the screenshot of
-    this page goes into the docs."""
+    this page is the one in the docs (refreshed with SAESSAK_UPDATE_DOCS=1)."""
     ckpt = train_demo_chat_model(tmp_path / "demo")
     with CliServer(ckpt, tmp_path, "--served-model-name", "saessak-demo") as srv:
         page = open_page(browser, srv.base_url)
@@ -152,8 +155,9 @@ def test_screenshot_with_a_trained_model(browser, tmp_path):
         assert replies.first.text_content().startswith("안녕하세요! 저는 새싹이에요.")
         assert page.locator(".message.assistant pre code").first.text_content() == 'print("안녕하세요")'
         assert page.locator(".message.assistant strong").first.text_content() == "파이썬"
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT))
-        assert SCREENSHOT.stat().st_size > 10_000
+        shot = DOCS_SCREENSHOT if os.environ.get("SAESSAK_UPDATE_DOCS") == "1" else tmp_path / "webchat.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 10_000
         page.context.close()
     assert re.search(r'"status": 200', srv.logs())
