@@ -13,8 +13,8 @@ How it works
   (request seed, token index), so a seeded request draws the same numbers whatever its batch mates
   are, without one torch.Generator call per row per token.
 - Text: stop strings are matched on the decoded text; streamed deltas never end inside a UTF-8
-  sequence and never change once emitted (saessak/token_text.py explains why this is not
-  `tokenizer.IncrementalDecoder`), and hold back any tail that could still become a stop string.
+  sequence and never change once emitted (saessak/token_text.py explains why this is not a
+  re-decode of the whole id list), and hold back any tail that could still become a stop string.
 
 Conventions (relied upon by RL and the server)
 - `Completion.token_ids` include the token that ended generation (<|end|> or a stop_token_id) so

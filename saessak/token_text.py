@@ -1,7 +1,7 @@
 """Prefix-stable streaming detokenisation for the generation engine.
 
-`tokenizer.IncrementalDecoder` re-decodes the whole id list with Hugging Face's decoder at every
-token. That decoder's ByteFallback step turns a run of byte tokens into text as a whole and, if
+Re-decoding the whole id list with Hugging Face's decoder at every token does not work for
+streaming: that decoder's ByteFallback step turns a run of byte tokens into text as a whole and, if
 the run is not valid UTF-8, replaces *every* byte of it with U+FFFD — so a character already shown
 can later be rewritten when a bad byte follows, and the stream must then stop emitting. It also
 costs O(length) per token.

@@ -7,14 +7,15 @@
 - The saved tokenizer.json is a plain `tokenizers` file that transformers loads with
   PreTrainedTokenizerFast and that converts to GGUF's "llama" (SentencePiece) vocabulary.
 
-`Tokenizer` is the thin wrapper every stage uses.
+`Tokenizer` is the thin wrapper every stage uses; streaming text for the engine is
+saessak/token_text.py.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from saessak import special_tokens as st
 from saessak.errors import UserError
@@ -133,43 +134,3 @@ class Tokenizer:
 
     def id_to_token(self, i: int) -> str | None:
         return self.hf.id_to_token(i)
-
-
-class IncrementalDecoder:
-    """Turns a growing list of token ids into text deltas that never end inside a UTF-8 sequence.
-
-    Byte-fallback tokens can split one Hangul syllable over several tokens; until the bytes form a
-    whole character, the decoded tail is U+FFFD, which is held back rather than emitted.
-    """
-
-    def __init__(self, tokenizer: Tokenizer, skip_special_tokens: bool = True):
-        self.tokenizer = tokenizer
-        self.skip = skip_special_tokens
-        self.ids: list[int] = []
-        self.emitted = ""
-
-    def push(self, new_ids: Iterable[int]) -> str:
-        self.ids.extend(new_ids)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=self.skip)
-        stable = text.rstrip("\ufffd")
-        # This decoder is prefix-stable (only the very first space is stripped), so new text
-        # extends what was emitted; if it ever does not, hold back rather than emit a rewrite.
-        delta = stable[len(self.emitted):] if stable.startswith(self.emitted) else ""
-        self.emitted += delta
-        return delta
-
-    def flush(self) -> str:
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=self.skip)
-        delta = text[len(self.emitted):] if text.startswith(self.emitted) else ""
-        self.emitted += delta
-        return delta
-
-
-def iter_texts(jsonl_path: str | os.PathLike) -> Iterator[str]:
-    """Texts of a data split written by `saessak data build` (one JSON object per line)."""
-    import json
-
-    with open(jsonl_path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)["text"]
