@@ -14,7 +14,7 @@ import sys
 from saessak import __version__
 from saessak.errors import UserError
 
-# (module, one-line help used when the module cannot be imported), in pipeline order.
+# Subcommand modules, in pipeline order (the order `saessak --help` lists them).
 COMMAND_MODULES = [
     "saessak.data.cli",
     "saessak.pii.cli",
@@ -39,13 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"saessak {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and (e.name == name or name.startswith(e.name + ".")):
-                continue  # stage not built yet in this checkout
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
