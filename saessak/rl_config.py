@@ -113,7 +113,7 @@ RL_PRESETS: dict[str, GRPOConfig] = {
     "micro": GRPOConfig(max_steps=4, prompts_per_step=4, num_generations=4, max_completion_length=24,
                         learning_rate=5e-4, micro_batch_size=16, max_resample_rounds=0, ckpt_every=2,
                         log_completions=2, curriculum_window=8),
-    "cpu-tiny": GRPOConfig(max_steps=200, prompts_per_step=8, num_generations=8, max_completion_length=112,
+    "cpu-tiny": GRPOConfig(max_steps=500, prompts_per_step=8, num_generations=8, max_completion_length=112,
                            learning_rate=5e-5, beta=0.04, temperature=0.7, start_level=1, raise_at=0.7,
                            reward_weights={"correctness": 1.0, "format": 0.1, "korean_consistency": 0.0},
                            micro_batch_size=32, time_budget_s=600.0),

@@ -48,8 +48,8 @@ class SFTConfig:
 SFT_PRESETS: dict[str, SFTConfig] = {
     "micro": SFTConfig(max_steps=20, batch_size=8, seq_len=128, lr=2e-3, warmup_steps=5,
                        task_items_per_family=40, identity_items=18, eval_every=10, ckpt_every=10),
-    "cpu-tiny": SFTConfig(max_steps=400, batch_size=16, seq_len=256, lr=1.5e-3, warmup_steps=20,
-                          task_items_per_family=2000, identity_items=200, eval_every=25, ckpt_every=50),
+    "cpu-tiny": SFTConfig(max_steps=800, batch_size=16, seq_len=256, lr=1.5e-3, warmup_steps=20,
+                          task_items_per_family=4000, identity_items=200, eval_every=25, ckpt_every=50),
     "cpu-small": SFTConfig(max_steps=800, batch_size=32, seq_len=512, lr=1e-3, task_items_per_family=6000,
                            identity_items=500, eval_every=50, ckpt_every=200),
 }
