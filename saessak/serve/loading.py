@@ -58,14 +58,11 @@ def _name_for(ckpt: Path) -> str:
 
 def load_served_model(path: str | Path, name: str | None = None, device: str = "cpu") -> ServedModel:
     from saessak.checkpoint import load_model
+    from saessak.stage_model import check_vocab
     from saessak.tokenizer import Tokenizer
 
     ckpt, tok_path, default_name = resolve_checkpoint(path)
     tokenizer = Tokenizer.load(tok_path)
     model = load_model(ckpt, device=device).eval()
-    if model.config.vocab_size < tokenizer.vocab_size:
-        raise UserError(
-            f"--model {path}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
-            f"{model.config.vocab_size}: they do not belong together"
-        )
+    check_vocab(model, tokenizer, f"--model {path}")
     return ServedModel(model=model, tokenizer=tokenizer, name=name or default_name, source=str(ckpt))
