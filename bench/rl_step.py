@@ -118,7 +118,7 @@ def main() -> None:
     times = []
     for step in range(repeats):
         t0 = time.perf_counter()
-        batch = collect(sampler, tok, tasks, rl_cfg, list(tasks.FAMILIES), cur, n_prompts, step, 0, 0)
+        batch = collect(sampler, tok, tasks, rl_cfg, cur, n_prompts, step, 0, 0)
         t1 = time.perf_counter()
         assign_advantages(batch.kept, rl_cfg)
         seqs = sequences(batch.kept, False)

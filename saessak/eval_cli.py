@@ -17,6 +17,11 @@ def register(subparsers) -> None:
     t.add_argument("--tasks", help="comma-separated families (default: all)")
     t.add_argument("--temperature", type=float, default=0.8, help="sampling temperature for pass@k")
     t.add_argument("--max-tokens", type=int, help="completion limit (default: the RL preset's)")
+    t.add_argument("--levels", help="task levels, e.g. 1-3 or all (default: the levels the run's preset "
+                                    "trains on, docs/RL.md#levels); items are split evenly over them")
+    t.add_argument("--split", choices=["test", "train"], default="test",
+                   help="test (default, the held-out split the report uses) or train: fresh items from the "
+                        "train split, to choose settings without looking at test (to eval/results_train.json)")
     t.add_argument("--force", action="store_true", help="redo even if results.json has this stage")
     t.set_defaults(func=run_tasks)
 
@@ -35,7 +40,8 @@ def run_tasks(args) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     run_eval_tasks(args.run, args.stage, n=args.n, k=args.k,
                    seed=DEFAULT_SEED if args.seed is None else args.seed, tasks=tasks,
-                   temperature=args.temperature, max_tokens=args.max_tokens, force=args.force)
+                   temperature=args.temperature, max_tokens=args.max_tokens, force=args.force, split=args.split,
+                   levels=args.levels)
     return 0
 
 

@@ -18,14 +18,18 @@ DEFAULT_SEED = 20240901
 SAMPLES_PER_FAMILY = 2
 
 
-def results_path(rf: RunFolder):
-    return rf.stage_dir("eval") / "results.json"
+SPLITS = ("test", "train")
 
 
-def read_results(rf: RunFolder) -> dict:
+def results_path(rf: RunFolder, split: str = "test"):
+    """The held-out test split's results (the report's); `--split train` ones are kept apart."""
+    return rf.stage_dir("eval") / ("results.json" if split == "test" else f"results_{split}.json")
+
+
+def read_results(rf: RunFolder, split: str = "test") -> dict:
     from saessak.io import read_json
 
-    p = results_path(rf)
+    p = results_path(rf, split)
     return read_json(p) if p.exists() else {}
 
 
@@ -41,8 +45,39 @@ def _file_sha256(path) -> str | None:
     return h.hexdigest()
 
 
+def draw_items(tasks_api, family: str, split: str, n: int, seed: int, levels: list[int] | None) -> list[dict]:
+    """n items of one family: as the suite draws them (level uniform over 1..5) when `levels` is None,
+    else stratified: n split as evenly as possible over `levels`, each level with its own stream."""
+    if not levels:
+        return tasks_api.sample(family, split, n, seed=seed)
+    out = []
+    for i, lvl in enumerate(levels):
+        count = n // len(levels) + (1 if i < n % len(levels) else 0)
+        if count:
+            out += tasks_api.sample(family, split, count, seed=seed, level=lvl)
+    return out
+
+
+def parse_levels(text: str | None) -> list[int] | None:
+    """`1-3`, `1,2,3`, `2` or `all` (None)."""
+    if text is None or text.strip().lower() == "all":
+        return None
+    try:
+        if "-" in text:
+            lo, hi = (int(x) for x in text.split("-", 1))
+            levels = list(range(lo, hi + 1))
+        else:
+            levels = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise UserError(f"--levels {text!r}: expected a range like 1-3, a list like 1,2,3, or all") from None
+    if not levels or not all(1 <= lvl <= 5 for lvl in levels):
+        raise UserError(f"--levels {text!r}: levels run from 1 to 5")
+    return levels
+
+
 def evaluate_model(model, tokenizer, tasks_api, families: list[str], n: int, k: int, seed: int,
-                   max_tokens: int, temperature: float = 0.8, device: str = "cpu") -> dict:
+                   max_tokens: int, temperature: float = 0.8, device: str = "cpu", split: str = "test",
+                   levels: list[int] | None = None) -> dict:
     """Greedy accuracy and pass@k per family for a loaded model (no files touched)."""
     from saessak.chat_format import prompt_ids
     from saessak.rollout import Sampler
@@ -50,20 +85,21 @@ def evaluate_model(model, tokenizer, tasks_api, families: list[str], n: int, k: 
 
     sampler = Sampler(model, tokenizer, device=device, max_batch_size=64)
     room = sampler.max_seq_len - max_tokens
-    out = {"tasks": {}, "pass_at_k": {}, "by_level": {}, "k": k, "n": n, "seed": seed,
+    out = {"tasks": {}, "pass_at_k": {}, "by_level": {}, "split": split, "levels": levels or "all", "k": k, "n": n,
+           "seed": seed,
            "temperature": temperature, "max_tokens": max_tokens, "samples": []}
     gen_tokens = 0
     for f in families:
-        examples = tasks_api.sample(f, "test", n, seed=seed)
+        examples = draw_items(tasks_api, f, split, n, seed, levels)
         prompts = [prompt_ids(tokenizer, prompt_messages(ex))[-room:] for ex in examples]
         greedy = sampler.sample(prompts, max_tokens=max_tokens, temperature=0.0, seed=seed)
         gen_tokens += sum(len(c.token_ids) for c in greedy)
         correct = [bool(tasks_api.grade(ex, c.text)["correct"]) for ex, c in zip(examples, greedy)]
         out["tasks"][f] = round(sum(correct) / len(correct), 4)
-        levels: dict[int, list[bool]] = {}
+        by_level: dict[int, list[bool]] = {}
         for ex, ok in zip(examples, correct):
-            levels.setdefault(int(ex["level"]), []).append(ok)
-        out["by_level"][f] = {str(lvl): round(sum(v) / len(v), 4) for lvl, v in sorted(levels.items())}
+            by_level.setdefault(int(ex["level"]), []).append(ok)
+        out["by_level"][f] = {str(lvl): round(sum(v) / len(v), 4) for lvl, v in sorted(by_level.items())}
         for ex, c, ok in list(zip(examples, greedy, correct))[:SAMPLES_PER_FAMILY]:
             out["samples"].append({"task": f, "level": ex["level"], "prompt": ex["prompt"], "answer": ex["answer"],
                                    "response": c.text, "correct": ok})
@@ -82,9 +118,12 @@ def evaluate_model(model, tokenizer, tasks_api, families: list[str], n: int, k: 
 
 def run_eval_tasks(run: str, stage: str, n: int = 200, k: int = 4, seed: int = DEFAULT_SEED,
                    tasks: list[str] | None = None, temperature: float = 0.8, max_tokens: int | None = None,
-                   force: bool = False, tasks_api=None, log=print) -> dict:
+                   force: bool = False, tasks_api=None, log=print, split: str = "test",
+                   levels: list[int] | str | None = None) -> dict:
+    """Evaluate one stage; `levels` None = the RL preset's levels (1..its max_level), "all" = as drawn."""
     from saessak.io import write_json
     from saessak.ledger import StageTimer
+    from saessak.presets import ALL_LEVELS, task_levels
     from saessak.rl_config import config_for
     from saessak.stage_model import load_stage, preset_of
 
@@ -92,6 +131,8 @@ def run_eval_tasks(run: str, stage: str, n: int = 200, k: int = 4, seed: int = D
         raise UserError(f"--stage {stage!r}: not a model stage (one of {', '.join(MODEL_STAGES)})")
     if n < 1:
         raise UserError(f"--n {n}: must be at least 1")
+    if split not in SPLITS:
+        raise UserError(f"--split {split!r}: must be one of {', '.join(SPLITS)}")
     if k < 0:
         raise UserError(f"--k {k}: must be >= 0 (0 skips pass@k)")
     if tasks_api is None:
@@ -102,30 +143,37 @@ def run_eval_tasks(run: str, stage: str, n: int = 200, k: int = 4, seed: int = D
         raise UserError(f"--tasks {','.join(unknown)}: unknown task (known: {', '.join(tasks_api.FAMILIES)})")
     rf = RunFolder(run)
     rf.require(stage, f"eval tasks --stage {stage}")
+    preset = preset_of(rf)
+    rl_cfg = config_for(preset)
+    if levels is None:  # the levels the preset is trained and judged on, see docs/RL.md#levels
+        levels = None if task_levels(preset) == ALL_LEVELS else list(task_levels(preset))
+    elif isinstance(levels, str):
+        levels = parse_levels(levels)
     model_sha = _file_sha256(rf.final_checkpoint(stage) / "model.safetensors")
-    existing = read_results(rf).get(stage)
+    existing = read_results(rf, split).get(stage)
     # Skip only if this very model was evaluated with the same settings (a redone stage is re-evaluated).
     if existing and not force and existing.get("n") == n and existing.get("k") == k \
             and existing.get("seed") == seed and sorted(existing.get("tasks", {})) == sorted(families) \
-            and existing.get("model_sha256") == model_sha:
-        log(f"eval: {results_path(rf)} already has '{stage}' (n={n}, k={k}, seed={seed}); skipping (--force to redo)")
+            and existing.get("levels", "all") == (levels or "all") and existing.get("model_sha256") == model_sha:
+        log(f"eval: {results_path(rf, split)} already has '{stage}' (n={n}, k={k}, seed={seed}); skipping (--force to redo)")
         return existing
     model, tok = load_stage(rf, stage, f"eval tasks --stage {stage}")
     model.eval()
     if max_tokens is None:
-        max_tokens = config_for(preset_of(rf)).max_completion_length
+        max_tokens = rl_cfg.max_completion_length
     timer = StageTimer(run, "eval")
     t0 = time.perf_counter()
-    result = evaluate_model(model, tok, tasks_api, families, n, k, seed, max_tokens, temperature)
+    result = evaluate_model(model, tok, tasks_api, families, n, k, seed, max_tokens, temperature, split=split,
+                            levels=levels)
     result["wall_s"] = round(time.perf_counter() - t0, 2)
     result["model_sha256"] = model_sha
     # Re-read right before writing: another stage's eval may have finished meanwhile.
-    merged = read_results(rf)
+    merged = read_results(rf, split)
     merged[stage] = result
-    write_json(results_path(rf), merged)
+    write_json(results_path(rf, split), merged)
     params = model.config.num_parameters()
     timer.finish(model_stage=stage, params=params, tokens=result["generated_tokens"],
                  flops=2 * params * result["generated_tokens"], n=n, k=k)
-    log(f"eval {stage}: " + " ".join(f"{f}={a:.3f}" for f, a in result["tasks"].items())
+    log(f"eval {stage} ({split}): " + " ".join(f"{f}={a:.3f}" for f, a in result["tasks"].items())
         + (" | pass@%d " % k + " ".join(f"{f}={a:.3f}" for f, a in result["pass_at_k"].items()) if k else ""))
     return result

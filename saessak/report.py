@@ -127,7 +127,7 @@ def eval_section(run: RunFolder) -> dict[str, Any]:
         raw = results.get(stage) if isinstance(results.get(stage), dict) else {}
         tasks = {name: acc for name, v in (raw.get("tasks") or {}).items() if (acc := _accuracy(v)) is not None}
         out[stage] = {"tasks": tasks, "details": raw.get("tasks") or {}}
-        for key in ("samples", "n", "seed"):
+        for key in ("samples", "n", "seed", "levels"):
             if key in raw:
                 out[stage][key] = raw[key]
     out["base"]["bpb"] = _base_bpb(run)

@@ -52,7 +52,14 @@ def eval_table(ev: dict) -> str:
         gain = ev.get("rl_gain", {}).get(t)
         rows.append([t, pct(ev["base"]["tasks"].get(t)), pct(ev["sft"]["tasks"].get(t)), pct(ev["rl"]["tasks"].get(t)),
                      "—" if gain is None else f"{100 * gain:+.1f} pt"])
-    return table(["task family", "base", "SFT", "RL", "RL − SFT"], rows)
+    out = table(["task family", "base", "SFT", "RL", "RL − SFT"], rows)
+    rl = ev.get("rl") or ev.get("sft") or {}
+    if rl.get("n"):
+        levels = rl.get("levels", "all")
+        lv = "1-5 as the suite draws them" if levels == "all" else ", ".join(str(x) for x in levels)
+        out += (f"\n\nGreedy accuracy on the held-out test split: {rl['n']} items per family, "
+                f"levels {lv}, seed {rl.get('seed')}.")
+    return out
 
 
 def ledger_table(ledger: dict) -> str:

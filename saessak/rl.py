@@ -63,7 +63,7 @@ def run_rl(run: str, preset: str | None = None, resume: bool = False, force: boo
     import torch
 
     from saessak import training as tr
-    from saessak.curriculum import Curriculum
+    from saessak.curriculum import make_curriculum
     from saessak.io import append_jsonl
     from saessak.ledger import StageTimer
     from saessak.rl_config import config_for
@@ -103,7 +103,7 @@ def run_rl(run: str, preset: str | None = None, resume: bool = False, force: boo
         for p in ref_model.parameters():
             p.requires_grad_(False)
     opt = tr.build_optimizer(model, cfg.learning_rate, cfg.weight_decay)
-    cur = Curriculum(families, cfg.start_level, cfg.max_level, cfg.raise_at, cfg.lower_at, cfg.curriculum_window)
+    cur = make_curriculum(cfg.curriculum, families, cfg)
     step, offset, totals = 0, 0, {"rollout_tokens": 0, "prompt_tokens": 0, "trained_tokens": 0}
     if start_ckpt is not None:
         state = tr.load_checkpoint(start_ckpt, model, opt)
@@ -125,7 +125,7 @@ def run_rl(run: str, preset: str | None = None, resume: bool = False, force: boo
         lr = tr.lr_at(step, cfg.max_steps, cfg.learning_rate, cfg.warmup_steps, 1.0)  # warm-up, then constant
         tr.set_lr(opt, lr)
         model.eval()
-        batch = collect(sampler, tok, tasks_api, cfg, families, cur, need, step, info.rank, offset)
+        batch = collect(sampler, tok, tasks_api, cfg, cur, need, step, info.rank, offset)
         offset = batch.extra["next_offset"]
         model.train()
         assign_advantages(batch.kept, cfg)
@@ -173,7 +173,9 @@ def run_rl(run: str, preset: str | None = None, resume: bool = False, force: boo
     flops = 2 * n_params * (rollout_toks + prompt_toks) + 6 * n_params * trained_toks \
         + 2 * n_params * extra_fwd * trained_toks / cfg.num_iterations
     summary = {"preset": preset, "steps": step, "tasks": families, "levels": dict(cur.levels),
-               "curriculum_moves": cur.moves, "rollout_tokens": rollout_toks, "trained_tokens": trained_toks,
+               "curriculum": cfg.curriculum, "curriculum_moves": cur.moves,
+               "curriculum_state": cur.summary(),
+               "rollout_tokens": rollout_toks, "trained_tokens": trained_toks,
                "loop_s": round(time.perf_counter() - t_start, 2), "config": dataclasses.asdict(cfg),
                "last": rec}
     if info.is_main:
@@ -201,14 +203,16 @@ def _step_metrics(step, batch, stats, cfg, families, cur, info) -> dict:
     for name in reward_names + ["total"]:
         add(f"r_{name}_sum", 0)
         add(f"r_{name}_sq", 0)
-    for f in families:
-        add(f"acc_{f}_correct", 0)
-        add(f"acc_{f}_n", 0)
+    for f in families:  # every key on every rank, so the all-reduce below lines up
+        for key in (f"acc_{f}_correct", f"acc_{f}_n", f"lvl_{f}_sum", f"lvl_{f}_n"):
+            add(key, 0)
     add("completions", 0)
     add("len_sum", 0)
     add("truncated", 0)
     for g in batch.generated:
         f = g.example["task"]
+        add(f"lvl_{f}_sum", int(g.example["level"]))
+        add(f"lvl_{f}_n", 1)
         for grade, r, c in zip(g.grades, g.rewards.tolist(), g.completions):
             for name in reward_names:
                 v = float(grade.get(name, 0.0) or 0.0)
@@ -239,6 +243,8 @@ def _step_metrics(step, batch, stats, cfg, families, cur, info) -> dict:
         rec[f"reward/{name}/mean"] = round(mean, 4)
         rec[f"reward/{name}/std"] = round(max(0.0, total[f"r_{name}_sq"] / n - mean * mean) ** 0.5, 4)
     for f in families:
+        if total[f"lvl_{f}_n"]:
+            rec[f"level_mean/{f}"] = round(total[f"lvl_{f}_sum"] / total[f"lvl_{f}_n"], 2)
         if total[f"acc_{f}_n"]:
             rec[f"accuracy/{f}"] = round(total[f"acc_{f}_correct"] / total[f"acc_{f}_n"], 4)
         rec[f"level/{f}"] = cur.level(f)

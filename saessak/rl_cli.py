@@ -35,6 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-grad-norm", type=float)
     p.add_argument("--mask-truncated-completions", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--dynamic-sampling", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--curriculum", choices=["learnability", "threshold"],
+                   help="how prompts' task levels are chosen (docs/RL.md#curriculum)")
     p.add_argument("--start-level", type=int)
     p.add_argument("--max-level", type=int)
     p.add_argument("--seed", type=int)
@@ -82,6 +84,6 @@ def run(args) -> int:
            num_iterations=args.num_iterations, loss_type=args.loss_type, scale_rewards=args.scale_rewards,
            reward_weights=parse_weights(args.reward_weights), learning_rate=args.learning_rate,
            max_grad_norm=args.max_grad_norm, mask_truncated_completions=args.mask_truncated_completions,
-           dynamic_sampling=args.dynamic_sampling, start_level=args.start_level, max_level=args.max_level,
+           dynamic_sampling=args.dynamic_sampling, curriculum=args.curriculum, start_level=args.start_level, max_level=args.max_level,
            seed=args.seed, tasks=tasks)
     return 0

@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from saessak.curriculum import CURRICULA
 from saessak.errors import UserError
 from saessak.grpo import LOSS_TYPES, SCALE_REWARDS
+from saessak.presets import task_levels
 
 
 @dataclass
@@ -47,15 +49,18 @@ class GRPOConfig:
     # (up to this many extra rounds per step) to refill the batch with informative groups.
     dynamic_sampling: bool = True
     max_resample_rounds: int = 2
-    # Curriculum: each family starts at start_level; raised when its train accuracy over the last
-    # curriculum_window prompts reaches raise_at, lowered when it falls to lower_at.
+    # Curriculum (saessak/curriculum.py): "learnability" draws each prompt's (family, level) with
+    # weight p(1-p) of that pair's train accuracy over its last curriculum_window groups, levels
+    # start_level..max_level; "threshold" keeps one level per family, raised when its train
+    # accuracy over the last curriculum_window prompts reaches raise_at, lowered at lower_at.
+    curriculum: str = "learnability"
     start_level: int = 1
     max_level: int = 5
     raise_at: float = 0.8
     lower_at: float = 0.05
     curriculum_window: int = 32
-    # Draw each prompt's level uniformly from 1..the family's level instead of at the level only:
-    # learnt levels stay in the batch (no forgetting) while the frontier moves up.
+    # Threshold curriculum only: draw each prompt's level uniformly from 1..the family's level instead
+    # of at the level only, so learnt levels stay in the batch (no forgetting) while the frontier moves up.
     level_mix: bool = True
     tasks: tuple = ()  # empty = every family of the task suite
     micro_batch_size: int = 32  # completions per forward/backward (memory, not maths)
@@ -94,6 +99,8 @@ class GRPOConfig:
             bad("epsilon", "clipping range must satisfy 0 <= epsilon < 1 and epsilon_high >= 0")
         if self.beta < 0:
             bad("beta", "must be >= 0")
+        if self.curriculum not in CURRICULA:
+            bad("curriculum", f"must be one of {', '.join(CURRICULA)}")
         if not 1 <= self.start_level <= self.max_level <= 5:
             bad("start_level", "levels must satisfy 1 <= start_level <= max_level <= 5")
         if self.max_steps < 1:
@@ -115,6 +122,7 @@ RL_PRESETS: dict[str, GRPOConfig] = {
                         log_completions=2, curriculum_window=8),
     "cpu-tiny": GRPOConfig(max_steps=500, prompts_per_step=8, num_generations=8, max_completion_length=112,
                            learning_rate=5e-5, beta=0.04, temperature=0.7, start_level=1, raise_at=0.7,
+                           max_level=max(task_levels("cpu-tiny")),
                            reward_weights={"correctness": 1.0, "format": 0.1, "korean_consistency": 0.0},
                            micro_batch_size=32, time_budget_s=600.0),
     "cpu-small": GRPOConfig(max_steps=200, prompts_per_step=16, num_generations=8, max_completion_length=128,

@@ -1,4 +1,4 @@
-"""RL rollouts: draw task prompts at the curriculum's levels, sample G completions each, grade them.
+"""RL rollouts: draw task prompts where the curriculum says, sample G completions each, grade them.
 
 Dynamic sampling lives here: groups whose rewards are all equal carry no signal, so the batch is
 refilled with fresh prompts (over-sampling 2x per refill round) until it holds `need` informative
@@ -48,18 +48,11 @@ def combined_reward(grade: dict, weights: dict) -> float:
     return float(sum(w * float(grade.get(name, 0.0) or 0.0) for name, w in weights.items()))
 
 
-def draw_examples(tasks_api, families: list[str], levels: dict, n: int, seed: int, offset: int,
-                  level_mix: bool = False) -> list[dict]:
-    """n train examples, families in turn starting at `offset`.
+def draw_examples(tasks_api, order: list[tuple[str, int]], seed: int) -> list[dict]:
+    """One train example per (family, level) in `order` (the curriculum's plan), in that order.
 
-    Each prompt is at its family's current level, or with `level_mix` at a level drawn uniformly
-    from 1..current level, so levels already learnt stay in the mix and are not forgotten.
+    Each (family, level) is sampled with its own seed, so one pair's draw does not shift another's.
     """
-    order = []
-    for i in range(n):
-        f = families[(offset + i) % len(families)]
-        lvl = 1 + stable_hash("rl-level", seed, i) % levels[f] if level_mix else levels[f]
-        order.append((f, lvl))
     per_key: dict[tuple, int] = {}
     for key in order:
         per_key[key] = per_key.get(key, 0) + 1
@@ -68,7 +61,7 @@ def draw_examples(tasks_api, families: list[str], levels: dict, n: int, seed: in
     return [drawn[key].pop(0) for key in order]
 
 
-def collect(sampler, tokenizer, tasks_api, cfg, families: list[str], curriculum, need: int, step: int,
+def collect(sampler, tokenizer, tasks_api, cfg, curriculum, need: int, step: int,
             rank: int, offset: int) -> RolloutBatch:
     """Sample and grade groups until `need` informative ones are kept (see module docstring)."""
     G = cfg.num_generations
@@ -82,8 +75,8 @@ def collect(sampler, tokenizer, tasks_api, cfg, families: list[str], curriculum,
             break
         n_prompts = deficit if rnd == 0 else 2 * deficit
         seed = stable_hash("rl-step", cfg.seed, step, rank, rnd) % (2**31)
-        levels = {f: curriculum.level(f) for f in families}
-        examples = draw_examples(tasks_api, families, levels, n_prompts, seed, draw_offset, cfg.level_mix)
+        order = curriculum.plan(n_prompts, seed, draw_offset, cfg.level_mix)
+        examples = draw_examples(tasks_api, order, seed)
         draw_offset += n_prompts
         prompts = [prompt_ids(tokenizer, prompt_messages(ex)) for ex in examples]
         # Leave room for the completion inside the model's context.
@@ -102,7 +95,7 @@ def collect(sampler, tokenizer, tasks_api, cfg, families: list[str], curriculum,
             _, zero = group_advantages(rewards, G, "none")
             group.zero_std = bool(zero[0])
             batch.generated.append(group)
-            curriculum.record(ex["task"], group.accuracy, step)
+            curriculum.record(ex["task"], group.accuracy, step, level=int(ex["level"]))
             if (not group.zero_std or not cfg.dynamic_sampling) and len(batch.kept) < need:
                 batch.kept.append(group)
     batch.extra["next_offset"] = draw_offset

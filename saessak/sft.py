@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from saessak.errors import UserError
+from saessak.presets import task_levels
 from saessak.runfolder import RunFolder
 
 
@@ -33,7 +34,7 @@ class SFTConfig:
     grad_clip: float = 1.0
     task_items_per_family: int = 2000
     identity_items: int = 200
-    # Level mix of the worked solutions: weight per level 1..5.
+    # Level mix of the worked solutions: weight per level (presets.task_levels says which levels).
     level_weights: dict = field(default_factory=lambda: {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0})
     val_fraction: float = 0.05
     eval_every: int = 25
@@ -49,7 +50,8 @@ SFT_PRESETS: dict[str, SFTConfig] = {
     "micro": SFTConfig(max_steps=20, batch_size=8, seq_len=128, lr=2e-3, warmup_steps=5,
                        task_items_per_family=40, identity_items=18, eval_every=10, ckpt_every=10),
     "cpu-tiny": SFTConfig(max_steps=800, batch_size=16, seq_len=256, lr=1.5e-3, warmup_steps=20,
-                          task_items_per_family=4000, identity_items=200, eval_every=25, ckpt_every=50),
+                          task_items_per_family=4000, identity_items=200, eval_every=25, ckpt_every=50,
+                          level_weights={lvl: 1.0 for lvl in task_levels("cpu-tiny")}),
     "cpu-small": SFTConfig(max_steps=800, batch_size=32, seq_len=512, lr=1e-3, task_items_per_family=6000,
                            identity_items=500, eval_every=50, ckpt_every=200),
 }

@@ -74,3 +74,33 @@ def test_eval_bad_input(tmp_path, capsys):
     assert not (run / "eval" / "results.json").exists()
     with pytest.raises(SystemExit):
         main(["eval", "tasks", "--run", str(run), "--stage", "final"])
+
+
+def test_levels_are_stratified_and_train_split_results_are_kept_apart(tmp_path):
+    import saessak.tasks as tasks
+    from saessak.evaluate import draw_items, parse_levels
+
+    items = draw_items(tasks, "josa", "test", 7, seed=3, levels=[1, 2, 3])
+    assert [it["level"] for it in items] == [1, 1, 1, 2, 2, 3, 3]
+    assert all(it["meta"]["split"] == "test" for it in items)
+    assert parse_levels("1-3") == [1, 2, 3] and parse_levels("3,1") == [1, 3] and parse_levels("all") is None
+
+    run = make_run(tmp_path / "run", stages=("base",))
+    rf = RunFolder(run)
+    out = run_eval_tasks(str(run), "base", n=4, k=0, tasks=["josa"], max_tokens=4, levels="2", split="train", **QUIET)
+    assert out["split"] == "train" and out["levels"] == [2] and set(out["by_level"]["josa"]) == {"2"}
+    assert read_results(rf, "train")["base"] == out
+    assert not (rf.stage_dir("eval") / "results.json").exists()  # the report's test results are untouched
+    test = run_eval_tasks(str(run), "base", n=4, k=0, tasks=["josa"], max_tokens=4, **QUIET)
+    assert test["split"] == "test" and test["levels"] == "all"  # micro preset: every level
+
+
+def test_eval_rejects_bad_levels_and_split(tmp_path, capsys):
+    from saessak.cli import main
+
+    run = make_run(tmp_path / "run", stages=("base",))
+    assert main(["eval", "tasks", "--run", str(run), "--stage", "base", "--levels", "0-7"]) == 2
+    assert "--levels '0-7'" in capsys.readouterr().err
+    assert main(["eval", "tasks", "--run", str(run), "--stage", "base", "--levels", "two"]) == 2
+    assert "--levels 'two'" in capsys.readouterr().err
+    assert not (run / "eval").exists() or not any((run / "eval").iterdir())

@@ -43,15 +43,21 @@ def test_rl_stage_on_real_tasks_logs_every_metric(tmp_path):
     recs = read_jsonl(rf.stage_dir("rl") / "metrics.jsonl")
     assert [r["step"] for r in recs] == [1, 2]
     for key in ("reward/correctness/mean", "reward/format/std", "reward/korean_consistency/mean",
-                "reward/total/mean", "accuracy/josa", "accuracy/arith", "level/josa", "frac_reward_zero_std",
+                "reward/total/mean", "level/josa", "level/arith", "frac_reward_zero_std",
                 "completion_length/mean", "completion_length/max", "clip_frac", "entropy",
                 "rollout_tokens_per_s", "step_s", "truncated_frac"):
         assert key in recs[0], key
     assert "kl" not in recs[0]  # beta = 0: no reference model
+    # Accuracy and mean level for each family drawn that step (the curriculum picks which).
+    drawn = {k.split("/")[1] for r in recs for k in r if k.startswith("accuracy/")}
+    assert drawn and drawn <= {"josa", "arith"}
+    assert all(f"level_mean/{f}" in r for r in recs for f in drawn if f"accuracy/{f}" in r)
     samples = read_jsonl(rf.stage_dir("rl") / "samples.jsonl")
     assert samples and {"prompt", "completion", "reward", "correct"} <= set(samples[0])
     assert rf.is_done("rl") and (rf.final_checkpoint("rl") / "model.safetensors").exists()
     assert summary["steps"] == 2
+    assert summary["curriculum"] == "learnability"
+    assert sum(v["groups"] for v in summary["curriculum_state"].values()) >= 2 * 4  # every graded group counted
     ledger = read_jsonl(run / "ledger.jsonl")
     assert ledger[-1]["stage"] == "rl" and ledger[-1]["flops"] > 0 and ledger[-1]["rollout_tokens"] > 0
 
@@ -132,11 +138,49 @@ def test_level_mix_draws_every_level_up_to_the_current_one():
     import saessak.tasks as tasks
     from saessak.rl_rollouts import draw_examples
 
-    exs = draw_examples(tasks, ["josa", "calendar"], {"josa": 3, "calendar": 1}, 40, seed=7, offset=0, level_mix=True)
+    c = Curriculum(["josa", "calendar"], start_level=1, max_level=5, raise_at=0.8, lower_at=0.1, window=3)
+    c.levels["josa"] = 3
+    exs = draw_examples(tasks, c.plan(40, seed=7, offset=0, level_mix=True), seed=7)
     josa_levels = {e["level"] for e in exs if e["task"] == "josa"}
     assert josa_levels == {1, 2, 3}
     assert {e["level"] for e in exs if e["task"] == "calendar"} == {1}
     assert [e["task"] for e in exs[:4]] == ["josa", "calendar", "josa", "calendar"]
-    fixed = draw_examples(tasks, ["josa"], {"josa": 3}, 10, seed=7, offset=0, level_mix=False)
+    fixed = draw_examples(tasks, Curriculum(["josa"], 3, 5, 0.8, 0.1, 3).plan(10, seed=7, offset=0), seed=7)
     assert {e["level"] for e in fixed} == {3}
     assert all(e["meta"]["split"] == "train" for e in exs)
+
+
+def test_learnability_curriculum_sends_prompts_where_groups_disagree():
+    from collections import Counter
+
+    from saessak.curriculum import LearnabilityCurriculum
+
+    c = LearnabilityCurriculum(["a", "b"], start_level=1, max_level=3, raise_at=0.8, lower_at=0.05, window=16)
+    # Unseen pairs are all tried first.
+    assert set(c.plan(200, seed=0)) == {(f, lvl) for f in "ab" for lvl in (1, 2, 3)}
+    for _ in range(16):
+        c.record("a", 1.0, step=1, level=1)  # mastered
+        c.record("a", 0.5, step=1, level=2)  # the frontier
+        c.record("a", 0.0, step=1, level=3)  # beyond the model
+        for lvl in (1, 2, 3):
+            c.record("b", 0.0, step=1, level=lvl)  # a family it cannot do at any level
+    counts = Counter(c.plan(2000, seed=1))
+    assert counts[("a", 2)] > 0.8 * 2000
+    assert all(counts[p] > 0 for p in c.pairs)  # the floor keeps every pair in view
+    assert c.level("a") == 2 and c.level("b") == 1  # frontier: lowest level not yet mastered
+    assert c.moves and c.moves[-1]["task"] == "a" and c.moves[-1]["to"] == 2
+    restored = LearnabilityCurriculum(["a", "b"], 1, 3, 0.8, 0.05, 16)
+    restored.load_state(json.loads(json.dumps(c.state())))
+    assert restored.plan(50, seed=3) == c.plan(50, seed=3) and restored.levels == c.levels
+    assert restored.summary() == c.summary() and c.summary()["a@2"] == {"groups": 16, "window_acc": 0.5}
+
+
+def test_each_preset_fine_tunes_trains_and_is_judged_on_the_same_levels():
+    from saessak import rl_config, sft
+    from saessak.presets import PRESETS, task_levels
+
+    for name in PRESETS:
+        levels = task_levels(name)
+        assert set(sft.config_for(name).level_weights) == set(levels), name
+        assert rl_config.config_for(name).max_level == max(levels), name
+    assert task_levels("cpu-tiny") == (1, 2, 3)
