@@ -19,9 +19,9 @@ def register(subparsers) -> None:
     t.add_argument("--max-tokens", type=int, help="completion limit (default: the RL preset's)")
     t.add_argument("--levels", help="task levels, e.g. 1-3 or all (default: the levels the run's preset "
                                     "trains on, docs/RL.md#levels); items are split evenly over them")
-    t.add_argument("--split", choices=["test", "train"], default="test",
-                   help="test (default, the held-out split the report uses) or train: fresh items from the "
-                        "train split, to choose settings without looking at test (to eval/results_train.json)")
+    t.add_argument("--split", choices=["test", "val", "train"], default="test",
+                   help="test (default: the held-out split the report uses); val: the held-out split for "
+                        "choosing settings (to eval/results_val.json); train: items training draws from")
     t.add_argument("--force", action="store_true", help="redo even if results.json has this stage")
     t.set_defaults(func=run_tasks)
 

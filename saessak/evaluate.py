@@ -18,11 +18,11 @@ DEFAULT_SEED = 20240901
 SAMPLES_PER_FAMILY = 2
 
 
-SPLITS = ("test", "train")
+SPLITS = ("test", "val", "train")
 
 
 def results_path(rf: RunFolder, split: str = "test"):
-    """The held-out test split's results (the report's); `--split train` ones are kept apart."""
+    """The held-out test split's results (the report's); other splits' results are kept apart."""
     return rf.stage_dir("eval") / ("results.json" if split == "test" else f"results_{split}.json")
 
 

@@ -170,6 +170,8 @@ def build_report(run_dir: str | os.PathLike, prices: str | os.PathLike | None = 
         "run": str(run.root),
         "date": now_iso(),
         "command": command,
+        # The speedrun that built the run, if one did (its command, not the report's, is what to rerun).
+        "speedrun": _read_json_or_none(run.root / "speedrun.json"),
         "git_commit": git_commit(),
         "saessak_version": __version__,
         "stages": stages_run(run, records),

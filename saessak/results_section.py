@@ -27,7 +27,7 @@ def render_section(r: dict) -> str:
         START,
         "## Latest speedrun",
         "",
-        f"`{r.get('command') or 'saessak speedrun'}` — {r['date']}, git `{(r.get('git_commit') or '')[:10]}`, "
+        f"`{(r.get('speedrun') or {}).get('command') or r.get('command') or 'saessak speedrun'}` — {r['date']}, git `{(r.get('git_commit') or '')[:10]}`, "
         f"{where}; model {fmt(model.get('params'))} parameters (preset {model.get('preset') or '—'}).",
         "",
         f"- Total: **{fmt(total['wall_s'], 0)} s** wall, {fmt(total['flops'] or None)} FLOPs, "

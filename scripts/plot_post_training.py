@@ -67,10 +67,14 @@ def main() -> None:
         for f in families:
             pts = [(r["step"], r[f"accuracy/{f}"]) for r in rl if f"accuracy/{f}" in r]
             a1.plot([p[0] for p in pts], smooth([p[1] for p in pts]), label=f)
-            a2.plot(steps, [r[f"level/{f}"] for r in rl], label=f)
+            lv = [(r["step"], r[f"level_mean/{f}"]) for r in rl if f"level_mean/{f}" in r]
+            if lv:  # learnability curriculum: the mean level of the prompts drawn
+                a2.plot([p[0] for p in lv], smooth([p[1] for p in lv], 25), label=f)
+            else:
+                a2.plot(steps, [r[f"level/{f}"] for r in rl], label=f)
         a1.set_ylabel("train accuracy")
         a1.legend(fontsize=8)
-        a2.set_ylabel("curriculum level")
+        a2.set_ylabel("level of prompts drawn")
         a2.set_xlabel("RL step")
         fig.tight_layout()
         fig.savefig(out / "rl_accuracy.png", dpi=110)

@@ -46,6 +46,8 @@ def test_report_has_the_keys_other_tools_rely_on(micro_run):
         assert tasks and all(0.0 <= v <= 1.0 for v in tasks.values())
     assert any(p.endswith("base_loss.png") for p in r["plots"])
     assert r["data"]["sources"] and r["tokenizer"]["vocab_size"] > 0
+    # The report names the speedrun that built the run (what to rerun), not only its own command.
+    assert r["speedrun"]["command"].startswith("saessak speedrun --preset micro")
 
 
 def test_exported_folder_loads_in_transformers_and_matches(micro_run):

@@ -76,7 +76,7 @@ def test_eval_bad_input(tmp_path, capsys):
         main(["eval", "tasks", "--run", str(run), "--stage", "final"])
 
 
-def test_levels_are_stratified_and_train_split_results_are_kept_apart(tmp_path):
+def test_levels_are_stratified_and_val_split_results_are_kept_apart(tmp_path):
     import saessak.tasks as tasks
     from saessak.evaluate import draw_items, parse_levels
 
@@ -87,9 +87,10 @@ def test_levels_are_stratified_and_train_split_results_are_kept_apart(tmp_path):
 
     run = make_run(tmp_path / "run", stages=("base",))
     rf = RunFolder(run)
-    out = run_eval_tasks(str(run), "base", n=4, k=0, tasks=["josa"], max_tokens=4, levels="2", split="train", **QUIET)
-    assert out["split"] == "train" and out["levels"] == [2] and set(out["by_level"]["josa"]) == {"2"}
-    assert read_results(rf, "train")["base"] == out
+    out = run_eval_tasks(str(run), "base", n=4, k=0, tasks=["josa"], max_tokens=4, levels="2", split="val", **QUIET)
+    assert out["split"] == "val" and out["levels"] == [2] and set(out["by_level"]["josa"]) == {"2"}
+    assert read_results(rf, "val")["base"] == out
+    assert (rf.stage_dir("eval") / "results_val.json").exists()
     assert not (rf.stage_dir("eval") / "results.json").exists()  # the report's test results are untouched
     test = run_eval_tasks(str(run), "base", n=4, k=0, tasks=["josa"], max_tokens=4, **QUIET)
     assert test["split"] == "test" and test["levels"] == "all"  # micro preset: every level

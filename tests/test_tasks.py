@@ -46,10 +46,12 @@ def test_generation_is_deterministic_per_index(task):
 
 
 @pytest.mark.parametrize("task", FAMILIES)
-def test_train_and_test_never_share_a_question(task):
-    train = {ex["prompt"] for lvl in range(1, 6) for ex in sample(task, "train", 150, seed=0, level=lvl)}
-    test = {ex["prompt"] for lvl in range(1, 6) for ex in sample(task, "test", 150, seed=0, level=lvl)}
-    assert train and test and not train & test
+def test_train_val_and_test_never_share_a_question(task):
+    prompts = {split: {ex["prompt"] for lvl in range(1, 6) for ex in sample(task, split, 150, seed=0, level=lvl)}
+               for split in ("train", "val", "test")}
+    assert all(prompts.values())
+    assert not prompts["train"] & prompts["test"] and not prompts["train"] & prompts["val"]
+    assert not prompts["val"] & prompts["test"]
 
 
 def test_splits_share_no_structured_input_in_either_direction():
@@ -57,17 +59,20 @@ def test_splits_share_no_structured_input_in_either_direction():
         return {tuple(str(ex["meta"][f]) for f in fields)
                 for lvl in range(1, 6) for ex in sample(task, split, 150, seed=1, level=lvl)}
 
-    # A number read one way in train must not be asked the other way in test.
+    # A number read one way in train must not be asked the other way in test (or val).
     fields = ("value", "system", "counter")
-    assert not inputs("train", "numbers", fields) & inputs("test", "numbers", fields)
-    assert not inputs("train", "josa", ("words", "pairs")) & inputs("test", "josa", ("words", "pairs"))
-    assert not inputs("train", "arith", ("expr",)) & inputs("test", "arith", ("expr",))
+    for held_out in ("test", "val"):
+        assert not inputs("train", "numbers", fields) & inputs(held_out, "numbers", fields)
+        assert not inputs("train", "josa", ("words", "pairs")) & inputs(held_out, "josa", ("words", "pairs"))
+        assert not inputs("train", "arith", ("expr",)) & inputs(held_out, "arith", ("expr",))
 
 
-def test_split_rule_is_a_stable_hash_with_a_fifth_for_test():
+def test_split_rule_is_a_stable_hash_with_a_fifth_for_test_and_a_tenth_for_val():
     keys = [[w, "을/를"] for w in map(str, range(5000))]
     share = sum(split_of("josa", k) == "test" for k in keys) / len(keys)
     assert 0.17 < share < 0.23
+    val = sum(split_of("josa", k) == "val" for k in keys) / len(keys)
+    assert 0.08 < val < 0.12
     assert split_of("josa", [["사과"], ["을/를"]]) == split_of("josa", [["사과"], ["을/를"]])
 
 

@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 LEVELS = (1, 2, 3, 4, 5)
 TEST_SHARE = 0.2  # share of the structured-input space reserved for `test`
+# The next tenth is `val`: held out from training like `test`, for choosing settings (the test split
+# is read only for reported results). Carved from what was `train`, so `test` is unchanged.
+VAL_SHARE = 0.1
 MAX_DRAWS = 2000  # a family whose input space at some level is this small is a bug
 
 
@@ -59,7 +62,10 @@ def stable_hash(*parts: Any) -> int:
 
 def split_of(task: str, key: Any) -> str:
     """The split a structured input belongs to (a pure function of task and key)."""
-    return "test" if stable_hash("split", task, key) % 1000 < TEST_SHARE * 1000 else "train"
+    h = stable_hash("split", task, key) % 1000
+    if h < TEST_SHARE * 1000:
+        return "test"
+    return "val" if h < (TEST_SHARE + VAL_SHARE) * 1000 else "train"
 
 
 def rng_for(task: str, split: str, seed: int, index: int, level: int | None = None) -> random.Random:

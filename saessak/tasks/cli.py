@@ -17,7 +17,7 @@ def register(subparsers) -> None:
 
     sp = sub.add_parser("sample", help="print examples as JSON Lines")
     sp.add_argument("task", help="task family (see `saessak tasks list`)")
-    sp.add_argument("--split", default="train", help="train or test (disjoint by construction)")
+    sp.add_argument("--split", default="train", help="train, val or test (disjoint by construction)")
     sp.add_argument("--n", type=int, default=10, help="number of examples")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--level", type=int, default=None, help="difficulty 1..5 (default: mixed)")
