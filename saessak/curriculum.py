@@ -113,9 +113,6 @@ class LearnabilityCurriculum:
         p = self.accuracy(family, level)
         return self.UNSEEN if p is None else max(self.FLOOR, p * (1.0 - p))
 
-    def weights(self) -> dict[str, float]:
-        return {f"{f}@{lvl}": round(self.weight(f, lvl), 4) for f, lvl in self.pairs}
-
     def plan(self, n: int, seed: int, offset: int = 0, level_mix: bool = False) -> list[tuple[str, int]]:
         rng = random.Random(seed)
         weights = [self.weight(f, lvl) for f, lvl in self.pairs]
@@ -141,8 +138,11 @@ class LearnabilityCurriculum:
 
     def summary(self) -> dict:
         """Per pair: groups drawn and the last window's accuracy (for done.json)."""
-        return {f"{f}@{lvl}": {"groups": self.drawn[(f, lvl)], "window_acc": None if (a := self.accuracy(f, lvl)) is None
-                               else round(a, 3)} for f, lvl in self.pairs}
+        out = {}
+        for f, lvl in self.pairs:
+            acc = self.accuracy(f, lvl)
+            out[f"{f}@{lvl}"] = {"groups": self.drawn[(f, lvl)], "window_acc": None if acc is None else round(acc, 3)}
+        return out
 
     def state(self) -> dict:
         return {"levels": dict(self.levels), "moves": list(self.moves),

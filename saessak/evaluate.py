@@ -1,10 +1,11 @@
 """Task evaluation of a model stage on the held-out `test` split: greedy pass@1 and pass@k.
 
-For each family, `n` test items are drawn with a fixed seed (mixed levels, as the suite draws
-them). Greedy accuracy is the headline; pass@k samples k completions per item at `temperature`
+For each family, `n` test items are drawn with a fixed seed, split evenly over the levels the
+run's preset trains on (or at random levels, as the suite draws them, with `levels="all"`);
+`split="val"` evaluates on the val split instead, for choosing settings. Greedy accuracy is the headline; pass@k samples k completions per item at `temperature`
 and counts an item solved if any is correct (with exactly k samples the unbiased pass@k
-estimator reduces to this). Results go to RUN/eval/results.json under the stage's key; the other
-stages' entries are kept (atomic rewrite).
+estimator reduces to this). Results go to RUN/eval/results.json (val: results_val.json) under the stage's
+key; the other stages' entries are kept (atomic rewrite).
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ import time
 
 from saessak.errors import UserError
 from saessak.runfolder import MODEL_STAGES, RunFolder
+from saessak.tasks.base import LEVELS, SPLITS
 
 DEFAULT_SEED = 20240901
 SAMPLES_PER_FAMILY = 2
 
-
-SPLITS = ("test", "val", "train")
 
 
 def results_path(rf: RunFolder, split: str = "test"):
@@ -70,8 +70,8 @@ def parse_levels(text: str | None) -> list[int] | None:
             levels = sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError:
         raise UserError(f"--levels {text!r}: expected a range like 1-3, a list like 1,2,3, or all") from None
-    if not levels or not all(1 <= lvl <= 5 for lvl in levels):
-        raise UserError(f"--levels {text!r}: levels run from 1 to 5")
+    if not levels or not all(lvl in LEVELS for lvl in levels):
+        raise UserError(f"--levels {text!r}: levels run from {LEVELS[0]} to {LEVELS[-1]}")
     return levels
 
 
@@ -123,7 +123,7 @@ def run_eval_tasks(run: str, stage: str, n: int = 200, k: int = 4, seed: int = D
     """Evaluate one stage; `levels` None = the RL preset's levels (1..its max_level), "all" = as drawn."""
     from saessak.io import write_json
     from saessak.ledger import StageTimer
-    from saessak.presets import ALL_LEVELS, task_levels
+    from saessak.presets import task_levels
     from saessak.rl_config import config_for
     from saessak.stage_model import load_stage, preset_of
 
@@ -146,7 +146,7 @@ def run_eval_tasks(run: str, stage: str, n: int = 200, k: int = 4, seed: int = D
     preset = preset_of(rf)
     rl_cfg = config_for(preset)
     if levels is None:  # the levels the preset is trained and judged on, see docs/RL.md#levels
-        levels = None if task_levels(preset) == ALL_LEVELS else list(task_levels(preset))
+        levels = None if task_levels(preset) == LEVELS else list(task_levels(preset))
     elif isinstance(levels, str):
         levels = parse_levels(levels)
     model_sha = _file_sha256(rf.final_checkpoint(stage) / "model.safetensors")

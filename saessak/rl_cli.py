@@ -84,6 +84,6 @@ def run(args) -> int:
            num_iterations=args.num_iterations, loss_type=args.loss_type, scale_rewards=args.scale_rewards,
            reward_weights=parse_weights(args.reward_weights), learning_rate=args.learning_rate,
            max_grad_norm=args.max_grad_norm, mask_truncated_completions=args.mask_truncated_completions,
-           dynamic_sampling=args.dynamic_sampling, curriculum=args.curriculum, start_level=args.start_level, max_level=args.max_level,
-           seed=args.seed, tasks=tasks)
+           dynamic_sampling=args.dynamic_sampling, curriculum=args.curriculum, start_level=args.start_level,
+           max_level=args.max_level, seed=args.seed, tasks=tasks)
     return 0

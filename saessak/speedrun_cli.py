@@ -27,16 +27,16 @@ def run(args) -> int:
     run_dir = args.run or f"runs/{args.preset}"
     command = "saessak " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["speedrun"] else \
         f"saessak speedrun --preset {args.preset} --run {run_dir}"
+    info = {"command": command, "preset": args.preset, "run": run_dir}
     if Path(run_dir).is_dir() or not Path(run_dir).exists():
         # Written first so the report step (inside the speedrun) can name the command that built the run.
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-        write_json(f"{run_dir}/speedrun.json", {"command": command, "preset": args.preset, "run": run_dir,
-                                                "ok": None, "steps": []})
+        write_json(f"{run_dir}/speedrun.json", {**info, "ok": None, "steps": []})
     result = speedrun(run_dir, args.preset, from_stage=args.from_stage, sources=args.sources)
     table = time_table(result)
     print("\n[speedrun] time per stage\n" + table)
     write_json(f"{run_dir}/speedrun.json", {
-        "command": command, "preset": args.preset, "run": run_dir, "ok": result.ok,
+        **info, "ok": result.ok,
         "steps": [{"name": s.name, "status": s.status, "wall_s": round(s.wall_s, 3), "exit_code": s.exit_code}
                   for s in result.steps],
         "total_wall_s": round(sum(s.wall_s for s in result.steps), 3),

@@ -71,7 +71,12 @@ def test_eval_bad_input(tmp_path, capsys):
     assert "'rl' is not complete" in capsys.readouterr().err
     assert main(["eval", "tasks", "--run", str(run), "--stage", "base", "--tasks", "josa,haiku"]) == 2
     assert "haiku" in capsys.readouterr().err
+    assert main(["eval", "tasks", "--run", str(run), "--stage", "base", "--levels", "0-7"]) == 2
+    assert "--levels '0-7'" in capsys.readouterr().err
+    assert main(["eval", "tasks", "--run", str(run), "--stage", "base", "--levels", "two"]) == 2
+    assert "--levels 'two'" in capsys.readouterr().err
     assert not (run / "eval" / "results.json").exists()
+    assert not (run / "eval").exists() or not any((run / "eval").iterdir())
     with pytest.raises(SystemExit):
         main(["eval", "tasks", "--run", str(run), "--stage", "final"])
 
@@ -95,13 +100,3 @@ def test_levels_are_stratified_and_val_split_results_are_kept_apart(tmp_path):
     test = run_eval_tasks(str(run), "base", n=4, k=0, tasks=["josa"], max_tokens=4, **QUIET)
     assert test["split"] == "test" and test["levels"] == "all"  # micro preset: every level
 
-
-def test_eval_rejects_bad_levels_and_split(tmp_path, capsys):
-    from saessak.cli import main
-
-    run = make_run(tmp_path / "run", stages=("base",))
-    assert main(["eval", "tasks", "--run", str(run), "--stage", "base", "--levels", "0-7"]) == 2
-    assert "--levels '0-7'" in capsys.readouterr().err
-    assert main(["eval", "tasks", "--run", str(run), "--stage", "base", "--levels", "two"]) == 2
-    assert "--levels 'two'" in capsys.readouterr().err
-    assert not (run / "eval").exists() or not any((run / "eval").iterdir())
