@@ -1,7 +1,9 @@
 """Task evaluation of a model stage on the held-out `test` split: greedy pass@1 and pass@k.
 
-For each family, `n` test items are drawn with a fixed seed, split evenly over the levels the
-run's preset trains on (or at random levels, as the suite draws them, with `levels="all"`);
+For each family, up to `n` distinct test items are drawn with a fixed seed, split evenly over the
+levels the run's preset trains on (or at random levels, as the suite draws them, with
+`levels="all"`); a level whose held-out space is smaller than its share gives all its distinct
+questions, each counted once (`items` / `items_by_level` in the results say how many);
 `split="val"` evaluates on the val split instead, for choosing settings. Greedy accuracy is the headline; pass@k samples k completions per item at `temperature`
 and counts an item solved if any is correct (with exactly k samples the unbiased pass@k
 estimator reduces to this). Results go to RUN/eval/results.json (val: results_val.json) under the stage's
@@ -18,6 +20,7 @@ from saessak.tasks.base import LEVELS, SPLITS
 
 DEFAULT_SEED = 20240901
 SAMPLES_PER_FAMILY = 2
+DISTINCT_PATIENCE = 100  # repeats in a row that mean a level's held-out space is used up
 
 
 
@@ -46,15 +49,45 @@ def _file_sha256(path) -> str | None:
 
 
 def draw_items(tasks_api, family: str, split: str, n: int, seed: int, levels: list[int] | None) -> list[dict]:
-    """n items of one family: as the suite draws them (level uniform over 1..5) when `levels` is None,
-    else stratified: n split as evenly as possible over `levels`, each level with its own stream."""
+    """At most n distinct items of one family: as the suite draws them (level uniform over 1..5) when
+    `levels` is None, else stratified: n split as evenly as possible over `levels`, each level with its
+    own stream.
+
+    A question is counted once. Some levels have a small held-out space (calendar level 1 has 7
+    distinct test questions); drawing 200 items from it would count each question about 29 times,
+    so one answer flip would move the family's score by several points. Such a level contributes
+    every distinct question it has and no more, so the family can get fewer than n items.
+    """
     if not levels:
-        return tasks_api.sample(family, split, n, seed=seed)
+        return _distinct_items(tasks_api, family, split, n, seed, None)
     out = []
     for i, lvl in enumerate(levels):
         count = n // len(levels) + (1 if i < n % len(levels) else 0)
         if count:
-            out += tasks_api.sample(family, split, count, seed=seed, level=lvl)
+            out += _distinct_items(tasks_api, family, split, count, seed, lvl)
+    return out
+
+
+def _distinct_items(tasks_api, family: str, split: str, count: int, seed: int, level: int | None) -> list[dict]:
+    """The first `count` distinct (prompt, answer) items of the stream, or all of them once `patience`
+    draws in a row bring nothing new (the space is used up: a question drawn with chance 1/S is
+    missed with probability about exp(-patience/S), under 1e-4 for S <= 10 at patience 100)."""
+    out: list[dict] = []
+    seen: set[tuple[str, str]] = set()
+    drawn, idle, patience = 0, 0, max(DISTINCT_PATIENCE, count)
+    while len(out) < count and idle < patience:
+        batch = tasks_api.sample(family, split, count - len(out), seed=seed, level=level, start=drawn)
+        if not batch:
+            break
+        drawn += len(batch)
+        for item in batch:
+            ident = (item["prompt"], item["answer"])
+            if ident in seen:
+                idle += 1
+                continue
+            seen.add(ident)
+            out.append(item)
+            idle = 0
     return out
 
 
@@ -85,7 +118,8 @@ def evaluate_model(model, tokenizer, tasks_api, families: list[str], n: int, k: 
 
     sampler = Sampler(model, tokenizer, device=device, max_batch_size=64)
     room = sampler.max_seq_len - max_tokens
-    out = {"tasks": {}, "pass_at_k": {}, "by_level": {}, "split": split, "levels": levels or "all", "k": k, "n": n,
+    out = {"tasks": {}, "pass_at_k": {}, "by_level": {}, "items": {}, "items_by_level": {}, "correct": {}, "items_sha": {},
+           "split": split, "levels": levels or "all", "k": k, "n": n,
            "seed": seed,
            "temperature": temperature, "max_tokens": max_tokens, "samples": []}
     gen_tokens = 0
@@ -100,6 +134,13 @@ def evaluate_model(model, tokenizer, tasks_api, families: list[str], n: int, k: 
         for ex, ok in zip(examples, correct):
             by_level.setdefault(int(ex["level"]), []).append(ok)
         out["by_level"][f] = {str(lvl): round(sum(v) / len(v), 4) for lvl, v in sorted(by_level.items())}
+        out["items"][f] = len(examples)
+        # Per-item outcomes (in draw order) and which items they were: two stages evaluated on the
+        # same items can be compared item by item (paired_gain), which is far tighter than comparing
+        # two accuracies.
+        out["correct"][f] = "".join("1" if ok else "0" for ok in correct)
+        out["items_sha"][f] = _items_sha(examples)
+        out["items_by_level"][f] = {str(lvl): len(v) for lvl, v in sorted(by_level.items())}
         for ex, c, ok in list(zip(examples, greedy, correct))[:SAMPLES_PER_FAMILY]:
             out["samples"].append({"task": f, "level": ex["level"], "prompt": ex["prompt"], "answer": ex["answer"],
                                    "response": c.text, "correct": ok})
@@ -114,6 +155,28 @@ def evaluate_model(model, tokenizer, tasks_api, families: list[str], n: int, k: 
             out["pass_at_k"][f] = round(solved / len(examples), 4)
     out["generated_tokens"] = gen_tokens
     return out
+
+
+def _items_sha(examples: list[dict]) -> str:
+    import hashlib
+
+    blob = "\n".join(f"{ex['prompt']}\t{ex['answer']}" for ex in examples)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def paired_gain(before: dict, after: dict, family: str) -> tuple[float, float] | None:
+    """(after - before accuracy, half-width of its 95 % interval) from per-item outcomes, when both
+    results scored the same items; None otherwise. The interval is the normal one for a paired mean
+    difference: 1.96 * sd(d) / sqrt(N) with d = after_i - before_i in {-1, 0, 1}."""
+    a, b = (before.get("correct") or {}).get(family), (after.get("correct") or {}).get(family)
+    same = (before.get("items_sha") or {}).get(family) == (after.get("items_sha") or {}).get(family)
+    if not a or not b or len(a) != len(b) or not same or len(a) < 2:
+        return None
+    d = [int(y) - int(x) for x, y in zip(a, b)]
+    n = len(d)
+    mean = sum(d) / n
+    var = sum((x - mean) ** 2 for x in d) / (n - 1)
+    return mean, 1.96 * (var / n) ** 0.5
 
 
 def run_eval_tasks(run: str, stage: str, n: int = 200, k: int = 4, seed: int = DEFAULT_SEED,

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from saessak.evaluate import paired_gain
 from saessak.ledger import git_commit, now_iso, read_ledger
 from saessak.runfolder import MODEL_STAGES, RunFolder
 
@@ -127,12 +128,18 @@ def eval_section(run: RunFolder) -> dict[str, Any]:
         raw = results.get(stage) if isinstance(results.get(stage), dict) else {}
         tasks = {name: acc for name, v in (raw.get("tasks") or {}).items() if (acc := _accuracy(v)) is not None}
         out[stage] = {"tasks": tasks, "details": raw.get("tasks") or {}}
-        for key in ("samples", "n", "seed", "levels"):
+        for key in ("samples", "n", "seed", "levels", "items"):
             if key in raw:
                 out[stage][key] = raw[key]
     out["base"]["bpb"] = _base_bpb(run)
     sft, rl = out["sft"]["tasks"], out["rl"]["tasks"]
     out["rl_gain"] = {t: rl[t] - sft[t] for t in rl if t in sft}
+    # 95 % half-widths of the gains, paired over the same items (when both stages kept per-item outcomes)
+    raw_sft, raw_rl = results.get("sft"), results.get("rl")
+    if isinstance(raw_sft, dict) and isinstance(raw_rl, dict):
+        ci = {t: g[1] for t in out["rl_gain"] if (g := paired_gain(raw_sft, raw_rl, t)) is not None}
+        if ci:
+            out["rl_gain_ci95"] = ci
     return out
 
 

@@ -49,16 +49,22 @@ def eval_table(ev: dict) -> str:
         return "_No task evaluation in this run._"
     rows = []
     for t in tasks:
-        gain = ev.get("rl_gain", {}).get(t)
+        gain, ci = ev.get("rl_gain", {}).get(t), ev.get("rl_gain_ci95", {}).get(t)
+        shown = "—" if gain is None else f"{100 * gain:+.1f} pt" + ("" if ci is None else f" ± {100 * ci:.1f}")
         rows.append([t, pct(ev["base"]["tasks"].get(t)), pct(ev["sft"]["tasks"].get(t)), pct(ev["rl"]["tasks"].get(t)),
-                     "—" if gain is None else f"{100 * gain:+.1f} pt"])
+                     shown])
     out = table(["task family", "base", "SFT", "RL", "RL − SFT"], rows)
     rl = ev.get("rl") or ev.get("sft") or {}
     if rl.get("n"):
         levels = rl.get("levels", "all")
         lv = "1-5 as the suite draws them" if levels == "all" else ", ".join(str(x) for x in levels)
-        out += (f"\n\nGreedy accuracy on the held-out test split: {rl['n']} items per family, "
-                f"levels {lv}, seed {rl.get('seed')}.")
+        items = rl.get("items") or {}
+        counts = f" ({', '.join(f'{t} {items[t]}' for t in tasks if t in items)})" if items else ""
+        out += (f"\n\nGreedy accuracy on the held-out test split: up to {rl['n']} distinct items per family"
+                f"{counts}, levels {lv}, seed {rl.get('seed')}.")
+        if ev.get("rl_gain_ci95"):
+            out += (" ± is the 95 % interval of RL − SFT, paired over the same items "
+                    "(1.96 × sd of the per-item differences / √N).")
     return out
 
 

@@ -38,11 +38,11 @@ class ToyTasks:
     FAMILIES = ["hangul", "echo"]
     REWARDS = {"correctness": None, "format": None, "korean_consistency": None}
 
-    def sample(self, task, split, n, seed, level=None):
+    def sample(self, task, split, n, seed, level=None, start=0):
         if task not in self.FAMILIES:
             raise KeyError(task)
         out = []
-        for i in range(n):
+        for i in range(start, start + n):
             lvl = level or 1
             out.append({"id": f"{task}-{split}-{seed}-{i}", "task": task, "level": lvl,
                         "prompt": f"한국어로 대답하세요. 문제 {seed % 97 + i}", "answer": "사과", "meta": {}})

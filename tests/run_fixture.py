@@ -50,8 +50,10 @@ def make_run(root: Path, stages=("base", "sft", "rl"), seed: int = 0, **model_ov
             append_jsonl(metrics, rec)
     write_json(run.root / "eval" / "results.json", {
         "base": {"tasks": {"josa": 0.1, "numbers": {"accuracy": 0.05, "n": 200}}},
-        "sft": {"tasks": {"josa": 0.4, "numbers": {"accuracy": 0.30, "n": 200}}},
+        "sft": {"tasks": {"josa": 0.4, "numbers": {"accuracy": 0.30, "n": 200}},
+                "correct": {"josa": "1" * 8 + "0" * 12}, "items_sha": {"josa": "same20"}},
         "rl": {"tasks": {"josa": 0.55, "numbers": {"accuracy": 0.31, "n": 200}},
+               "correct": {"josa": "1" * 11 + "0" * 9}, "items_sha": {"josa": "same20"},
                "samples": [{"task": "arith", "level": 1, "prompt": "사과 3개와 배 2개는 모두 몇 개?",
                             "answer": "5", "response": "3 + 2 = 5\n정답: 5", "correct": True}]},
     })

@@ -88,6 +88,15 @@ def test_levels_are_stratified_and_val_split_results_are_kept_apart(tmp_path):
     items = draw_items(tasks, "josa", "test", 7, seed=3, levels=[1, 2, 3])
     assert [it["level"] for it in items] == [1, 1, 1, 2, 2, 3, 3]
     assert all(it["meta"]["split"] == "test" for it in items)
+    # Calendar level 1 has only a handful of distinct test questions (a weekday 1-6 days on): each
+    # is counted once, and all of them are found, not the first few.
+    small = draw_items(tasks, "calendar", "test", 200, seed=3, levels=[1])
+    idents = {(it["prompt"], it["answer"]) for it in small}
+    assert len(idents) == len(small) and 3 <= len(small) < 42
+    space = {(it["prompt"], it["answer"]) for it in tasks.sample("calendar", "test", 3000, seed=99, level=1)}
+    assert idents == space
+    big = draw_items(tasks, "josa", "test", 60, seed=3, levels=[3])
+    assert len({it["prompt"] for it in big}) == 60  # a large space still fills its quota
     assert parse_levels("1-3") == [1, 2, 3] and parse_levels("3,1") == [1, 3] and parse_levels("all") is None
 
     run = make_run(tmp_path / "run", stages=("base",))
@@ -100,3 +109,14 @@ def test_levels_are_stratified_and_val_split_results_are_kept_apart(tmp_path):
     test = run_eval_tasks(str(run), "base", n=4, k=0, tasks=["josa"], max_tokens=4, **QUIET)
     assert test["split"] == "test" and test["levels"] == "all"  # micro preset: every level
 
+
+
+def test_paired_gain_needs_the_same_items():
+    from saessak.evaluate import paired_gain
+
+    before = {"correct": {"josa": "0011"}, "items_sha": {"josa": "a"}}
+    after = {"correct": {"josa": "0111"}, "items_sha": {"josa": "a"}}
+    gain, half = paired_gain(before, after, "josa")
+    assert gain == 0.25 and half == pytest.approx(1.96 * 0.25)  # sd of (0,1,0,0) is 0.5, / sqrt(4)
+    assert paired_gain(before, dict(after, items_sha={"josa": "b"}), "josa") is None  # other items
+    assert paired_gain(before, {"tasks": {}}, "josa") is None  # an old result without outcomes

@@ -29,6 +29,8 @@ def test_minimum_keys_other_tools_rely_on(reported):
         assert all(0.0 <= v <= 1.0 for v in r["eval"][stage]["tasks"].values())
     assert r["eval"]["rl"]["tasks"] == {"josa": 0.55, "numbers": 0.31}  # dict results reduced to accuracy
     assert r["eval"]["rl_gain"]["josa"] == pytest.approx(0.15)
+    # paired over the same 20 items: 3 of them flipped to correct
+    assert r["eval"]["rl_gain_ci95"] == {"josa": pytest.approx(1.96 * (((3 * 0.85**2 + 17 * 0.15**2) / 19) / 20) ** 0.5)}
 
 
 def test_ledger_money_follows_the_price_table(reported, tmp_path):
@@ -50,7 +52,7 @@ def test_markdown_and_plots(reported):
     run, r = reported
     md = (run / "report.md").read_text()
     for needle in ("## Cost ledger", "KRW", "DeepSeek-V3", "H100", "kolaw", "GPL-3.0", "phone 2", "14 → 12", "josa",
-                   "+15.0 pt", "hangul_chars_per_token",
+                   "+15.0 pt ± 16.1", "hangul_chars_per_token",
                    "assistant: 3 + 2 = 5 ⏎ 정답: 5"):
         assert needle in md, needle
     assert set(r["plots"]) >= {"plots/base_loss.png", "plots/base_bpb.png", "plots/sft_loss.png",
@@ -103,7 +105,7 @@ def test_results_section_replaces_only_its_own_text(reported, tmp_path):
     update_results_file(f, r)
     first = f.read_text()
     assert first.startswith("# Results\n\nRL table by someone else.\n") and "## Latest speedrun" in first
-    assert "| josa | 10.0% | 40.0% | 55.0% | +15.0 pt |" in first
+    assert "| josa | 10.0% | 40.0% | 55.0% | +15.0 pt ± 16.1 |" in first
     f.write_text(first + "\nMore text after.\n")
     r2 = {**r, "date": "2099-01-01T00:00:00+00:00"}
     update_results_file(f, r2)
