@@ -15,7 +15,8 @@ def register(subparsers) -> None:
     p.add_argument("--run", "--run-dir", dest="run", required=True,
                    help="run folder (needs sft/); --run-dir is the spelling torchrun lets through")
     p.add_argument("--preset", help="hyperparameter preset (default: the one in RUN/base/final/meta.json)")
-    p.add_argument("--tasks", help="comma-separated task families (default: all)")
+    p.add_argument("--tasks", help="comma-separated task families, or all (default: the preset's; "
+                   "cpu-tiny: josa,spacing, docs/RL.md#which-families; other presets: all)")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--prompts-per-step", type=int, help="prompts (groups) per step over all processes")
     p.add_argument("--batch-size", type=int, help="completions per step (TRL style): prompts-per-step x G")
@@ -76,7 +77,9 @@ def run(args) -> int:
         G = args.num_generations or config_for(preset_of(RunFolder(args.run), args.preset)).num_generations
         validate_batch(args.batch_size, G)
         prompts = args.batch_size // G
-    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else None
+    tasks = None  # the preset's
+    if args.tasks:
+        tasks = () if args.tasks.strip().lower() == "all" else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     run_rl(args.run, preset=args.preset, resume=args.resume, force=args.force, time_budget_s=args.time_budget,
            max_steps=args.max_steps, prompts_per_step=prompts, num_generations=args.num_generations,
            max_completion_length=args.max_completion_length, temperature=args.temperature, top_p=args.top_p,

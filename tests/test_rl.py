@@ -184,3 +184,20 @@ def test_each_preset_fine_tunes_trains_and_is_judged_on_the_same_levels():
         assert set(sft.config_for(name).level_weights) == set(levels), name
         assert rl_config.config_for(name).max_level == max(levels), name
     assert task_levels("cpu-tiny") == (1, 2, 3)
+
+
+def test_rl_tasks_default_to_the_preset_and_all_means_every_family(tmp_path, monkeypatch):
+    import saessak.rl as rl
+    import saessak.tasks as tasks
+    from saessak import rl_config
+    from saessak.cli import main
+
+    assert set(rl_config.config_for("cpu-tiny").tasks) <= set(tasks.FAMILIES)
+    seen = []
+    monkeypatch.setattr(rl, "run_rl", lambda run, **kw: seen.append(kw["tasks"]))
+    for flag, want in ([], None), (["--tasks", "all"], ()), (["--tasks", "josa, spacing"], ("josa", "spacing")):
+        assert main(["rl", "--run", str(tmp_path)] + flag) == 0
+        assert seen.pop() == want
+    # () overrides a preset's list: every family
+    cfg = rl_config.config_for("cpu-tiny", tasks=())
+    assert rl.check_tasks(tasks, cfg) == list(tasks.FAMILIES)
