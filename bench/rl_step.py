@@ -6,9 +6,13 @@ what the weights know; a random model rarely ends its turn, so every completion 
   - rollouts through saessak's engine (batched KV cache), fp32 and bf16 weights;
   - side by side, what a user would otherwise write: the same batch sampled with a plain loop that
     re-runs the whole sequence each token (no KV cache; what a first GRPO script does);
-  - one full GRPO step (rollout + grading + advantages + policy update) as the RL stage runs it.
+  - one full GRPO step (rollout + grading + advantages + policy update) as the RL stage runs it;
+  - side by side, the same step in Hugging Face TRL's GRPOTrainer on the same model exported with
+    `saessak export hf`: same prompts, G, completion length, reward (the task suite's graders),
+    loss (dapo, no reference model), fp32 on the same threads. Skipped with a note when trl is not
+    installed (`pip install -e .[bench]`) or with --no-trl.
 
-Usage: python bench/rl_step.py [--quick]     (last stdout line: one JSON object)
+Usage: python bench/rl_step.py [--quick] [--no-trl]     (last stdout line: one JSON object)
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def naive_sample(model, prompts, max_tokens, temperature, seed):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer prompts and steps (under a minute)")
+    ap.add_argument("--no-trl", action="store_true", help="skip the side-by-side with TRL's GRPOTrainer")
     args = ap.parse_args()
     G, L = 8, 128
     n_prompts = 2 if args.quick else 8
@@ -128,9 +133,82 @@ def main() -> None:
         times.append((t2 - t0, t1 - t0, t2 - t1, batch.completion_tokens))
     step_s, roll_s, train_s, ctoks = min(times)
     result.update(rl_step_s=round(step_s, 2), rl_rollout_s=round(roll_s, 2), rl_update_s=round(train_s, 2),
-                  rl_completions=n_prompts * G, rl_completion_tokens=ctoks,
+                  rl_completions=n_prompts * G, rl_completion_tokens=ctoks, rl_step_tok_per_s=round(ctoks / step_s, 1),
                   rl_train_tok_per_s=round(sum(len(s.prompt_ids) + len(s.completion_ids) for s in seqs) / train_s, 1))
+    if args.no_trl:
+        result["trl"] = "skipped (--no-trl)"
+    else:
+        result.update(trl_side_by_side(model, tok, examples, G, L, repeats + 1, result["rl_step_tok_per_s"]))
     print(json.dumps(result))
+
+
+def trl_side_by_side(model, tok, examples, G: int, L: int, steps: int, saessak_step_tok_per_s: float) -> dict:
+    """The same GRPO step in TRL's GRPOTrainer, on the model exported as a Hugging Face folder."""
+    try:
+        import trl
+        from datasets import Dataset
+        from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    except ImportError as e:
+        return {"trl": f"skipped ({e.name} not installed: pip install -e .[bench])"}
+    import tempfile
+    import warnings
+
+    from saessak.checkpoint import save_model
+    from saessak.export.hf import export_hf
+    from saessak.rl_config import GRPOConfig as SaessakGRPO
+    from saessak.runfolder import RunFolder
+    from saessak.sft_data import prompt_messages
+
+    weights = SaessakGRPO(max_steps=1, prompts_per_step=1).reward_weights
+
+    def reward(completions, example, **_):
+        out = []
+        for c, ex in zip(completions, example):
+            graded = tasks.grade(json.loads(ex), c[-1]["content"])
+            out.append(sum(w * graded[k] for k, w in weights.items()))
+        return out
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.times, self.t0 = [], 0.0
+
+        def on_step_begin(self, *a, **k):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            self.times.append(time.perf_counter() - self.t0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rf = RunFolder(Path(tmp) / "run")
+        tok.save(rf.tokenizer_json)
+        rf.mark_done("tokenizer", {"vocab_size": tok.vocab_size})
+        save_model(rf.final_checkpoint("sft"), model, meta={"preset": "cpu-tiny", "stage": "sft"})
+        rf.mark_done("sft", {"steps": 0})
+        hf_dir = export_hf(rf.root, Path(tmp) / "hf", stage="sft")
+        hf_model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+        hf_tok = AutoTokenizer.from_pretrained(hf_dir)
+        hf_tok.padding_side = "left"
+        rows = [{"prompt": prompt_messages(ex), "example": json.dumps(ex, ensure_ascii=False)} for ex in examples]
+        dataset = Dataset.from_list(rows * steps)
+        warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' renames, not ours
+        args = trl.GRPOConfig(
+            output_dir=str(Path(tmp) / "trl"), num_generations=G, max_completion_length=L,
+            per_device_train_batch_size=len(examples) * G, gradient_accumulation_steps=1, max_steps=steps,
+            learning_rate=1e-4, beta=0.0, loss_type="dapo", scale_rewards="group", epsilon_high=0.28,
+            temperature=1.0, use_cpu=True, bf16=False, fp16=False, report_to="none", save_strategy="no",
+            logging_steps=1, shuffle_dataset=False, seed=0, dataloader_num_workers=0, disable_tqdm=True)
+        timer = StepTimer()
+        trainer = trl.GRPOTrainer(model=hf_model, reward_funcs=reward, args=args, train_dataset=dataset,
+                                  processing_class=hf_tok, callbacks=[timer])
+        trainer.train()
+        lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
+    # The first step pays for warm-up, as the first of ours does; steps are compared by completion
+    # tokens per second of step, since a random model's completions stop early now and then.
+    i = min(range(1, len(timer.times)) or [0], key=lambda j: timer.times[j])
+    tok_per_s = len(examples) * G * lengths[i] / timer.times[i]
+    return {"trl": trl.__version__, "trl_steps": len(timer.times), "trl_step_s": round(timer.times[i], 2),
+            "trl_completion_len_mean": round(lengths[i], 1), "trl_step_tok_per_s": round(tok_per_s, 1),
+            "rl_step_speedup_vs_trl": round(saessak_step_tok_per_s / tok_per_s, 2)}
 
 
 if __name__ == "__main__":
