@@ -82,6 +82,9 @@ def run_rl(run: str, preset: str | None = None, resume: bool = False, force: boo
     cfg = config_for(preset, **overrides)
     info = tr.init_distributed()
     cfg.validate(info.world)
+    threads_before = torch.get_num_threads()
+    if cfg.threads and info.device == "cpu" and info.world == 1:
+        torch.set_num_threads(cfg.threads)
     families = check_tasks(tasks_api, cfg)
     model, tok = load_stage(rf, "sft", "rl", device=info.device)
 
@@ -187,6 +190,7 @@ def run_rl(run: str, preset: str | None = None, resume: bool = False, force: boo
         shutil.rmtree(ckpt_root, ignore_errors=True)
     tr.barrier(info)
     tr.cleanup_distributed(info)
+    torch.set_num_threads(threads_before)
     return summary
 
 

@@ -42,6 +42,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-level", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--time-budget", type=float, help="stop after the step that passes this many wall seconds")
+    p.add_argument("--threads", type=int, help="torch CPU threads for a single process on CPU (default: "
+                   "torch's, one per core); a --time-budget then costs threads x budget CPU-seconds")
     p.add_argument("--resume", action="store_true", help="continue from the latest RUN/rl/ckpt/ step")
     p.add_argument("--force", action="store_true", help="redo the stage even if RUN/rl/done.json exists")
     p.set_defaults(func=run)
@@ -65,6 +67,7 @@ def parse_weights(text: str | None) -> dict | None:
 
 
 def run(args) -> int:
+    from saessak.errors import UserError
     from saessak.rl import run_rl
     from saessak.rl_config import validate_batch
 
@@ -78,8 +81,10 @@ def run(args) -> int:
         validate_batch(args.batch_size, G)
         prompts = args.batch_size // G
     tasks = None  # the preset's
-    if args.tasks:
+    if args.tasks is not None:
         tasks = () if args.tasks.strip().lower() == "all" else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+        if args.tasks.strip().lower() != "all" and not tasks:
+            raise UserError(f"--tasks {args.tasks!r}: names no family (give e.g. josa,spacing, or all)")
     run_rl(args.run, preset=args.preset, resume=args.resume, force=args.force, time_budget_s=args.time_budget,
            max_steps=args.max_steps, prompts_per_step=prompts, num_generations=args.num_generations,
            max_completion_length=args.max_completion_length, temperature=args.temperature, top_p=args.top_p,
@@ -88,5 +93,5 @@ def run(args) -> int:
            reward_weights=parse_weights(args.reward_weights), learning_rate=args.learning_rate,
            max_grad_norm=args.max_grad_norm, mask_truncated_completions=args.mask_truncated_completions,
            dynamic_sampling=args.dynamic_sampling, curriculum=args.curriculum, start_level=args.start_level,
-           max_level=args.max_level, seed=args.seed, tasks=tasks)
+           max_level=args.max_level, seed=args.seed, tasks=tasks, threads=args.threads)
     return 0

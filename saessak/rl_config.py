@@ -70,6 +70,9 @@ class GRPOConfig:
     # Wall-clock budget: stop after the step that passes it (None = run all max_steps). The LR is
     # constant after warm-up, so stopping early leaves no half-finished schedule.
     time_budget_s: float | None = None
+    # torch CPU threads for a single-process CPU run (None = torch's default, one per core). A
+    # budget in wall seconds then costs threads x budget CPU-seconds.
+    threads: int | None = None
 
     @property
     def batch_size(self) -> int:
@@ -105,6 +108,8 @@ class GRPOConfig:
             bad("start_level", "levels must satisfy 1 <= start_level <= max_level <= 5")
         if self.max_steps < 1:
             bad("max_steps", "must be at least 1")
+        if self.threads is not None and self.threads < 1:
+            bad("threads", "must be at least 1")
         for k, w in self.reward_weights.items():
             if not isinstance(w, (int, float)):
                 raise UserError(f"--reward-weights {k}={w!r}: weight must be a number")

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from saessak.curriculum import Curriculum
-from saessak.io import read_jsonl
+from saessak.io import read_json, read_jsonl
 from saessak.runfolder import RunFolder
 from tests.finetune_fixtures import ToyTasks, make_run
 
@@ -65,9 +65,14 @@ def test_rl_stage_on_real_tasks_logs_every_metric(tmp_path):
 def test_rl_with_kl_and_several_iterations_reports_kl_and_clipping(tmp_path):
     from saessak.rl import run_rl
 
+    import torch
+
     run = make_run(tmp_path / "run", stages=("base", "sft"))
+    threads = torch.get_num_threads()
     run_rl(str(run), max_steps=2, tasks_api=ToyTasks(), beta=0.05, num_iterations=2, learning_rate=5e-3,
-           **FAST, **QUIET)
+           threads=1, **FAST, **QUIET)
+    assert torch.get_num_threads() == threads  # the stage's thread setting does not leak to the caller
+    assert read_json(RunFolder(run).done_path("rl"))["config"]["threads"] == 1
     recs = read_jsonl(RunFolder(run).stage_dir("rl") / "metrics.jsonl")
     assert all("kl" in r for r in recs)
     assert recs[-1]["kl"] > 0  # the policy moved away from the frozen reference
@@ -97,6 +102,8 @@ def test_rl_resume_continues_from_the_checkpoint(tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, message", [
     (["--num-generations", "1"], "at least 2"),
     (["--tasks", "josa,poetry"], "poetry"),
+    (["--tasks", " , "], "names no family"),
+    (["--threads", "0"], "at least 1"),
     (["--batch-size", "10", "--num-generations", "4"], "not divisible"),
     (["--loss-type", "grpo", "--reward-weights", "style=1"], "style"),
 ])
