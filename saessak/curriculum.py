@@ -22,8 +22,6 @@ from __future__ import annotations
 import random
 from collections import deque
 
-CURRICULA = ("learnability", "threshold")
-
 
 class Curriculum:
     def __init__(self, families, start_level: int, max_level: int, raise_at: float, lower_at: float,
@@ -160,6 +158,10 @@ class LearnabilityCurriculum:
                 self.drawn[(f, int(lvl))] = state.get("drawn", {}).get(key, len(values))
 
 
+# By the name `--curriculum` takes (GRPOConfig.curriculum).
+CURRICULA = {"learnability": LearnabilityCurriculum, "threshold": Curriculum}
+
+
 def make_curriculum(kind: str, families, cfg):
-    cls = {"learnability": LearnabilityCurriculum, "threshold": Curriculum}[kind]
+    cls = CURRICULA[kind]
     return cls(families, cfg.start_level, cfg.max_level, cfg.raise_at, cfg.lower_at, cfg.curriculum_window)

@@ -11,7 +11,9 @@ def register(subparsers) -> None:
     t = sub.add_parser("tasks", help="greedy pass@1 and pass@k on the held-out test split of each family")
     t.add_argument("--run", required=True, help="run folder")
     t.add_argument("--stage", required=True, choices=["base", "sft", "rl"], help="which model to evaluate")
-    t.add_argument("--n", type=int, default=200, help="test items per family (default 200)")
+    t.add_argument("--n", type=int, default=200,
+                   help="items per family, at most: each distinct question counts once, so a level with fewer "
+                        "held-out questions than its share gives all it has (default 200)")
     t.add_argument("--k", type=int, default=4, help="samples per item for pass@k (0 = greedy only; default 4)")
     t.add_argument("--seed", type=int, help="test-item seed (default: the project's fixed eval seed)")
     t.add_argument("--tasks", help="comma-separated families (default: all)")

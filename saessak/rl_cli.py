@@ -10,6 +10,8 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from saessak.curriculum import CURRICULA
+
     p = subparsers.add_parser("rl", help="GRPO reinforcement learning on verifiable Korean tasks",
                               description="Improve RUN/sft/final with GRPO on the task suite; writes RUN/rl/.")
     p.add_argument("--run", "--run-dir", dest="run", required=True,
@@ -36,7 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-grad-norm", type=float)
     p.add_argument("--mask-truncated-completions", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--dynamic-sampling", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--curriculum", choices=["learnability", "threshold"],
+    p.add_argument("--curriculum", choices=list(CURRICULA),
                    help="how prompts' task levels are chosen (docs/RL.md#curriculum)")
     p.add_argument("--start-level", type=int)
     p.add_argument("--max-level", type=int)
@@ -81,9 +83,11 @@ def run(args) -> int:
         validate_batch(args.batch_size, G)
         prompts = args.batch_size // G
     tasks = None  # the preset's
-    if args.tasks is not None:
-        tasks = () if args.tasks.strip().lower() == "all" else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-        if args.tasks.strip().lower() != "all" and not tasks:
+    if args.tasks is not None and args.tasks.strip().lower() == "all":
+        tasks = ()  # every family
+    elif args.tasks is not None:
+        tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+        if not tasks:
             raise UserError(f"--tasks {args.tasks!r}: names no family (give e.g. josa,spacing, or all)")
     run_rl(args.run, preset=args.preset, resume=args.resume, force=args.force, time_budget_s=args.time_budget,
            max_steps=args.max_steps, prompts_per_step=prompts, num_generations=args.num_generations,
