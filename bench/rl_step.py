@@ -156,17 +156,15 @@ def trl_side_by_side(model, tok, examples, G: int, L: int, steps: int, saessak_s
     from saessak.checkpoint import save_model
     from saessak.export.hf import export_hf
     from saessak.rl_config import GRPOConfig as SaessakGRPO
+    from saessak.rl_rollouts import combined_reward
     from saessak.runfolder import RunFolder
     from saessak.sft_data import prompt_messages
 
     weights = SaessakGRPO(max_steps=1, prompts_per_step=1).reward_weights
 
-    def reward(completions, example, **_):
-        out = []
-        for c, ex in zip(completions, example):
-            graded = tasks.grade(json.loads(ex), c[-1]["content"])
-            out.append(sum(w * graded[k] for k, w in weights.items()))
-        return out
+    def reward(completions, example, **_):  # what saessak's rollouts score, per completion
+        return [combined_reward(tasks.grade(json.loads(ex), c[-1]["content"]), weights)
+                for c, ex in zip(completions, example)]
 
     class StepTimer(TrainerCallback):
         def __init__(self):
