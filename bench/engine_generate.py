@@ -22,14 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def cpu_tiny_model():
-    from saessak.model import Llama, ModelConfig
-    from saessak.presets import PRESETS
+    from saessak.model import Llama, model_config
 
-    p = PRESETS["cpu-tiny"].to_dict()
-    cfg = ModelConfig(vocab_size=4096, hidden_size=p["hidden_size"], intermediate_size=p["intermediate_size"],
-                      num_hidden_layers=p["depth"], num_attention_heads=p["num_attention_heads"],
-                      num_key_value_heads=p["num_key_value_heads"], max_position_embeddings=p["seq_len"])
-    model = Llama(cfg)
+    model = Llama(model_config("cpu-tiny", 4096))
     model.init_weights(0)
     return model.eval()
 
@@ -49,7 +44,7 @@ def prompts_for(n: int, vocab: int, seed: int = 0) -> list[list[int]]:
 
 
 def bench_ours(model, tok, prompts, G, new_tokens, dtype) -> dict:
-    from saessak.engine import Engine, SamplingParams
+    from saessak.model.engine import Engine, SamplingParams
 
     engine = Engine(model, tok, max_batch_size=len(prompts) * G, dtype=dtype)
     batch = [p for p in prompts for _ in range(G)]

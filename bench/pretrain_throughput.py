@@ -1,7 +1,7 @@
 """Pretraining throughput: ours vs a plain Hugging Face LlamaForCausalLM loop, side by side.
 
 Same model shape, batch and token data for every contender (cpu-tiny by default):
-- ours:        saessak.model.Llama + saessak.training.train_step, as the speedrun runs it
+- ours:        saessak.model.Llama + saessak.training.optim.train_step, as the speedrun runs it
                (the preset's dtype: bf16 autocast on CUDA/AMX, fp32 otherwise; torch.compile
                where the preset says; fused AdamW)
 - hf_fp32:     transformers LlamaForCausalLM, plain loop (loss.backward, AdamW defaults), fp32
@@ -33,7 +33,9 @@ import torch  # noqa: E402
 
 from saessak import training  # noqa: E402
 from saessak.model import Llama  # noqa: E402
-from saessak.presets import get_preset, model_config  # noqa: E402
+from saessak import recipes  # noqa: E402
+from saessak.model import model_config  # noqa: E402
+from saessak.pretrain.config import PretrainConfig  # noqa: E402
 
 
 def ours_step(cfg, dtype: str, compile_model: bool):
@@ -105,11 +107,12 @@ def main() -> None:
 
     peak_s = 0.3 if args.quick else 1.0
     peak = {d: training.peak_flops("cpu", d, seconds=peak_s) for d in ("bf16", "fp32")}
-    p = get_preset(args.preset)
-    cfg = model_config(p)
+    p = recipes.stage_config(PretrainConfig, args.preset, "pretrain")
+    cfg = model_config(args.preset)
+    T = cfg.max_position_embeddings
     speedrun_dtype = training.resolve_dtype("cpu", p.dtype)
-    x = torch.randint(0, cfg.vocab_size, (p.batch_size, p.seq_len))
-    y = torch.randint(0, cfg.vocab_size, (p.batch_size, p.seq_len))
+    x = torch.randint(0, cfg.vocab_size, (p.batch_size, T))
+    y = torch.randint(0, cfg.vocab_size, (p.batch_size, T))
     contenders = {
         "ours": ours_step(cfg, speedrun_dtype, p.compile),
         "hf_fp32": hf_step(cfg, bf16=False),
@@ -129,23 +132,24 @@ def main() -> None:
         t0 = time.perf_counter()
         contenders[compile_name](x, y)
         compile_warmup_s = time.perf_counter() - t0
-    tokens = p.batch_size * p.seq_len
+    tokens = p.batch_size * T
     med = time_round_robin(contenders, x, y, warmup, steps)
     tok_s = {k: tokens / v for k, v in med.items()}
-    fpt = cfg.flops_per_token(p.seq_len)
+    fpt = cfg.flops_per_token(T)
 
     # MFU at the bigger shape: ours only.
-    ps = get_preset(args.mfu_preset)
-    cfg_s = model_config(ps)
+    ps = recipes.stage_config(PretrainConfig, args.mfu_preset, "pretrain")
+    cfg_s = model_config(args.mfu_preset)
+    Ts = cfg_s.max_position_embeddings
     bs = 2 if args.quick else ps.batch_size
-    xs = torch.randint(0, cfg_s.vocab_size, (bs, ps.seq_len))
-    ys = torch.randint(0, cfg_s.vocab_size, (bs, ps.seq_len))
+    xs = torch.randint(0, cfg_s.vocab_size, (bs, Ts))
+    ys = torch.randint(0, cfg_s.vocab_size, (bs, Ts))
     small_dtype = training.resolve_dtype("cpu", ps.dtype)
     small_compiled = ps.compile and not args.quick  # --quick skips the compile warm-up here
     med_s = time_round_robin({"ours": ours_step(cfg_s, small_dtype, small_compiled)}, xs, ys,
                              1 if args.quick else 2, 2 if args.quick else 4)
-    small_tok_s = bs * ps.seq_len / med_s["ours"]
-    small_flops = cfg_s.flops_per_token(ps.seq_len) * small_tok_s
+    small_tok_s = bs * Ts / med_s["ours"]
+    small_flops = cfg_s.flops_per_token(Ts) * small_tok_s
 
     # Measure the peaks again after the timed work and keep the best: on a shared machine a peak
     # taken while others ran would understate it and inflate MFU.
@@ -160,7 +164,7 @@ def main() -> None:
         "unit": "tokens/s",
         "shape": args.preset,
         "params": cfg.num_parameters(),
-        "batch": [p.batch_size, p.seq_len],
+        "batch": [p.batch_size, T],
         "ours_dtype": speedrun_dtype,
         "tok_per_s": {k: round(v, 1) for k, v in tok_s.items()},
         "hf_bf16_ratio": round(tok_s["ours"] / tok_s["hf_bf16"], 3),
@@ -172,7 +176,7 @@ def main() -> None:
         "mfu_shape_tok_per_s": round(small_tok_s, 1),
         "mfu_shape_dtype": small_dtype,
         "mfu_shape_compiled": small_compiled,
-        "mfu_shape_batch": [bs, ps.seq_len],
+        "mfu_shape_batch": [bs, Ts],
         "mfu_shape_vs_bf16_peak": round(small_flops / peak["bf16"], 4),
         "mfu_shape_vs_fp32_peak": round(small_flops / peak["fp32"], 4),
         "amx": training.cpu_has_amx(),

@@ -28,10 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import saessak.tasks as tasks  # noqa: E402
-from saessak.chat_format import prompt_ids  # noqa: E402
-from saessak.model import Llama  # noqa: E402
-from saessak.presets import model_config  # noqa: E402
-from saessak.sft_data import prompt_messages  # noqa: E402
+from saessak.model import Llama, model_config  # noqa: E402
+from saessak.tasks.registry import prompt_messages  # noqa: E402
+from saessak.tokenizer.chat_format import prompt_ids  # noqa: E402
 
 
 def task_tokenizer(vocab_size: int):
@@ -87,7 +86,7 @@ def main() -> None:
     prompts = [prompt_ids(tok, prompt_messages(ex)) for ex in examples]
     flat = [p for p in prompts for _ in range(G)]
 
-    from saessak.rollout import Sampler
+    from saessak.model.sampler import Sampler
 
     result = {"shape": "cpu-tiny", "params": cfg.num_parameters(), "G": G, "completion_tokens": L,
               "prompts": n_prompts, "threads": torch.get_num_threads()}
@@ -109,11 +108,11 @@ def main() -> None:
     result["rollout_speedup_vs_naive"] = round(result["engine_fp32_tok_per_s"] / result["naive_no_cache_tok_per_s"], 2)
 
     # One GRPO step as the stage runs it (dynamic sampling off: a random model's groups all score 0).
-    from saessak.curriculum import Curriculum
-    from saessak.rl_config import GRPOConfig
-    from saessak.rl_rollouts import assign_advantages, collect
-    from saessak.rl_update import local_counts, normaliser, sequences, update
-    from saessak.training import build_optimizer
+    from saessak.rl.config import GRPOConfig
+    from saessak.rl.curriculum import Curriculum
+    from saessak.rl.grpo import assign_advantages, local_counts, normaliser, sequences, update
+    from saessak.rl.rollouts import collect
+    from saessak.training.optim import build_optimizer
 
     rl_cfg = GRPOConfig(max_steps=1, prompts_per_step=n_prompts, num_generations=G, max_completion_length=L,
                         dynamic_sampling=False, mask_truncated_completions=False, micro_batch_size=32)
@@ -128,7 +127,7 @@ def main() -> None:
         assign_advantages(batch.kept, rl_cfg)
         seqs = sequences(batch.kept, False)
         norm = normaliser(local_counts(seqs), rl_cfg.loss_type, L)
-        update(model, None, opt, seqs, rl_cfg, tok.pad_id, "cpu", norm, lambda m: None)
+        update(model, None, opt, seqs, rl_cfg, tok.pad_id, "cpu", norm)
         t2 = time.perf_counter()
         times.append((t2 - t0, t1 - t0, t2 - t1, batch.completion_tokens))
     step_s, roll_s, train_s, ctoks = min(times)
@@ -153,17 +152,16 @@ def trl_side_by_side(model, tok, examples, G: int, L: int, steps: int, saessak_s
     import tempfile
     import warnings
 
-    from saessak.checkpoint import save_model
+    from saessak.model.checkpoint import save_model
     from saessak.export.hf import export_hf
-    from saessak.rl_config import GRPOConfig as SaessakGRPO
-    from saessak.rl_rollouts import combined_reward
+    from saessak.rl.config import GRPOConfig as SaessakGRPO
     from saessak.runfolder import RunFolder
-    from saessak.sft_data import prompt_messages
+    from saessak.tasks.registry import prompt_messages
 
     weights = SaessakGRPO(max_steps=1, prompts_per_step=1).reward_weights
 
     def reward(completions, example, **_):  # what saessak's rollouts score, per completion
-        return [combined_reward(tasks.grade(json.loads(ex), c[-1]["content"]), weights)
+        return [tasks.combine_rewards(tasks.grade(json.loads(ex), c[-1]["content"]), weights)
                 for c, ex in zip(completions, example)]
 
     class StepTimer(TrainerCallback):

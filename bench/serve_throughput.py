@@ -45,18 +45,17 @@ def percentile(xs: list[float], q: float) -> float:
 
 
 def build_default_checkpoint(folder: Path) -> Path:
-    """cpu-tiny model shape with random weights, and a small Korean tokenizer."""
-    from saessak.checkpoint import save_model
-    from saessak.model import Llama, ModelConfig
-    from saessak.presets import PRESETS
+    """cpu-tiny model shape with random weights, and a small Korean tokenizer (the model's vocabulary is
+    the tokenizer's: the server refuses a tokenizer that does not belong to its model)."""
+    import dataclasses
+
+    from saessak.model import Llama, model_config
+    from saessak.model.checkpoint import save_model
     from saessak.tokenizer import train_tokenizer
 
     text = [q * 3 for q in QUESTIONS] * 30
     tok = train_tokenizer(text, 600)
-    p = PRESETS["cpu-tiny"].to_dict()
-    cfg = ModelConfig(vocab_size=4096, hidden_size=p["hidden_size"], intermediate_size=p["intermediate_size"],
-                      num_hidden_layers=p["depth"], num_attention_heads=p["num_attention_heads"],
-                      num_key_value_heads=p["num_key_value_heads"], max_position_embeddings=512)
+    cfg = dataclasses.replace(model_config("cpu-tiny", tok.vocab_size), max_position_embeddings=512)
     model = Llama(cfg)
     model.init_weights(0)
     save_model(folder, model)
@@ -152,7 +151,7 @@ def hf_model_from(ckpt: Path):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from saessak.checkpoint import load_model
+    from saessak.model.checkpoint import load_model
 
     ours = load_model(ckpt).eval()
     c = ours.config
@@ -177,7 +176,7 @@ def bench_hf_sequential(ckpt: Path, levels: list[int], per_client: int, max_toke
     import torch
     from transformers.generation.streamers import BaseStreamer
 
-    from saessak.chat_format import prompt_ids
+    from saessak.tokenizer.chat_format import prompt_ids
     from saessak.tokenizer import Tokenizer
 
     tok = Tokenizer.load(ckpt / "tokenizer.json" if (ckpt / "tokenizer.json").exists() else _run_tokenizer(ckpt))

@@ -36,7 +36,7 @@ def main() -> int:
         os.environ["SAESSAK_CACHE"] = tempfile.mkdtemp(prefix="saessak-cold-cache-")
     run = args.run or os.path.join(tempfile.mkdtemp(prefix="saessak-speedrun-"), preset)
 
-    from saessak.costs import ledger_costs, load_prices
+    from saessak.ledger import ledger_costs, load_prices
     from saessak.ledger import read_ledger
     from saessak.speedrun import speedrun, time_table
 

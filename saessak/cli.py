@@ -1,15 +1,23 @@
 """The one `saessak` command line: each stage is a subcommand.
 
-Each subcommand lives in its own module, which exposes `register(subparsers)`; the module must
-keep heavy imports (torch, tokenizers, fastapi, ...) inside the functions it runs, so that
-`saessak --help` stays fast. `register` adds a parser and sets `func=<callable(args) -> int>`.
+Each stage package has a `cli.py` exposing `register(subparsers)`; it keeps heavy imports (torch,
+tokenizers, fastapi, ...) inside the functions it runs, so that `saessak --help` stays fast.
+`register` adds a parser and sets `func=<callable(args) -> int>`.
+
+A stage's settings are a config dataclass whose fields the recipe (saessak/recipes.py) fills per
+preset; `add_config_options` makes one option per field (`--field-name`, typed from the field),
+and `config_overrides` gives back the fields the user set, so the option list is written once.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
+import types
+import typing
+from typing import Any
 
 from saessak import __version__
 from saessak.errors import UserError
@@ -18,16 +26,16 @@ from saessak.errors import UserError
 COMMAND_MODULES = [
     "saessak.data.cli",
     "saessak.pii.cli",
-    "saessak.tokenizer_cli",
-    "saessak.pretrain_cli",
+    "saessak.tokenizer.cli",
+    "saessak.pretrain.cli",
     "saessak.tasks.cli",
-    "saessak.sft_cli",
-    "saessak.rl_cli",
-    "saessak.eval_cli",
-    "saessak.serve_cli",
-    "saessak.export_cli",
-    "saessak.report_cli",
-    "saessak.speedrun_cli",
+    "saessak.sft.cli",
+    "saessak.rl.cli",
+    "saessak.evals.cli",
+    "saessak.serve.cli",
+    "saessak.export.cli",
+    "saessak.report.cli",
+    "saessak.speedrun",
 ]
 
 
@@ -59,6 +67,90 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+# ----------------------------------------------------------------------------- config options
+
+
+def add_stage_options(parser: argparse.ArgumentParser, stage: str, needs: str, preset_required: bool = False) -> None:
+    """What every training stage takes: the run folder, the preset, --resume and --force (the stage
+    life-cycle, saessak/training/lifecycle.py)."""
+    # --run-dir is the same option: torchrun's own parser rejects `--run` as an ambiguous prefix of
+    # its --run-path, so under torchrun write `--run-dir RUN`.
+    parser.add_argument("--run", "--run-dir", dest="run", required=True,
+                        help=f"run folder (needs {needs}); --run-dir is the spelling torchrun lets through")
+    parser.add_argument("--preset", required=preset_required,
+                        help="recipe: micro, cpu-tiny, cpu-small, d12, d20, ..." if preset_required
+                        else "recipe (default: the one the run was pretrained with)")
+    parser.add_argument("--resume", action="store_true",
+                        help="require a checkpoint to continue from (a stage with checkpoints resumes anyway)")
+    parser.add_argument("--force", action="store_true",
+                        help=f"start over: empty RUN/{stage}/ first, even if the stage is complete")
+
+
+def _plain_type(hint: Any) -> Any:
+    """`int | None` -> int; other hints as they are."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        rest = [a for a in typing.get_args(hint) if a is not type(None)]
+        return rest[0] if len(rest) == 1 else str
+    return typing.get_origin(hint) or hint
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One option per field of the config dataclass `cls` (`--field-name`, or the field's `flag`),
+    default None: the recipe's value stands unless the user gives one. A field's metadata (see
+    `saessak.recipes.setting`) carries its help, choices, extra spellings and text parser."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if f.name in skip or meta.get("cli") is False:
+            continue
+        kind = _plain_type(hints[f.name])
+        flags = [meta.get("flag") or "--" + f.name.replace("_", "-"), *meta.get("aliases", ())]
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": _help_with_default(f)}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            if meta.get("parse") is None and kind not in (int, float, str):
+                continue  # a structured field with no text form: recipe only
+            # Text with a parser stays text here: `config_overrides` parses it, so a bad value is a
+            # UserError ("saessak: error: --flag ...") like every other mistake in a stage's input.
+            kwargs["type"] = str if meta.get("parse") else kind
+            for key in ("choices", "metavar"):
+                if key in meta:
+                    kwargs[key] = meta[key]
+        parser.add_argument(*flags, **kwargs)
+    parser.epilog = ("Settings not given take the preset's recipe value (saessak/recipes.py), else the "
+                     "default shown.")
+
+
+def _help_with_default(f: dataclasses.Field) -> str | None:
+    text = f.metadata.get("help")
+    if text is None or "default" in text:
+        return text
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    else:
+        return text
+    if isinstance(default, dict):
+        default = ",".join(f"{k}={v}" for k, v in default.items())
+    elif isinstance(default, tuple):
+        default = ",".join(map(str, default)) or "all"
+    return f"{text} (default: {default})".replace("%", "%%")
+
+
+def config_overrides(args: argparse.Namespace, cls) -> dict[str, Any]:
+    """The fields of `cls` the user set on the command line (everything else comes from the recipe),
+    text parsed by the field's parser (a bad value is a UserError naming the option)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            parse = f.metadata.get("parse")
+            out[f.name] = parse(value) if parse and isinstance(value, str) else value
+    return out
 
 
 if __name__ == "__main__":

@@ -1,18 +1,27 @@
-"""Atomic file and folder writes: a killed run never leaves a half-written artifact that looks whole.
+"""Reading and writing the run folder's files.
 
-Every artifact in a run folder is written to a temporary name in the same directory and then
-renamed into place (rename is atomic on POSIX within one file system).
+- Atomic writes: every artifact is written to a temporary name in the same directory and then
+  renamed into place (rename is atomic on POSIX within one file system), so a killed run never
+  leaves a half-written artifact that looks whole. Folders are built whole and renamed.
+- JSON Lines: `iter_jsonl` reads a user's file strictly (a bad line is a UserError naming file
+  and line); `read_jsonl` reads an append-only log, where a killed writer may leave a torn line.
+- `file_sha256`: the streaming hash every stage records.
+- Markdown: `fmt`, `pct`, `md_table`, how numbers and tables look in every .md the stages write
+  (report, model card, data card).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterable, Iterator
+
+from saessak.errors import UserError
 
 
 def _fsync_dir(path: Path) -> None:
@@ -58,8 +67,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    from saessak.errors import UserError
-
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -67,6 +74,15 @@ def read_json(path: str | os.PathLike) -> Any:
         raise UserError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def read_json_or_none(path: str | os.PathLike) -> Any:
+    """The JSON in `path`, or None when it is missing or damaged: for readers that report what a
+    run left (the report, the model card), where a stage that stopped early is not an error."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
@@ -80,21 +96,57 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         os.fsync(f.fileno())
 
 
+def iter_jsonl(source: str | os.PathLike | IO[str], name: str | None = None) -> Iterator[tuple[int, Any]]:
+    """(line number, value) for each non-blank line of a JSON Lines file or open text stream.
+
+    A line that is not JSON is the user's mistake: UserError naming `name` (default: the path)
+    and the line.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        name = name or str(source)
+        try:
+            f = open(source, encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError(f"{name}: file not found") from None
+        with f:
+            yield from iter_jsonl(f, name)
+        return
+    name = name or getattr(source, "name", "<stream>")
+    try:
+        for lineno, line in enumerate(source, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{name}:{lineno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Every record of an append-only log (ledger, metrics); [] when it does not exist.
+
+    A line that does not parse is skipped: a process killed mid-append leaves a torn line, and
+    a reader of the log must not fail on it.
+    """
     path = Path(path)
     if not path.exists():
         return []
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            # A torn last line from a killed process: ignore it rather than fail the reader.
-            continue
+        if line.strip():
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
     return out
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -121,3 +173,36 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- Markdown
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    """Numbers for people: thousands separators, no trailing zeros, scientific only when huge or tiny."""
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        if abs(v) >= 1e9 or abs(v) < 1e-3:
+            return f"{v:.3g}"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        s = f"{v:,.{digits}f}"
+        return s.rstrip("0").rstrip(".") if "." in s else s
+    return str(v)
+
+
+def pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def md_table(headers: list[str], rows: Iterable[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(c if isinstance(c, str) else fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,16 +1,19 @@
 """The run folder: the contract between stages (see docs/ARCHITECTURE.md).
 
     runs/<name>/
-      data/        data_card.json, data_card.md, train/val text
-      tokenizer/   tokenizer.json, stats.json
-      base/ sft/ rl/   checkpoints, metrics.jsonl, final/ (config.json + model.safetensors)
-      eval/        results.json
-      ledger.jsonl one record per stage run
+      data/                train.jsonl, val.jsonl, data_card.json, data_card.md
+      tokenizer/           tokenizer.json, stats.json
+      pretrain/ sft/ rl/   checkpoints, metrics.jsonl, final/ (config.json + model.safetensors)
+      eval/                results.json
+      ledger.jsonl         one record per stage run
       report.md, report.json, plots/*.png
-      export/      hf/, gguf/
+      export/              hf/, model.gguf
 
 A stage is complete when its `done.json` marker exists; the marker is written last and
 atomically, so a killed stage is never mistaken for a complete one.
+
+Each stage has one name, used for its folder, its command and its ledger records. Run folders
+written before the pretraining stage had one name keep its model in `base/`; they are still read.
 """
 
 from __future__ import annotations
@@ -22,8 +25,24 @@ from typing import Any
 from saessak.errors import UserError
 from saessak.io import read_json, write_json
 
-STAGES = ["data", "tokenizer", "base", "sft", "rl", "eval", "report", "export"]
-MODEL_STAGES = ["base", "sft", "rl"]
+# Every stage, in pipeline order; the speedrun runs them in this order and `--from` takes these names.
+STAGES = ("data", "tokenizer", "pretrain", "sft", "rl", "eval", "report", "export")
+# The stages that leave a finished model in RUN/<stage>/final/, in training order.
+MODEL_STAGES = ("pretrain", "sft", "rl")
+# Older names still accepted on the command line and read from old run folders.
+LEGACY_NAMES = {"base": "pretrain"}
+# The command that completes a stage, where it is not `saessak <stage> --run RUN`.
+_COMMANDS = {"data": "data build --out RUN/data", "tokenizer": "tokenizer train --run RUN",
+             "eval": "eval tasks --run RUN --stage STAGE", "export": "export hf --run RUN --out DIR"}
+
+
+def stage_name(name: str) -> str:
+    """The stage's one name for `name` (an older alias such as `base` gives `pretrain`)."""
+    return LEGACY_NAMES.get(name, name)
+
+
+def command_for(stage: str) -> str:
+    return "saessak " + _COMMANDS.get(stage, f"{stage} --run RUN")
 
 
 class RunFolder:
@@ -51,15 +70,21 @@ class RunFolder:
         return self.root / "ledger.jsonl"
 
     def stage_dir(self, stage: str) -> Path:
-        return self.root / stage
+        stage = stage_name(stage)
+        path = self.root / stage
+        if not path.exists():
+            for old, new in LEGACY_NAMES.items():
+                if new == stage and (self.root / old).is_dir():
+                    return self.root / old
+        return path
 
     def final_checkpoint(self, stage: str) -> Path:
-        """The finished model of a model stage (base, sft, rl): config.json + model.safetensors."""
-        return self.root / stage / "final"
+        """The finished model of a model stage (pretrain, sft, rl): config.json + model.safetensors."""
+        return self.stage_dir(stage) / "final"
 
     # completion markers
     def done_path(self, stage: str) -> Path:
-        return self.root / stage / "done.json"
+        return self.stage_dir(stage) / "done.json"
 
     def is_done(self, stage: str) -> bool:
         return self.done_path(stage).exists()
@@ -73,8 +98,8 @@ class RunFolder:
     def require(self, stage: str, needed_by: str) -> None:
         if not self.is_done(stage):
             raise UserError(
-                f"run folder {self.root}: stage '{stage}' is not complete (no {self.done_path(stage)}); "
-                f"'{needed_by}' needs it. Run `saessak {_command_for(stage)} --run {self.root}` first."
+                f"run folder {self.root}: stage '{stage_name(stage)}' is not complete (no {self.done_path(stage)}); "
+                f"'{needed_by}' needs it. Run `{command_for(stage_name(stage)).replace('RUN', str(self.root))}` first."
             )
 
     def latest_model_stage(self) -> str | None:
@@ -83,8 +108,14 @@ class RunFolder:
                 return stage
         return None
 
-
-def _command_for(stage: str) -> str:
-    return {"data": "data build --out RUN/data", "tokenizer": "tokenizer train", "base": "pretrain"}.get(
-        stage, stage
-    )
+    def preset(self, explicit: str | None = None) -> str:
+        """`--preset` if given, else the preset the run was pretrained with (its final model's meta.json)."""
+        if explicit:
+            return explicit
+        meta_path = self.final_checkpoint("pretrain") / "meta.json"
+        if not meta_path.exists():
+            raise UserError(f"{meta_path}: missing, so the preset is unknown; pass --preset")
+        preset = read_json(meta_path).get("preset")
+        if not preset:
+            raise UserError(f"{meta_path}: has no 'preset' field; pass --preset")
+        return str(preset)

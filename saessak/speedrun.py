@@ -1,58 +1,38 @@
 """The speedrun: the whole pipeline in one command, each stage through its own subcommand's code.
 
-    data build -> tokenizer train -> pretrain -> sft -> rl -> eval tasks (base, sft, rl)
+    data build -> tokenizer train -> pretrain -> sft -> rl -> eval tasks (pretrain, sft, rl)
     -> report -> export hf -> export gguf
 
 Each step is `saessak.cli.main([...])` with the command line a user would type, so the speedrun
 and the stage commands cannot drift apart. A step whose output is complete is skipped (the
 stage's done marker; for eval, its key in eval/results.json; for report and export, an output
-newer than its inputs). An interrupted model stage resumes from its checkpoints. `--from STAGE`
+newer than its inputs). An interrupted model stage resumes from its checkpoints by itself (the
+stage life-cycle, saessak/training/lifecycle.py). `--from STAGE`
 passes `--force` to that stage and every one after it. The first failing step stops the run
 with a message naming it and its exit status.
 """
 
 from __future__ import annotations
 
-import json
+import shlex
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from saessak import recipes
 from saessak.errors import UserError
-from saessak.runfolder import RunFolder
-
-# Stage names accepted by --from, in pipeline order ("base" is an alias of "pretrain").
-FROM_STAGES = ["data", "tokenizer", "pretrain", "sft", "rl", "eval", "report", "export"]
-
-
-@dataclass(frozen=True)
-class SpeedrunSettings:
-    """What the speedrun passes to the stages beyond the preset itself."""
-
-    max_docs: int | None = None  # data build --max-docs
-    eval_n: int | None = None  # eval tasks --n (None: the eval stage's default)
-    eval_k: int | None = None  # eval tasks --k (None: the eval stage's default)
-
-
-SETTINGS = {
-    # CI's end-to-end test: a small corpus slice and a few eval items, so the pipeline runs in minutes.
-    "micro": SpeedrunSettings(max_docs=300, eval_n=8, eval_k=0),
-    # Up to 1500 distinct test items per family (500 per level 1-3; small levels give what they have:
-    # 466-1029 per family): keeps the standard error of an RL - SFT difference at about 1-2 points,
-    # and greedy eval of about 3,600 items takes about 20 s per stage (pass@4 about four times that).
-    "cpu-tiny": SpeedrunSettings(eval_n=1500),
-}
-
+from saessak.io import read_json_or_none, write_json
+from saessak.runfolder import LEGACY_NAMES, MODEL_STAGES, STAGES, RunFolder, stage_name
 
 @dataclass
 class Step:
     name: str  # shown in the time table
-    group: str  # the FROM_STAGES entry it belongs to
+    stage: str  # the runfolder.STAGES entry it belongs to (what --from names)
     argv: list[str]
     is_complete: Callable[[], bool]
-    checkpoint_dir: Path | None = None  # a model stage: --resume when checkpoints are here
 
 
 @dataclass
@@ -83,47 +63,35 @@ def _newer_than(out: Path, *inputs: Path) -> bool:
 
 
 def _eval_has(run: RunFolder, stage: str) -> bool:
-    try:
-        results = json.loads((run.root / "eval" / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    results = read_json_or_none(run.root / "eval" / "results.json")
+    if not isinstance(results, dict):
         return False
-    return isinstance(results, dict) and isinstance(results.get(stage), dict)
-
-
-def _has_checkpoints(ckpt_dir: Path) -> bool:
-    return ckpt_dir.is_dir() and any(p.name.startswith("step_") for p in ckpt_dir.iterdir())
+    names = [stage] + [old for old, new in LEGACY_NAMES.items() if new == stage]
+    return any(isinstance(results.get(n), dict) for n in names)
 
 
 def plan(run_dir: str, preset: str, sources: str | None = None) -> list[Step]:
     run = RunFolder(run_dir)
     r = str(run.root)
-    s = SETTINGS.get(preset, SpeedrunSettings())
     data = ["data", "build", "--out", str(run.data)]
-    if s.max_docs:
-        data += ["--max-docs", str(s.max_docs)]
+    max_docs = recipes.get(preset).speedrun.get("max_docs")
+    if max_docs:
+        data += ["--max-docs", str(max_docs)]
     if sources:
         data += ["--sources", sources]
     steps = [
         Step("data", "data", data, lambda: run.is_done("data")),
         Step("tokenizer", "tokenizer", ["tokenizer", "train", "--run", r, "--preset", preset],
              lambda: run.is_done("tokenizer")),
-        Step("pretrain", "pretrain", ["pretrain", "--run", r, "--preset", preset], lambda: run.is_done("base"),
-             run.stage_dir("base") / "ckpt"),
-        Step("sft", "sft", ["sft", "--run", r, "--preset", preset], lambda: run.is_done("sft"),
-             run.stage_dir("sft") / "ckpt"),
-        Step("rl", "rl", ["rl", "--run", r, "--preset", preset], lambda: run.is_done("rl"),
-             run.stage_dir("rl") / "ckpt"),
     ]
-    for stage in ("base", "sft", "rl"):
+    steps += [Step(stage, stage, [stage, "--run", r, "--preset", preset], lambda st=stage: run.is_done(st))
+              for stage in MODEL_STAGES]
+    for stage in MODEL_STAGES:
         argv = ["eval", "tasks", "--run", r, "--stage", stage]
-        if s.eval_n is not None:
-            argv += ["--n", str(s.eval_n)]
-        if stage == "base":
-            # The base model has not learnt the chat format, so sampling k more answers from it only
-            # costs time (4x the greedy pass); its greedy accuracy is still measured.
+        if stage == "pretrain":
+            # The pretrained model has not learnt the chat format, so sampling k more answers from it
+            # only costs time (4x the greedy pass); its greedy accuracy is still measured.
             argv += ["--k", "0"]
-        elif s.eval_k is not None:
-            argv += ["--k", str(s.eval_k)]
         steps.append(Step(f"eval-{stage}", "eval", argv, lambda st=stage: _eval_has(run, st)))
     report_json = run.root / "report.json"
     inputs = (run.ledger, run.root / "eval" / "results.json")
@@ -145,11 +113,7 @@ def _run_step(step: Step, forced: bool, log) -> StepResult:
     if not forced and step.is_complete():
         log(f"[speedrun] {step.name}: complete, skipped")
         return StepResult(step.name, "skipped", 0.0)
-    argv = list(step.argv)
-    if forced:
-        argv.append("--force")
-    elif step.checkpoint_dir is not None and _has_checkpoints(step.checkpoint_dir):
-        argv.append("--resume")
+    argv = list(step.argv) + (["--force"] if forced else [])
     log(f"[speedrun] {step.name}: saessak {' '.join(argv)}")
     t0 = time.perf_counter()
     try:
@@ -165,17 +129,15 @@ def _run_step(step: Step, forced: bool, log) -> StepResult:
 
 def speedrun(run_dir: str, preset: str, from_stage: str | None = None, sources: str | None = None,
              log=print) -> SpeedrunResult:
-    from saessak.presets import get_preset
-
-    get_preset(preset)  # an unknown preset is a UserError before anything runs
-    if from_stage == "base":
-        from_stage = "pretrain"
-    if from_stage is not None and from_stage not in FROM_STAGES:
-        raise UserError(f"--from {from_stage!r}: not a stage; choose one of {', '.join(FROM_STAGES)}")
-    first_forced = FROM_STAGES.index(from_stage) if from_stage else len(FROM_STAGES)
+    recipes.get(preset)  # an unknown preset is a UserError before anything runs
+    if from_stage is not None:
+        from_stage = stage_name(from_stage)
+        if from_stage not in STAGES:
+            raise UserError(f"--from {from_stage!r}: not a stage; choose one of {', '.join(STAGES)}")
+    first_forced = STAGES.index(from_stage) if from_stage else len(STAGES)
     result = SpeedrunResult(run=str(run_dir), preset=preset)
     for step in plan(run_dir, preset, sources):
-        forced = FROM_STAGES.index(step.group) >= first_forced
+        forced = STAGES.index(step.stage) >= first_forced
         res = _run_step(step, forced, log)
         result.steps.append(res)
         if res.status == "failed":
@@ -186,8 +148,48 @@ def speedrun(run_dir: str, preset: str, from_stage: str | None = None, sources: 
 
 
 def time_table(result: SpeedrunResult) -> str:
-    rows = [f"{'stage':<12} {'status':<8} {'wall s':>9}"]
-    rows += [f"{s.name:<12} {s.status:<8} {s.wall_s:>9.1f}" for s in result.steps]
+    rows = [f"{'stage':<14} {'status':<8} {'wall s':>9}"]
+    rows += [f"{s.name:<14} {s.status:<8} {s.wall_s:>9.1f}" for s in result.steps]
     total = sum(s.wall_s for s in result.steps)
-    rows.append(f"{'total':<12} {'':<8} {total:>9.1f}")
+    rows.append(f"{'total':<14} {'':<8} {total:>9.1f}")
     return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "speedrun", help="run the whole pipeline: data, tokenizer, pretrain, SFT, RL, eval, report, export",
+        description="Runs every stage through its own subcommand; complete stages are skipped, interrupted "
+                    "ones resume. Ends with a per-stage time table; results in RUN/report.md.")
+    p.add_argument("--preset", required=True, help="micro (CI, minutes), cpu-tiny (CPU speedrun), cpu-small, d12, d20, ...")
+    p.add_argument("--run", default=None, help="run folder (default runs/<preset>)")
+    p.add_argument("--from", dest="from_stage", default=None, metavar="STAGE",
+                   help="force this stage and every later one: " + ", ".join(STAGES))
+    p.add_argument("--sources", default=None, help="data build --sources (default: the data stage's defaults)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    run_dir = args.run or f"runs/{args.preset}"
+    command = "saessak " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["speedrun"] else \
+        f"saessak speedrun --preset {args.preset} --run {run_dir}"
+    info = {"command": command, "preset": args.preset, "run": run_dir}
+    if Path(run_dir).is_dir() or not Path(run_dir).exists():
+        # Written first so the report step (inside the speedrun) can name the command that built the run.
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        write_json(f"{run_dir}/speedrun.json", {**info, "ok": None, "steps": []})
+    result = speedrun(run_dir, args.preset, from_stage=args.from_stage, sources=args.sources)
+    table = time_table(result)
+    print("\n[speedrun] time per stage\n" + table)
+    write_json(f"{run_dir}/speedrun.json", {
+        **info, "ok": result.ok,
+        "steps": [{"name": s.name, "status": s.status, "wall_s": round(s.wall_s, 3), "exit_code": s.exit_code}
+                  for s in result.steps],
+        "total_wall_s": round(sum(s.wall_s for s in result.steps), 3),
+    })
+    if not result.ok:
+        return next(s.exit_code for s in result.steps if s.status == "failed") or 1
+    print(f"[speedrun] done: {run_dir}/report.md, {run_dir}/export/hf, {run_dir}/export/model.gguf")
+    return 0

@@ -4,7 +4,7 @@
 
 Writes sft_curve.png (SFT train/val loss), rl_reward.png (reward and zero-std share per step),
 rl_accuracy.png (train accuracy and curriculum level per family) and prints the markdown table of
-held-out greedy accuracy for base, SFT and RL from RUN/eval/results.json.
+held-out greedy accuracy for pretrain, SFT and RL from RUN/eval/results.json.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from saessak.io import read_json, read_jsonl  # noqa: E402
+from saessak.evals.results import read_results  # noqa: E402
+from saessak.io import read_jsonl  # noqa: E402
+from saessak.runfolder import MODEL_STAGES, RunFolder  # noqa: E402
 
 
 def smooth(values: list[float], k: int = 5) -> list[float]:
@@ -78,10 +80,9 @@ def main() -> None:
         a2.set_xlabel("RL step")
         fig.tight_layout()
         fig.savefig(out / "rl_accuracy.png", dpi=110)
-    results_path = run / "eval" / "results.json"
-    if results_path.exists():
-        res = read_json(results_path)
-        stages = [s for s in ("base", "sft", "rl") if s in res]
+    res = read_results(RunFolder(run))  # old run folders' "base" entries read as "pretrain"
+    if res:
+        stages = [s for s in MODEL_STAGES if s in res]
         families = list(res[stages[-1]]["tasks"])
         print("| family | " + " | ".join(stages) + (" | RL - SFT |" if {"sft", "rl"} <= set(stages) else " |"))
         print("|---" * (len(stages) + 1 + ({"sft", "rl"} <= set(stages))) + "|")

@@ -12,9 +12,9 @@ from pathlib import Path
 from tests.helpers import tiny_model, tiny_tokenizer
 
 
-def make_run(root: Path, stages=("base",), preset: str = "micro", seed: int = 0, model_vocab: int | None = None,
+def make_run(root: Path, stages=("pretrain",), preset: str = "micro", seed: int = 0, model_vocab: int | None = None,
              **model_overrides) -> Path:
-    from saessak.checkpoint import save_model
+    from saessak.model.checkpoint import save_model
     from saessak.runfolder import RunFolder
 
     tok = tiny_tokenizer()
@@ -57,3 +57,9 @@ class ToyTasks:
 
     def solution(self, example):
         return f"사과는 과일입니다.\n정답: {example['answer']}"
+
+    @staticmethod
+    def combine_rewards(grades, weights):
+        from saessak.tasks import combine_rewards
+
+        return combine_rewards(grades, weights)

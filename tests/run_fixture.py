@@ -10,8 +10,8 @@ from pathlib import Path
 from tests.helpers import tiny_model, tiny_tokenizer
 
 
-def make_run(root: Path, stages=("base", "sft", "rl"), seed: int = 0, **model_overrides) -> Path:
-    from saessak.checkpoint import save_model
+def make_run(root: Path, stages=("pretrain", "sft", "rl"), seed: int = 0, **model_overrides) -> Path:
+    from saessak.model.checkpoint import save_model
     from saessak.io import append_jsonl, write_json
     from saessak.runfolder import RunFolder
 
@@ -36,20 +36,20 @@ def make_run(root: Path, stages=("base", "sft", "rl"), seed: int = 0, **model_ov
     for i, stage in enumerate(stages):
         model = tiny_model(tok.vocab_size, seed=seed + i, **model_overrides)
         save_model(run.final_checkpoint(stage), model, meta={"preset": "test", "step": 10})
-        run.mark_done(stage, {"val_bpb": 3.25} if stage == "base" else {})
-        append_jsonl(run.ledger, {"stage": "pretrain" if stage == "base" else stage, "wall_s": 60.0 * (i + 1),
+        run.mark_done(stage, {"val_bpb": 3.25} if stage == "pretrain" else {})
+        append_jsonl(run.ledger, {"stage": stage, "wall_s": 60.0 * (i + 1),
                                   "cpu_s": 110.0, "device": device, "params": model.config.num_parameters(),
                                   "tokens": 10000, "flops": 1e12 / (i + 1), "mfu": 0.1})
         metrics = run.stage_dir(stage) / "metrics.jsonl"
         for step in range(1, 6):
             rec = {"step": step, "loss": 5.0 - 0.3 * step, "lr": 1e-3}
-            if stage == "base" and step % 2 == 0:
+            if stage == "pretrain" and step % 2 == 0:
                 rec["val_bpb"] = 4.0 - 0.1 * step
             if stage == "rl":
                 rec = {"step": step, "reward/mean": 0.1 * step, "accuracy/josa": 0.05 * step, "loss": 0.01}
             append_jsonl(metrics, rec)
     write_json(run.root / "eval" / "results.json", {
-        "base": {"tasks": {"josa": 0.1, "numbers": {"accuracy": 0.05, "n": 200}}},
+        "pretrain": {"tasks": {"josa": 0.1, "numbers": {"accuracy": 0.05, "n": 200}}},
         "sft": {"tasks": {"josa": 0.4, "numbers": {"accuracy": 0.30, "n": 200}},
                 "correct": {"josa": "1" * 8 + "0" * 12}, "items_sha": {"josa": "same20"}},
         "rl": {"tasks": {"josa": 0.55, "numbers": {"accuracy": 0.31, "n": 200}},

@@ -31,7 +31,7 @@ def make_checkpoint(folder: Path, never_ends: bool = False, **config) -> Path:
     """
     import torch
 
-    from saessak.checkpoint import save_model
+    from saessak.model.checkpoint import save_model
     from tests.helpers import tiny_model, tiny_tokenizer
 
     tok = tiny_tokenizer()
@@ -153,8 +153,8 @@ def train_demo_chat_model(folder: Path, steps: int = 300, seed: int = 0, lr: flo
     replies with Markdown in the documentation screenshot."""
     import torch
 
-    from saessak.chat_format import render
-    from saessak.checkpoint import save_model
+    from saessak.tokenizer.chat_format import render
+    from saessak.model.checkpoint import save_model
     from tests.helpers import tiny_model, tiny_tokenizer
 
     tok = tiny_tokenizer()

@@ -1,6 +1,6 @@
 import pytest
 
-from saessak.chat_format import CHAT_TEMPLATE, render, render_text
+from saessak.tokenizer.chat_format import CHAT_TEMPLATE, render, render_text
 from saessak.errors import UserError
 from tests.helpers import tiny_tokenizer
 

@@ -1,6 +1,6 @@
 import pytest
 
-from saessak.costs import ledger_costs, load_prices, record_cost
+from saessak.ledger import ledger_costs, load_prices, record_cost
 from saessak.errors import UserError
 
 

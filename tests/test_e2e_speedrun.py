@@ -26,7 +26,7 @@ def micro_run(tmp_path_factory):
 
 def test_every_stage_left_its_output(micro_run):
     run, _ = micro_run
-    for marker in ("data/done.json", "tokenizer/done.json", "base/done.json", "sft/done.json", "rl/done.json",
+    for marker in ("data/done.json", "tokenizer/done.json", "pretrain/done.json", "sft/done.json", "rl/done.json",
                    "eval/results.json", "report.json", "report.md", "export/hf/config.json",
                    "export/hf/README.md", "export/model.gguf", "speedrun.json"):
         assert (run / marker).exists(), marker
@@ -40,11 +40,11 @@ def test_report_has_the_keys_other_tools_rely_on(micro_run):
     assert {"data", "tokenizer", "pretrain", "sft", "rl", "eval"} <= set(r["stages"])
     total = r["ledger"]["total"]
     assert total["wall_s"] > 0 and total["flops"] > 0 and total["cost_krw"] > 0 and total["cost_usd"] > 0
-    assert r["eval"]["base"]["bpb"] > 0
+    assert r["eval"]["pretrain"]["bpb"] > 0
     for stage in ("sft", "rl"):
         tasks = r["eval"][stage]["tasks"]
         assert tasks and all(0.0 <= v <= 1.0 for v in tasks.values())
-    assert any(p.endswith("base_loss.png") for p in r["plots"])
+    assert any(p.endswith("pretrain_loss.png") for p in r["plots"])
     assert r["data"]["sources"] and r["tokenizer"]["vocab_size"] > 0
     # The report names the speedrun that built the run (what to rerun), not only its own command.
     assert r["speedrun"]["command"].startswith("saessak speedrun --preset micro")
@@ -55,8 +55,8 @@ def test_exported_folder_loads_in_transformers_and_matches(micro_run):
     pytest.importorskip("transformers")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from saessak.chat_format import render
-    from saessak.checkpoint import load_model
+    from saessak.tokenizer.chat_format import render
+    from saessak.model.checkpoint import load_model
     from saessak.tokenizer import Tokenizer
 
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -89,7 +89,7 @@ def test_gguf_holds_the_trained_model(micro_run):
     gguf = pytest.importorskip("gguf")
     from safetensors.numpy import load_file
 
-    from saessak.chat_format import CHAT_TEMPLATE
+    from saessak.tokenizer.chat_format import CHAT_TEMPLATE
 
     run, _ = micro_run
     reader = gguf.GGUFReader(str(run / "export" / "model.gguf"))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saessak.engine import Engine, SamplingParams, counter_uniform, sample_tokens
+from saessak.model.engine import Engine, SamplingParams, counter_uniform, sample_tokens
 from saessak.errors import UserError
-from saessak.token_text import TokenTextDecoder, decode_ids, token_bytes_table
+from saessak.tokenizer.token_text import TokenTextDecoder, decode_ids, token_bytes_table
 from tests.helpers import tiny_model, tiny_tokenizer
 
 PROMPTS = ["대한민국의 주권은", "안녕하세요", "사과 3개와 배 2개를 샀습니다. 모두", "오늘은"]

@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from saessak.chat_format import render  # noqa: E402
-from saessak.checkpoint import load_model  # noqa: E402
+from saessak.tokenizer.chat_format import render  # noqa: E402
+from saessak.model.checkpoint import load_model  # noqa: E402
 from saessak.cli import main  # noqa: E402
 from saessak.errors import UserError  # noqa: E402
 from saessak.export.hf import export_hf  # noqa: E402
@@ -120,7 +120,7 @@ def test_model_card_carries_data_ledger_eval_and_licence(exported):
 def test_interrupted_export_leaves_no_folder_and_keeps_the_old_one(tmp_path, monkeypatch):
     import saessak.export.hf as hf
 
-    run = make_run(tmp_path / "run", stages=("base",))
+    run = make_run(tmp_path / "run", stages=("pretrain",))
     out = tmp_path / "hf"
     real = hf._write_json
     calls = []
@@ -148,7 +148,7 @@ def test_interrupted_export_leaves_no_folder_and_keeps_the_old_one(tmp_path, mon
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, capsys):
-    run = make_run(tmp_path / "run", stages=("base",))
+    run = make_run(tmp_path / "run", stages=("pretrain",))
     with pytest.raises(UserError, match="stage 'rl' is not complete"):
         export_hf(run, tmp_path / "o1", stage="rl")
     with pytest.raises(UserError, match="not a model stage"):
@@ -171,11 +171,11 @@ def test_untied_output_head_round_trips(tmp_path):
     """GPU presets do not tie the embeddings: lm_head is its own tensor in both exports."""
     from transformers import AutoModelForCausalLM
 
-    run = make_run(tmp_path / "run", stages=("base",), tie_word_embeddings=False)
+    run = make_run(tmp_path / "run", stages=("pretrain",), tie_word_embeddings=False)
     out = export_hf(run, tmp_path / "hf")
     assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is False
     model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True, dtype=torch.float32).eval()
-    ours = load_model(run / "base" / "final").eval()
+    ours = load_model(run / "pretrain" / "final").eval()
     x = torch.tensor([[1] + tiny_tokenizer().encode(KOREAN_SAMPLE[1])])
     with torch.no_grad():
         assert (model(x).logits - ours(x)).abs().max().item() < 1e-4

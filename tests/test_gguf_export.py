@@ -8,11 +8,11 @@ import pytest
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 
-from saessak.chat_format import CHAT_TEMPLATE  # noqa: E402
+from saessak.tokenizer.chat_format import CHAT_TEMPLATE  # noqa: E402
 from saessak.cli import main  # noqa: E402
 from saessak.errors import UserError  # noqa: E402
 from saessak.export.gguf_export import export_gguf, interleave_rope_rows  # noqa: E402
-from saessak.model import apply_rope, rope_cos_sin  # noqa: E402
+from saessak.model.llama import apply_rope, rope_cos_sin  # noqa: E402
 from tests.helpers import tiny_tokenizer  # noqa: E402
 from tests.run_fixture import make_run  # noqa: E402
 
@@ -20,7 +20,7 @@ from tests.run_fixture import make_run  # noqa: E402
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("gguf")
-    run = make_run(root / "run", stages=("base", "sft"))
+    run = make_run(root / "run", stages=("pretrain", "sft"))
     return run, export_gguf(run, root / "model.gguf")
 
 
@@ -102,7 +102,7 @@ def test_reordered_q_k_give_the_same_attention_scores_under_llama_cpp_rope():
 
 
 def test_f16_keeps_norms_f32_and_bad_outputs_are_refused(tmp_path, capsys):
-    run = make_run(tmp_path / "run", stages=("base",))
+    run = make_run(tmp_path / "run", stages=("pretrain",))
     path = export_gguf(run, tmp_path / "m16.gguf", outtype="f16")
     types = {t.name: t.tensor_type for t in gguf.GGUFReader(str(path)).tensors}
     assert types["blk.0.attn_q.weight"] == gguf.GGMLQuantizationType.F16
@@ -122,7 +122,7 @@ def test_f16_keeps_norms_f32_and_bad_outputs_are_refused(tmp_path, capsys):
 def test_interrupted_gguf_export_leaves_no_file(tmp_path, monkeypatch):
     import saessak.export.gguf_export as ge
 
-    run = make_run(tmp_path / "run", stages=("base",))
+    run = make_run(tmp_path / "run", stages=("pretrain",))
 
     def broken_tensors(*a, **k):
         yield "token_embd.weight", np.zeros((2, 2), np.float32)
@@ -137,8 +137,8 @@ def test_interrupted_gguf_export_leaves_no_file(tmp_path, monkeypatch):
 def test_untied_output_head_is_written(tmp_path):
     from safetensors.numpy import load_file
 
-    run = make_run(tmp_path / "run", stages=("base",), tie_word_embeddings=False)
+    run = make_run(tmp_path / "run", stages=("pretrain",), tie_word_embeddings=False)
     path = export_gguf(run, tmp_path / "m.gguf")
     got = {t.name: np.array(t.data) for t in gguf.GGUFReader(str(path)).tensors}
-    sd = load_file(str(run / "base" / "final" / "model.safetensors"))
+    sd = load_file(str(run / "pretrain" / "final" / "model.safetensors"))
     np.testing.assert_array_equal(got["output.weight"], sd["lm_head.weight"])

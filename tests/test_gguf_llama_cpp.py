@@ -12,8 +12,8 @@ pytestmark = pytest.mark.slow
 llama_cpp = pytest.importorskip("llama_cpp")
 torch = pytest.importorskip("torch")
 
-from saessak.chat_format import render  # noqa: E402
-from saessak.checkpoint import load_model  # noqa: E402
+from saessak.tokenizer.chat_format import render  # noqa: E402
+from saessak.model.checkpoint import load_model  # noqa: E402
 from saessak.export.gguf_export import export_gguf  # noqa: E402
 from tests.helpers import KOREAN_SAMPLE, tiny_tokenizer  # noqa: E402
 from tests.run_fixture import make_run  # noqa: E402
@@ -23,12 +23,12 @@ from tests.run_fixture import make_run  # noqa: E402
 def pair(tmp_path_factory):
     root = tmp_path_factory.mktemp("llamacpp")
     # Wider initial weights than training uses: spread-out logits, so greedy choices are not near-ties.
-    run = make_run(root / "run", stages=("base",), initializer_range=0.3)
+    run = make_run(root / "run", stages=("pretrain",), initializer_range=0.3)
     path = export_gguf(run, root / "m.gguf")
     # f32 KV cache (the default is f16, which alone moves logits by ~1e-2).
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, logits_all=True, verbose=False, seed=0,
                           type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
-    return llm, load_model(run / "base" / "final").eval()
+    return llm, load_model(run / "pretrain" / "final").eval()
 
 
 def _llama_logits(llm, ids):

@@ -9,14 +9,14 @@ pytest.importorskip("transformers")
 
 from saessak.errors import UserError  # noqa: E402
 from saessak.export.hf import export_hf  # noqa: E402
-from saessak.lm_eval_runner import LOCAL_TASKS, evaluate  # noqa: E402
+from saessak.evals.lm_eval import LOCAL_TASKS, evaluate  # noqa: E402
 from tests.run_fixture import make_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("lmeval")
-    return export_hf(make_run(root / "run", stages=("base",)), root / "hf")
+    return export_hf(make_run(root / "run", stages=("pretrain",)), root / "hf")
 
 
 def test_shipped_task_data_is_well_formed():
@@ -29,7 +29,7 @@ def test_shipped_task_data_is_well_formed():
 
 
 def test_runs_the_local_korean_task_through_the_cli(hf_dir, tmp_path):
-    from saessak.lm_eval_runner import run
+    from saessak.evals.lm_eval import run
 
     class Args:
         model, tasks, limit, batch_size = str(hf_dir), "saessak_ko_mc", 12, 4

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from saessak.model import Llama, ModelConfig
-from saessak.presets import PRESETS, model_config
+from saessak.model import model_config
+from saessak.recipes import RECIPES
 
 transformers = pytest.importorskip("transformers")
 
@@ -64,10 +65,10 @@ def test_loss_matches_transformers_shifted_loss():
 
 
 def test_every_preset_is_a_valid_llama_config():
-    for name, preset in PRESETS.items():
-        cfg = model_config(preset)
+    for name in RECIPES:
+        cfg = model_config(name)
         cfg.validate()
-        assert cfg.num_hidden_layers == preset.depth
+        assert cfg.num_hidden_layers == RECIPES[name].shape.depth
         assert cfg.hidden_size == cfg.num_attention_heads * cfg.head_dim
     # cpu-tiny is "a few M parameters"; the GPU presets grow with depth.
     assert 1e6 < model_config("cpu-tiny").num_parameters() < 10e6

@@ -36,7 +36,7 @@ def run(tokenized_run, tmp_path):
 
 def train_losses(run: Path) -> dict[int, float]:
     out = {}
-    for line in (run / "base" / "metrics.jsonl").read_text().splitlines():
+    for line in (run / "pretrain" / "metrics.jsonl").read_text().splitlines():
         r = json.loads(line)
         if r["type"] == "train":
             out[r["step"]] = r["loss"]
@@ -50,7 +50,7 @@ def cli(*args, env=None, **kw):
 
 def test_micro_pretrain_end_to_end(run):
     assert main(["pretrain", "--run", str(run), "--preset", "micro", "--max-steps", "16", "--quiet"]) == 0
-    base = run / "base"
+    base = run / "pretrain"
     done = json.loads((base / "done.json").read_text())
     assert done["preset"] == "micro" and done["steps"] == 16 and done["final_val_bpb"] > 0
     assert done["tokens"] == 16 * done["tokens_per_step"]
@@ -70,14 +70,14 @@ def test_micro_pretrain_end_to_end(run):
     assert rec["flops"] > 6 * rec["params"] * rec["tokens"] * 0.5 and 0 < rec["mfu"] < 1
     assert not (base / "ckpt").exists()  # finished: resume checkpoints are dropped
     # The final model loads with the shared loader.
-    from saessak.checkpoint import load_model
+    from saessak.model.checkpoint import load_model
 
     assert load_model(base / "final").config.vocab_size == done["config"]["vocab_size"]
 
 
 def test_done_stage_is_skipped_and_force_retrains(run, capsys):
     assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "2"]) == 0
-    marker = run / "base" / "done.json"
+    marker = run / "pretrain" / "done.json"
     t0 = marker.stat().st_mtime_ns
     assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "3"]) == 0
     assert "complete" in capsys.readouterr().out and marker.stat().st_mtime_ns == t0
@@ -91,14 +91,14 @@ def test_unknown_preset_and_missing_tokenizer(tmp_path, capsys):
     assert "unknown preset" in capsys.readouterr().err
     assert main(["pretrain", "--run", str(bare), "--preset", "micro"]) == 2
     assert "tokenizer" in capsys.readouterr().err
-    assert not (bare / "base").exists()
+    assert not (bare / "pretrain").exists()
 
 
 def test_empty_val_split_is_refused_before_any_output(run, capsys):
     (run / "data" / "val.jsonl").write_text("\n")
     assert main(["pretrain", "--run", str(run), *FAST]) == 2
     assert "val split has no text" in capsys.readouterr().err
-    assert not (run / "base" / "shards").exists() and not (run / "base" / "done.json").exists()
+    assert not (run / "pretrain" / "shards").exists() and not (run / "pretrain" / "done.json").exists()
 
 
 def test_force_with_bad_data_keeps_the_finished_stage(run, capsys):
@@ -106,7 +106,7 @@ def test_force_with_bad_data_keeps_the_finished_stage(run, capsys):
     (run / "data" / "train.jsonl").write_text("")
     assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "2", "--force"]) == 2
     assert "has no text" in capsys.readouterr().err
-    assert (run / "base" / "done.json").exists() and (run / "base" / "final" / "model.safetensors").exists()
+    assert (run / "pretrain" / "done.json").exists() and (run / "pretrain" / "final" / "model.safetensors").exists()
 
 
 def test_bad_numbers_are_user_errors(run, capsys):
@@ -116,13 +116,13 @@ def test_bad_numbers_are_user_errors(run, capsys):
 
 def test_tokenizer_that_does_not_match_the_shards(run, capsys):
     assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "2", "--ckpt-every", "1"]) == 0
-    (run / "base" / "done.json").unlink()  # pretend it was interrupted
-    shards_before = sorted(p.name for p in (run / "base" / "shards").iterdir())
+    (run / "pretrain" / "done.json").unlink()  # pretend it was interrupted
+    shards_before = sorted(p.name for p in (run / "pretrain" / "shards").iterdir())
     assert main(["tokenizer", "train", "--run", str(run), "--vocab-size", "500", "--force"]) == 0
     assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "2"]) == 2
     assert "another tokenizer" in capsys.readouterr().err
-    assert sorted(p.name for p in (run / "base" / "shards").iterdir()) == shards_before
-    assert (run / "base" / "final").exists()
+    assert sorted(p.name for p in (run / "pretrain" / "shards").iterdir()) == shards_before
+    assert (run / "pretrain" / "final").exists()
 
 
 def test_checkpoint_from_another_config_is_refused(run, capsys):
@@ -130,16 +130,16 @@ def test_checkpoint_from_another_config_is_refused(run, capsys):
 
     from saessak import training
     from saessak.model import Llama
-    from saessak.presets import model_config
+    from saessak.model import model_config
     from saessak.tokenizer import Tokenizer
 
     vocab = Tokenizer.load(run / "tokenizer").vocab_size
     other = Llama(model_config("cpu-tiny", vocab))
     opt = training.build_optimizer(other, 1e-3)
-    ckpt = training.save_checkpoint(run, "base", 5, other, opt, {"tokens": 0})
+    ckpt = training.save_checkpoint(run / "pretrain", 5, other, opt, {"tokens": 0})
     assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "8"]) == 2
     assert "another model config" in capsys.readouterr().err
-    assert ckpt.exists() and not (run / "base" / "done.json").exists()
+    assert ckpt.exists() and not (run / "pretrain" / "done.json").exists()
 
 
 def test_resume_flag_without_checkpoint_is_an_error(run, capsys):
@@ -161,7 +161,7 @@ def test_exact_resume_after_sigkill(run, tmp_path, compiled):
     kill_after = random.Random().randint(every + 1, steps - 2)
     proc = subprocess.Popen([sys.executable, "-m", "saessak", "pretrain", "--run", str(run), *args], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = run / "base" / "metrics.jsonl"
+    metrics = run / "pretrain" / "metrics.jsonl"
     deadline = time.time() + 240
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -172,8 +172,8 @@ def test_exact_resume_after_sigkill(run, tmp_path, compiled):
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
-    assert not (run / "base" / "done.json").exists()
-    assert list((run / "base" / "ckpt").iterdir()), f"no checkpoint after step {kill_after}"
+    assert not (run / "pretrain" / "done.json").exists()
+    assert list((run / "pretrain" / "ckpt").iterdir()), f"no checkpoint after step {kill_after}"
 
     r = cli("pretrain", "--run", str(run), *args, "--resume")
     assert r.returncode == 0, r.stderr
@@ -181,8 +181,8 @@ def test_exact_resume_after_sigkill(run, tmp_path, compiled):
     assert list(a) == list(b) == list(range(1, steps + 1)), f"killed after step {kill_after}"
     for step in a:
         assert abs(a[step] - b[step]) < 1e-5, (step, a[step], b[step], kill_after)
-    da = json.loads((whole / "base" / "done.json").read_text())
-    db = json.loads((run / "base" / "done.json").read_text())
+    da = json.loads((whole / "pretrain" / "done.json").read_text())
+    db = json.loads((run / "pretrain" / "done.json").read_text())
     assert abs(da["final_val_bpb"] - db["final_val_bpb"]) < 1e-5 and db["resumed_from_step"]
 
 
@@ -206,7 +206,7 @@ def test_two_process_ddp_matches_single_process(run, tmp_path):
     assert list(a) == list(b) == list(range(1, steps + 1))
     for step in a:
         assert abs(a[step] - b[step]) < 1e-4, (step, a[step], b[step])
-    done = json.loads((run / "base" / "done.json").read_text())
+    done = json.loads((run / "pretrain" / "done.json").read_text())
     assert done["world_size"] == 2
     rec = [json.loads(x) for x in (run / "ledger.jsonl").read_text().splitlines()]
     assert sum(1 for x in rec if x["stage"] == "pretrain") == 1  # rank 0 writes the ledger once

@@ -6,8 +6,8 @@ import pytest
 
 from saessak.cli import main
 from saessak.errors import UserError
-from saessak.report import build_report, write_report
-from saessak.report_plots import series_by_panel
+from saessak.report.build import build_report, write_report
+from saessak.report.plots import series_by_panel
 from tests.run_fixture import make_run
 
 
@@ -24,7 +24,7 @@ def test_minimum_keys_other_tools_rely_on(reported):
     total = r["ledger"]["total"]
     for key in ("wall_s", "flops", "cost_krw", "cost_usd"):
         assert isinstance(total[key], float)
-    assert r["eval"]["base"]["bpb"] == 3.25
+    assert r["eval"]["pretrain"]["bpb"] == 3.25
     for stage in ("sft", "rl"):
         assert all(0.0 <= v <= 1.0 for v in r["eval"][stage]["tasks"].values())
     assert r["eval"]["rl"]["tasks"] == {"josa": 0.55, "numbers": 0.31}  # dict results reduced to accuracy
@@ -55,7 +55,7 @@ def test_markdown_and_plots(reported):
                    "+15.0 pt ± 16.1", "hangul_chars_per_token",
                    "assistant: 3 + 2 = 5 ⏎ 정답: 5"):
         assert needle in md, needle
-    assert set(r["plots"]) >= {"plots/base_loss.png", "plots/base_bpb.png", "plots/sft_loss.png",
+    assert set(r["plots"]) >= {"plots/pretrain_loss.png", "plots/pretrain_bpb.png", "plots/sft_loss.png",
                                "plots/rl_reward.png", "plots/rl_accuracy.png"}
     for p in r["plots"]:
         assert (run / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -82,7 +82,7 @@ def test_series_reader_is_defensive():
 
 
 def test_partial_run_and_bad_input(tmp_path, capsys):
-    run = make_run(tmp_path / "run", stages=("base",))
+    run = make_run(tmp_path / "run", stages=("pretrain",))
     (run / "eval" / "results.json").unlink()
     r = write_report(run)
     assert r["eval"]["sft"]["tasks"] == {} and r["eval"]["rl_gain"] == {}
@@ -97,7 +97,7 @@ def test_partial_run_and_bad_input(tmp_path, capsys):
 
 
 def test_results_section_replaces_only_its_own_text(reported, tmp_path):
-    from saessak.results_section import END, START, update_results_file
+    from saessak.report.results_section import END, START, update_results_file
 
     _, r = reported
     f = tmp_path / "RESULTS.md"
@@ -112,3 +112,23 @@ def test_results_section_replaces_only_its_own_text(reported, tmp_path):
     text = f.read_text()
     assert text.count(START) == 1 and text.count(END) == 1
     assert "2099-01-01" in text and "More text after." in text and "someone else" in text
+
+
+def test_a_run_folder_from_before_pretrain_had_one_name_still_reads(tmp_path, capsys):
+    """Old run folders keep the pretrained model in base/ and its eval results under "base"."""
+    from saessak.export.hf import export_hf
+    from saessak.runfolder import RunFolder
+
+    run = make_run(tmp_path / "old")
+    (run / "pretrain").rename(run / "base")
+    results = json.loads((run / "eval" / "results.json").read_text())
+    results["base"] = results.pop("pretrain")
+    (run / "eval" / "results.json").write_text(json.dumps(results))
+    rf = RunFolder(run)
+    assert rf.is_done("pretrain") and rf.preset() == "test" and rf.latest_model_stage() == "rl"
+    r = build_report(run)
+    assert r["eval"]["pretrain"]["bpb"] == 3.25 and r["eval"]["pretrain"]["tasks"]["josa"] == 0.1
+    assert "pretrain" in r["stages"] and "base" not in r["stages"]
+    out = export_hf(run, tmp_path / "hf", stage="base")  # the old name is still accepted
+    assert "| josa | 10.0% |" in (out / "README.md").read_text()
+    assert main(["export", "gguf", "--run", str(run), "--stage", "base", "--out", str(tmp_path / "m.gguf")]) == 0

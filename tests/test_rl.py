@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from saessak.curriculum import Curriculum
+from saessak.errors import UserError
 from saessak.io import read_json, read_jsonl
+from saessak.rl.curriculum import Curriculum
 from saessak.runfolder import RunFolder
 from tests.finetune_fixtures import ToyTasks, make_run
 
@@ -35,9 +36,9 @@ def test_curriculum_raises_and_lowers_on_a_full_window():
 
 
 def test_rl_stage_on_real_tasks_logs_every_metric(tmp_path):
-    from saessak.rl import run_rl
+    from saessak.rl.stage import run_rl
 
-    run = make_run(tmp_path / "run", stages=("base", "sft"))
+    run = make_run(tmp_path / "run", stages=("pretrain", "sft"))
     summary = run_rl(str(run), max_steps=2, tasks=("josa", "arith"), **FAST, **QUIET)
     rf = RunFolder(run)
     recs = read_jsonl(rf.stage_dir("rl") / "metrics.jsonl")
@@ -63,11 +64,11 @@ def test_rl_stage_on_real_tasks_logs_every_metric(tmp_path):
 
 
 def test_rl_with_kl_and_several_iterations_reports_kl_and_clipping(tmp_path):
-    from saessak.rl import run_rl
+    from saessak.rl.stage import run_rl
 
     import torch
 
-    run = make_run(tmp_path / "run", stages=("base", "sft"))
+    run = make_run(tmp_path / "run", stages=("pretrain", "sft"))
     threads = torch.get_num_threads()
     run_rl(str(run), max_steps=2, tasks_api=ToyTasks(), beta=0.05, num_iterations=2, learning_rate=5e-3,
            threads=1, **FAST, **QUIET)
@@ -80,10 +81,10 @@ def test_rl_with_kl_and_several_iterations_reports_kl_and_clipping(tmp_path):
 
 
 def test_rl_resume_continues_from_the_checkpoint(tmp_path, monkeypatch):
-    from saessak import training
-    from saessak.rl import run_rl
+    from saessak.training import lifecycle as training
+    from saessak.rl.stage import run_rl
 
-    run = make_run(tmp_path / "run", stages=("base", "sft"))
+    run = make_run(tmp_path / "run", stages=("pretrain", "sft"))
     rf = RunFolder(run)
     real = training.save_final
     monkeypatch.setattr(training, "save_final", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
@@ -110,7 +111,7 @@ def test_rl_resume_continues_from_the_checkpoint(tmp_path, monkeypatch):
 def test_rl_cli_bad_input_is_a_clear_error(tmp_path, capsys, args, message):
     from saessak.cli import main
 
-    run = make_run(tmp_path / "run", stages=("base", "sft"))
+    run = make_run(tmp_path / "run", stages=("pretrain", "sft"))
     assert main(["rl", "--run", str(run), "--max-steps", "1"] + args) == 2
     assert message in capsys.readouterr().err
     assert not (run / "rl").exists()
@@ -119,17 +120,17 @@ def test_rl_cli_bad_input_is_a_clear_error(tmp_path, capsys, args, message):
 def test_rl_needs_sft_and_a_matching_tokenizer(tmp_path, capsys):
     from saessak.cli import main
 
-    run = make_run(tmp_path / "run", stages=("base",))
+    run = make_run(tmp_path / "run", stages=("pretrain",))
     assert main(["rl", "--run", str(run)]) == 2
     assert "'sft' is not complete" in capsys.readouterr().err
-    other = make_run(tmp_path / "other", stages=("base", "sft"), model_vocab=300)
+    other = make_run(tmp_path / "other", stages=("pretrain", "sft"), model_vocab=300)
     assert main(["rl", "--run", str(other)]) == 2
     assert "tokenizer" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_rl_under_torchrun_two_processes(tmp_path):
-    run = make_run(tmp_path / "run", stages=("base", "sft"))
+    run = make_run(tmp_path / "run", stages=("pretrain", "sft"))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "saessak", "rl",
            "--run-dir", str(run), "--max-steps", "2", "--tasks", "josa,numbers", "--prompts-per-step", "4",
@@ -143,7 +144,7 @@ def test_rl_under_torchrun_two_processes(tmp_path):
 
 def test_level_mix_draws_every_level_up_to_the_current_one():
     import saessak.tasks as tasks
-    from saessak.rl_rollouts import draw_examples
+    from saessak.rl.rollouts import draw_examples
 
     c = Curriculum(["josa", "calendar"], start_level=1, max_level=5, raise_at=0.8, lower_at=0.1, window=3)
     c.levels["josa"] = 3
@@ -160,7 +161,7 @@ def test_level_mix_draws_every_level_up_to_the_current_one():
 def test_learnability_curriculum_sends_prompts_where_groups_disagree():
     from collections import Counter
 
-    from saessak.curriculum import LearnabilityCurriculum
+    from saessak.rl.curriculum import LearnabilityCurriculum
 
     c = LearnabilityCurriculum(["a", "b"], start_level=1, max_level=3, raise_at=0.8, lower_at=0.05, window=16)
     # Unseen pairs are all tried first.
@@ -183,28 +184,55 @@ def test_learnability_curriculum_sends_prompts_where_groups_disagree():
 
 
 def test_each_preset_fine_tunes_trains_and_is_judged_on_the_same_levels():
-    from saessak import rl_config, sft
-    from saessak.presets import PRESETS, task_levels
+    from saessak import recipes
+    from saessak.evals.config import EvalConfig
+    from saessak.rl.config import GRPOConfig
+    from saessak.sft.config import SFTConfig
+    from saessak.tasks import LEVELS
 
-    for name in PRESETS:
-        levels = task_levels(name)
-        assert set(sft.config_for(name).level_weights) == set(levels), name
-        assert rl_config.config_for(name).max_level == max(levels), name
-    assert task_levels("cpu-tiny") == (1, 2, 3)
+    for name, recipe in recipes.RECIPES.items():
+        levels = recipe.task_levels or LEVELS
+        assert set(recipes.stage_config(SFTConfig, name, "sft").level_weights) == set(levels), name
+        rl_cfg = recipes.stage_config(GRPOConfig, name, "rl")
+        assert rl_cfg.max_level == max(levels), name
+        ev = recipes.stage_config(EvalConfig, name, "eval")
+        assert tuple(ev.levels or LEVELS) == tuple(levels), name
+        # RL samples and eval scores answers of the same length.
+        assert rl_cfg.max_completion_length == ev.max_tokens == recipe.answer_tokens, name
+    assert recipes.get("cpu-tiny").task_levels == (1, 2, 3)
+
+
+def test_every_recipe_builds_valid_stage_configs():
+    from saessak import recipes
+    from saessak.evals.config import EvalConfig
+    from saessak.pretrain.config import PretrainConfig
+    from saessak.rl.config import GRPOConfig
+    from saessak.sft.config import SFTConfig
+
+    for name in recipes.RECIPES:
+        recipes.stage_config(PretrainConfig, name, "pretrain").validate()
+        recipes.stage_config(SFTConfig, name, "sft").validate()
+        recipes.stage_config(GRPOConfig, name, "rl").validate()
+        recipes.stage_config(EvalConfig, name, "eval").validate()
+    with pytest.raises(ValueError, match="has no field"):
+        recipes.stage_config(SFTConfig, "micro", "sft", {"max_stepz": 3})
+    with pytest.raises(UserError, match="unknown preset"):
+        recipes.get("nano")
 
 
 def test_rl_tasks_default_to_the_preset_and_all_means_every_family(tmp_path, monkeypatch):
-    import saessak.rl as rl
+    import saessak.rl.stage as rl
     import saessak.tasks as tasks
-    from saessak import rl_config
+    from saessak import recipes
     from saessak.cli import main
+    from saessak.rl.config import GRPOConfig
 
-    assert set(rl_config.config_for("cpu-tiny").tasks) <= set(tasks.FAMILIES)
+    assert set(recipes.stage_config(GRPOConfig, "cpu-tiny", "rl").tasks) <= set(tasks.FAMILIES)
     seen = []
-    monkeypatch.setattr(rl, "run_rl", lambda run, **kw: seen.append(kw["tasks"]))
+    monkeypatch.setattr(rl, "run_rl", lambda run, **kw: seen.append(kw.get("tasks")))
     for flag, want in ([], None), (["--tasks", "all"], ()), (["--tasks", "josa, spacing"], ("josa", "spacing")):
         assert main(["rl", "--run", str(tmp_path)] + flag) == 0
         assert seen.pop() == want
     # () overrides a preset's list: every family
-    cfg = rl_config.config_for("cpu-tiny", tasks=())
-    assert rl.check_tasks(tasks, cfg) == list(tasks.FAMILIES)
+    cfg = recipes.stage_config(GRPOConfig, "cpu-tiny", "rl", {"tasks": ()})
+    assert cfg.families(tasks) == list(tasks.FAMILIES)

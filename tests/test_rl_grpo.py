@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from saessak.grpo import group_advantages, policy_loss
+from saessak.rl.grpo import group_advantages, policy_loss
 
 
 def test_group_advantages_scale_modes_and_zero_std():
@@ -82,8 +82,8 @@ def test_k3_kl_is_zero_at_the_reference_and_positive_away_from_it():
 
 
 def test_one_update_raises_rewarded_completion_and_lowers_the_other():
-    from saessak.rl_config import GRPOConfig
-    from saessak.rl_update import Seq, _micro_tensors, completion_logprobs, update
+    from saessak.rl.config import GRPOConfig
+    from saessak.rl.grpo import Seq, _micro_tensors, completion_logprobs, update
     from tests.helpers import tiny_model, tiny_tokenizer
 
     tok = tiny_tokenizer()
@@ -101,15 +101,14 @@ def test_one_update_raises_rewarded_completion_and_lowers_the_other():
 
     before = seq_logp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    stats = update(model, None, opt, seqs, cfg, tok.pad_id, "cpu", norm=float(len(good) + len(bad)),
-                   all_reduce_grads=lambda m: None)
+    stats = update(model, None, opt, seqs, cfg, tok.pad_id, "cpu", norm=float(len(good) + len(bad)))
     after = seq_logp()
     assert after[0] > before[0] and after[1] < before[1]
     assert stats["tokens"] == len(good) + len(bad) and stats["grad_norm"] > 0
 
 
 def test_truncated_completions_are_masked_out_of_the_loss():
-    from saessak.rl_update import Seq, _micro_tensors, local_counts
+    from saessak.rl.grpo import Seq, _micro_tensors, local_counts
 
     seqs = [Seq([1, 5], [7, 8, 9], 1.0, True), Seq([1, 5, 6], [7], -1.0, False)]
     ids, tgt, mask, adv = _micro_tensors(seqs, 3, "cpu")

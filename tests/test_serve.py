@@ -42,7 +42,7 @@ def test_models_and_health(server, client):
 
 
 def test_chat_completion_with_usage(client):
-    from saessak.chat_format import prompt_ids
+    from saessak.tokenizer.chat_format import prompt_ids
     from tests.helpers import tiny_tokenizer
 
     r = chat(client, max_tokens=7, extra_body={"unknown_field": 1})  # unknown fields are ignored

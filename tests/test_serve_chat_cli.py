@@ -20,16 +20,16 @@ def run_cli(*args: str, stdin: str = "", timeout: int = 120) -> subprocess.Compl
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
-    """A run folder with base and sft stages done: `--model RUN` must serve sft."""
+    """A run folder with pretrain and sft stages done: `--model RUN` must serve sft."""
     from tests.helpers import tiny_tokenizer
 
     run = tmp_path_factory.mktemp("run")
     tiny_tokenizer().save(run / "tokenizer" / "tokenizer.json")
-    make_checkpoint(run / "base" / "final")
+    make_checkpoint(run / "pretrain" / "final")
     make_checkpoint(run / "sft" / "final")
     (run / "sft" / "final" / "tokenizer.json").unlink()  # the run's tokenizer/ must be found instead
-    (run / "base" / "final" / "tokenizer.json").unlink()
-    for stage in ("base", "sft"):
+    (run / "pretrain" / "final" / "tokenizer.json").unlink()
+    for stage in ("pretrain", "sft"):
         write_json(run / stage / "done.json", {})
     return run
 
@@ -79,19 +79,30 @@ def test_checkpoint_without_tokenizer_is_a_clear_error(tmp_path):
 
 
 def test_model_resolution(run_folder, tmp_path):
-    from saessak.serve.loading import resolve_checkpoint
+    import shutil
 
-    ckpt, tok, name = resolve_checkpoint(run_folder)
-    assert ckpt == run_folder / "sft" / "final" and tok == run_folder / "tokenizer" / "tokenizer.json"
-    assert name == f"{run_folder.name}-sft"
-    ckpt, tok, name = resolve_checkpoint(run_folder / "base" / "final")  # a checkpoint inside a run
-    assert tok == run_folder / "tokenizer" / "tokenizer.json" and name == f"{run_folder.name}-base"
+    from saessak.model.loading import find
+
+    found = find(run_folder, needed_by="serve")
+    assert found.checkpoint == run_folder / "sft" / "final"
+    assert found.tokenizer_json == run_folder / "tokenizer" / "tokenizer.json"
+    assert found.name == f"{run_folder.name}-sft" and found.stage == "sft"
+    found = find(run_folder / "pretrain" / "final", needed_by="serve")  # a checkpoint inside a run
+    assert found.tokenizer_json == run_folder / "tokenizer" / "tokenizer.json"
+    assert found.name == f"{run_folder.name}-pretrain"
     write_json(run_folder / "rl" / "done.json", {})  # rl marked done but no model: a clear error
     try:
         with pytest.raises(Exception, match="no config.json"):
-            resolve_checkpoint(run_folder)
+            find(run_folder, needed_by="serve")
     finally:
         (run_folder / "rl" / "done.json").unlink()
+    # A run folder written before the stage had one name keeps its pretrained model in base/.
+    old = tmp_path / "old-run"
+    shutil.copytree(run_folder / "tokenizer", old / "tokenizer")
+    shutil.copytree(run_folder / "pretrain", old / "base")
+    found = find(old, needed_by="serve")
+    assert found.checkpoint == old / "base" / "final" and found.stage == "pretrain"
+    assert find(old / "base" / "final", needed_by="serve").name == "old-run-pretrain"
 
 
 def test_ctrl_c_stops_a_reply_then_exits(tmp_path):

@@ -18,7 +18,7 @@ MESSAGES = [{"role": "user", "content": "안녕?"}]
 
 
 def scripted(script: list[int], max_pos: int = 128) -> ServedModel:
-    from saessak.chat_format import prompt_ids
+    from saessak.tokenizer.chat_format import prompt_ids
 
     tok = tiny_tokenizer()
     model = ScriptedModel(tok.vocab_size, len(prompt_ids(tok, MESSAGES)), script, max_pos=max_pos)
@@ -160,7 +160,7 @@ class BatchRecordingModel(ScriptedModel):
 def test_concurrent_requests_share_decode_steps():
     from concurrent.futures import ThreadPoolExecutor
 
-    from saessak.chat_format import prompt_ids
+    from saessak.tokenizer.chat_format import prompt_ids
 
     tok = tiny_tokenizer()
     word = tok.encode("새싹")[0]

@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from saessak.chat_format import render
+from saessak.tokenizer.chat_format import render
 from saessak.errors import UserError
 from saessak.io import read_jsonl
-from saessak.sft_pack import IGNORE, block_causal_mask, pack
+from saessak.sft.pack import IGNORE, block_causal_mask, pack
 from tests.finetune_fixtures import make_run
 from tests.helpers import tiny_model, tiny_tokenizer
 
@@ -61,7 +61,7 @@ def test_packing_starts_a_new_row_rather_than_splitting_a_conversation():
 
 def test_task_conversations_cover_all_families_with_answer_lines():
     import saessak.tasks as tasks
-    from saessak.sft_data import task_conversations
+    from saessak.sft.data import task_conversations
 
     convs = task_conversations(tasks.FAMILIES, 10, seed=1)
     assert len(convs) == 10 * len(tasks.FAMILIES)
@@ -73,14 +73,14 @@ def test_task_conversations_cover_all_families_with_answer_lines():
 
 
 def test_identity_conversations_say_local_and_no_data_kept():
-    from saessak.sft_data import identity_conversations
+    from saessak.sft.data import identity_conversations
 
     text = " ".join(m["content"] for c in identity_conversations(60, seed=0) for m in c)
     assert "새싹" in text and "로컬" in text and "저장하지 않" in text
 
 
 def test_user_jsonl_and_hf_dataset_loading(tmp_path):
-    from saessak.sft_data import load_hf_conversations, load_jsonl_conversations
+    from saessak.sft.data import load_hf_conversations, load_jsonl_conversations
 
     good = tmp_path / "chat.jsonl"
     good.write_text("\n".join(json.dumps({"messages": c}, ensure_ascii=False) for c in CONVS) + "\n")
@@ -102,7 +102,7 @@ def test_user_jsonl_and_hf_dataset_loading(tmp_path):
     (json.dumps({"messages": [{"role": "bot", "content": "x"}]}), "role"),
 ])
 def test_bad_user_data_names_file_and_line(tmp_path, line, why):
-    from saessak.sft_data import load_jsonl_conversations
+    from saessak.sft.data import load_jsonl_conversations
 
     f = tmp_path / "bad.jsonl"
     f.write_text(json.dumps({"messages": CONVS[0]}, ensure_ascii=False) + "\n" + line + "\n")
@@ -112,9 +112,9 @@ def test_bad_user_data_names_file_and_line(tmp_path, line, why):
 
 
 def test_sft_stage_trains_resumes_exactly_and_skips(tmp_path, monkeypatch):
-    from saessak import training
     from saessak.runfolder import RunFolder
-    from saessak.sft import run_sft
+    from saessak.training import lifecycle as training
+    from saessak.sft.stage import run_sft
 
     run = make_run(tmp_path / "run")
     rf = RunFolder(run)
@@ -132,7 +132,8 @@ def test_sft_stage_trains_resumes_exactly_and_skips(tmp_path, monkeypatch):
     assert not rf.is_done("sft") and (rf.stage_dir("sft") / "ckpt" / "step_000010").is_dir()
 
     monkeypatch.setattr(training, "save_final", real_save_final)
-    summary = run_sft(str(run), max_steps=12, resume=True, **quiet)
+    # The same command again (no --resume needed): the stage continues from its checkpoint.
+    summary = run_sft(str(run), max_steps=12, **quiet)
     resumed = read_jsonl(rf.stage_dir("sft") / "metrics.jsonl")
     assert [r["step"] for r in resumed] == list(range(1, 13))
     for r in resumed[10:]:
@@ -152,7 +153,7 @@ def test_sft_cli_errors(tmp_path, capsys):
     from saessak.cli import main
 
     assert main(["sft", "--run", str(tmp_path / "none"), "--preset", "micro"]) == 2
-    assert "base" in capsys.readouterr().err
+    assert "pretrain" in capsys.readouterr().err
     run = make_run(tmp_path / "run")
     assert main(["sft", "--run", str(run), "--data", str(tmp_path / "missing.jsonl"), "--max-steps", "1"]) == 2
     assert "missing.jsonl" in capsys.readouterr().err

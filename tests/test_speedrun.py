@@ -27,7 +27,7 @@ class FakeStages:
         elif head == "tokenizer train":
             rf.mark_done("tokenizer")
         elif head in ("pretrain", "sft", "rl"):
-            rf.mark_done({"pretrain": "base"}.get(head, head))
+            rf.mark_done(head)
         elif head == "eval tasks":
             path = rf.root / "eval" / "results.json"
             import json
@@ -48,11 +48,13 @@ class FakeStages:
 def test_command_lines_follow_the_stage_contract(tmp_path):
     run = str(tmp_path / "r")
     steps = {s.name: s.argv for s in plan(run, "micro")}
-    assert list(steps) == ["data", "tokenizer", "pretrain", "sft", "rl", "eval-base", "eval-sft", "eval-rl",
+    assert list(steps) == ["data", "tokenizer", "pretrain", "sft", "rl", "eval-pretrain", "eval-sft", "eval-rl",
                            "report", "export-hf", "export-gguf"]
     assert steps["data"][:4] == ["data", "build", "--out", f"{run}/data"] and "--max-docs" in steps["data"]
     assert steps["pretrain"] == ["pretrain", "--run", run, "--preset", "micro"]
-    assert steps["eval-sft"][:6] == ["eval", "tasks", "--run", run, "--stage", "sft"] and "--n" in steps["eval-sft"]
+    # eval settings (items, k) come from the preset's recipe; the pretrained model is scored greedy only
+    assert steps["eval-sft"] == ["eval", "tasks", "--run", run, "--stage", "sft"]
+    assert steps["eval-pretrain"] == ["eval", "tasks", "--run", run, "--stage", "pretrain", "--k", "0"]
     assert steps["export-gguf"] == ["export", "gguf", "--run", run, "--out", f"{run}/export/model.gguf"]
     assert "--max-docs" not in {s.name: s.argv for s in plan(run, "cpu-tiny")}["data"]
 
@@ -68,20 +70,20 @@ def test_second_run_skips_everything_and_from_forces_the_rest(tmp_path, monkeypa
     assert fake.calls == [] and {s.status for s in again.steps} == {"skipped"}
     forced = speedrun(run, "micro", from_stage="rl", log=lambda *_: None)
     ran = [s.name for s in forced.steps if s.status == "ran"]
-    assert ran == ["rl", "eval-base", "eval-sft", "eval-rl", "report", "export-hf", "export-gguf"]
+    assert ran == ["rl", "eval-pretrain", "eval-sft", "eval-rl", "report", "export-hf", "export-gguf"]
     assert all(argv[-1] == "--force" for argv in fake.calls)
     assert "total" in time_table(forced)
 
 
-def test_interrupted_model_stage_resumes(tmp_path, monkeypatch):
+def test_interrupted_model_stage_is_run_again_without_force(tmp_path, monkeypatch):
     run = tmp_path / "r"
     fake = FakeStages(str(run))
     monkeypatch.setattr(saessak.cli, "main", fake)
-    (run / "base" / "ckpt" / "step_000010").mkdir(parents=True)  # killed mid-pretraining
+    (run / "pretrain" / "ckpt" / "step_000010").mkdir(parents=True)  # killed mid-pretraining
     speedrun(str(run), "micro", log=lambda *_: None)
+    # The stage's own life-cycle resumes from the checkpoint; the speedrun must not --force it.
     pre = next(a for a in fake.calls if a[0] == "pretrain")
-    assert pre[-1] == "--resume"
-    assert next(a for a in fake.calls if a[0] == "sft")[-1] != "--resume"
+    assert pre == ["pretrain", "--run", str(run), "--preset", "micro"]
 
 
 def test_a_failed_stage_stops_the_run_and_names_itself(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from saessak.tasks import calendar_task, crosscheck, josa, numbers
+from saessak.tasks import calendar_task, crosscheck, josa, readings
 
 # ---------------------------------------------------------------- numbers: hand-checked readings
 
@@ -21,26 +21,26 @@ HAND_CHECKED = crosscheck.NUMBER_READINGS
 
 @pytest.mark.parametrize("value,counter,system,reading", HAND_CHECKED)
 def test_numbers_hand_checked_table(value, counter, system, reading):
-    assert numbers.read(value, counter, system) == reading
+    assert readings.read(value, counter, system) == reading
 
 
 def test_hand_checked_table_covers_every_counter():
     covered = {c for _, c, _, _ in HAND_CHECKED if c}
-    assert covered >= set(numbers.NATIVE_COUNTERS) - {"잔"} | set(numbers.SINO_COUNTERS)
+    assert covered >= set(readings.NATIVE_COUNTERS) - {"잔"} | set(readings.SINO_COUNTERS)
 
 
-@given(st.integers(min_value=0, max_value=numbers.MAX_SINO))
+@given(st.integers(min_value=0, max_value=readings.MAX_SINO))
 @settings(max_examples=400, deadline=None)
 def test_sino_round_trip(n):
-    text = numbers.sino(n)
-    assert numbers.parse_sino(text) == n
+    text = readings.sino(n)
+    assert readings.parse_sino(text) == n
     assert not text.startswith("일만") and "일천" not in text and "일백" not in text and "일십" not in text
 
 
 @given(st.integers(min_value=1, max_value=99), st.booleans())
 @settings(max_examples=200, deadline=None)
 def test_native_round_trip(n, before_counter):
-    assert numbers.parse_native(numbers.native(n, before_counter)) == n
+    assert readings.parse_native(readings.native(n, before_counter)) == n
 
 
 @given(st.integers(min_value=1, max_value=10**12))

@@ -6,7 +6,7 @@ import pytest
 
 from saessak.cli import main
 from saessak.tokenizer import Tokenizer
-from saessak.tokenizer_stats import tokenizer_stats
+from saessak.tokenizer.stats import tokenizer_stats
 from tests.run_fixtures import make_run
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from saessak import shards, training
+from saessak import training
+from saessak.pretrain import shards
 from saessak.errors import UserError
 from tests.helpers import tiny_model, tiny_tokenizer
 
@@ -66,10 +67,10 @@ def test_checkpoints_roundtrip_exactly_and_keep_the_last_k(tmp_path):
         training.train_step(model, opt, [(x, x)], lambda m, b: m(b[0], targets=b[1]), dtype="fp32")
     for step in (10, 20, 30):
         torch.manual_seed(step)
-        training.save_checkpoint(tmp_path, "base", step, model, opt, {"tokens": step * 7}, keep=2)
+        training.save_checkpoint(tmp_path / "pretrain", step, model, opt, {"tokens": step * 7}, keep=2)
     expected_draw = torch.rand(3)  # what the run would have drawn next after its last checkpoint
-    assert [s for s, _ in training.list_checkpoints(tmp_path, "base")] == [20, 30]
-    latest = training.latest_checkpoint(tmp_path, "base")
+    assert [s for s, _ in training.list_checkpoints(tmp_path / "pretrain")] == [20, 30]
+    latest = training.latest_checkpoint(tmp_path / "pretrain")
     assert latest.name == "step_000030"
     torch.manual_seed(123)
     fresh = tiny_model(seed=99).train()
@@ -81,14 +82,14 @@ def test_checkpoints_roundtrip_exactly_and_keep_the_last_k(tmp_path):
     assert torch.equal(opt.state_dict()["state"][0]["exp_avg"], fresh_opt.state_dict()["state"][0]["exp_avg"])
     assert torch.equal(torch.rand(3), expected_draw)  # RNG state restored
     # A half-written folder (no train_state.pt) is not a checkpoint.
-    (tmp_path / "base" / "ckpt" / "step_000040").mkdir()
-    assert training.latest_checkpoint(tmp_path, "base").name == "step_000030"
+    (tmp_path / "pretrain" / "ckpt" / "step_000040").mkdir()
+    assert training.latest_checkpoint(tmp_path / "pretrain").name == "step_000030"
 
 
 def test_checkpoint_of_another_shape_is_a_user_error(tmp_path):
     model = tiny_model()
     opt = training.build_optimizer(model, 1e-3)
-    path = training.save_checkpoint(tmp_path, "base", 1, model, opt)
+    path = training.save_checkpoint(tmp_path / "pretrain", 1, model, opt)
     other = tiny_model(hidden_size=32, num_attention_heads=2, num_key_value_heads=1)
     with pytest.raises(UserError, match="another model config"):
         training.load_checkpoint(path, other)

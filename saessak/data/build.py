@@ -6,24 +6,22 @@ renamed into place whole, so a killed build leaves nothing that looks complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
-from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from saessak.data.card import make_card, render_markdown, totals
-from saessak.data.clean import (CleanConfig, document_drop_reason, filter_lines, frequent_lines, hangul_syllables,
-                                normalize, split_long)
+from saessak import hangul
+from saessak.data.clean import CleanConfig, document_drop_reason, filter_lines, frequent_lines, normalize, split_long
 from saessak.data.dedup import MinHashLSH, exact_key
 from saessak.data.inputs import HFDataset, LocalInput
 from saessak.data.sources import DEFAULT_SOURCES, resolve_sources
 from saessak.data.split import SPLIT_METHOD, VAL_FRACTION, assign_splits
 from saessak.errors import UserError
-from saessak.io import atomic_dir, read_json, write_json, write_text
+from saessak.io import atomic_dir, file_sha256, read_json, write_json, write_text
 from saessak.ledger import StageTimer
 from saessak.pii import mask_pii
 
@@ -61,11 +59,7 @@ def _collect(src, max_docs: int | None, cfg: CleanConfig, log: Callable[[str], N
 
 
 def _file_entry(path: Path) -> dict[str, Any]:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def build_corpus(
@@ -136,7 +130,7 @@ def build_corpus(
         r = reports[i]
         r.documents_out += 1
         r.characters_out += len(text)
-        r.hangul_syllables_out += hangul_syllables(text)
+        r.hangul_syllables_out += hangul.syllables(text)
         r.pii_masked.update(pii)
     source_json = [r.to_json() for r in reports]
     if not kept:

@@ -8,7 +8,6 @@ half-done fetch is redone and a finished one is skipped in a few milliseconds.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saessak.errors import UserError
-from saessak.io import atomic_dir, read_json, write_json
+from saessak.io import atomic_dir, file_sha256, read_json, write_json
 
 # Every Debian package any source may read; all are fetched so opt-in sources work offline later.
 DEBIAN_PACKAGES = ("libreoffice-help-ko", "installation-guide-amd64", "debian-faq-ko")
@@ -27,14 +26,6 @@ KONLPY_REQUIREMENT = "konlpy==0.6.0"
 
 def cache_dir() -> Path:
     return Path(os.environ.get("SAESSAK_CACHE") or Path.home() / ".cache" / "saessak")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -92,7 +83,7 @@ def fetch_deb(package: str, force: bool = False) -> FetchedDeb:
             raise UserError(f"dpkg-deb -x {deb.name}: failed ({proc.stderr.strip()})")
         version = _run(["dpkg-deb", "-f", str(deb), "Version"]).stdout.strip()
         write_json(tmp / "fetched.json", {
-            "package": package, "version": version, "deb_file": deb.name, "deb_sha256": sha256_file(deb),
+            "package": package, "version": version, "deb_file": deb.name, "deb_sha256": file_sha256(deb),
         })
     return load_deb(package)
 
@@ -126,7 +117,7 @@ def fetch_konlpy_wheel(force: bool = False) -> FetchedWheel:
             shutil.copy2(wheels[0], tmp / wheels[0].name)
         wheel = tmp / wheels[0].name
         write_json(tmp / "fetched.json", {
-            "requirement": KONLPY_REQUIREMENT, "wheel_file": wheel.name, "wheel_sha256": sha256_file(wheel),
+            "requirement": KONLPY_REQUIREMENT, "wheel_file": wheel.name, "wheel_sha256": file_sha256(wheel),
         })
     return load_konlpy_wheel()
 

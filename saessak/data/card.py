@@ -1,10 +1,14 @@
-"""The data card: `data_card.json` (schema in docs/DATA_CARD.md) and a readable `data_card.md`."""
+"""The data card: `data_card.json` (schema in docs/DATA_CARD.md), a readable `data_card.md`, and the
+summary of it that the run's report and the model card carry.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from saessak import __version__
+from saessak.io import fmt, md_table, read_json_or_none
 from saessak.ledger import git_commit, now_iso
 
 SCHEMA_VERSION = 1
@@ -61,9 +65,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in card["sources"]:
-        o = s["origin"]
-        origin = (f"{o['package']} {o['version']}" if "package" in o else o.get("path") or o.get("dataset")
-                  or o.get("wheel") or o.get("installed_package") or "")
+        origin = _origin(s["origin"]) or ""
         lines.append(
             f"| {s['name']} | {origin} | {s['licence'].get('name', 'unknown')} | {len(s['files'])} | "
             f"{s['documents_in']:,} | {s['documents_out']:,} | {s['characters_in']:,} | {s['characters_out']:,} | "
@@ -101,3 +103,75 @@ def render_markdown(card: dict[str, Any]) -> str:
     for name, o in card["outputs"].items():
         lines.append(f"- `{name}`: {o['bytes']:,} bytes, sha256 `{o['sha256']}`")
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- summary (report, model card)
+
+_SOURCE_KEYS = ("name", "documents_in", "documents_out", "characters_in", "characters_out", "hangul_syllables_out",
+                "pii_masked", "documents_dropped", "dedup_removed")
+
+
+def _origin(o: Any) -> str | None:
+    if not isinstance(o, dict):
+        return None if o is None else str(o)
+    if "package" in o:
+        return f"{o['package']} {o.get('version', '')}".strip()
+    return next((str(o[k]) for k in ("path", "dataset", "wheel", "installed_package") if o.get(k)), None)
+
+
+def _licence(lic: Any) -> str | None:
+    return lic.get("name") if isinstance(lic, dict) else lic
+
+
+def read_summary(data_dir: str | Path) -> dict[str, Any] | None:
+    """The data card's headline figures, per source and in total; None when the run has no card.
+
+    Read defensively: a run that stopped early, or a card from an older version, still gives
+    what it has.
+    """
+    card = read_json_or_none(Path(data_dir) / "data_card.json")
+    if not isinstance(card, dict):
+        return None
+    sources = []
+    for s in card.get("sources") or []:
+        if isinstance(s, dict):
+            row = {k: s[k] for k in _SOURCE_KEYS if k in s}
+            row["origin"] = _origin(s.get("origin"))
+            row["licence"] = _licence(s.get("licence", s.get("license")))
+            sources.append(row)
+    totals = card.get("totals") if isinstance(card.get("totals"), dict) else {}
+    split = card.get("split") if isinstance(card.get("split"), dict) else {}
+    return {
+        "sources": sources,
+        "totals": {k: v for k, v in totals.items() if k in _SOURCE_KEYS or k in ("bytes_in", "lines_dropped", "skipped_files")},
+        "split": {k: split[k] for k in ("method", "train", "val", "val_fraction") if k in split},
+        "command": card.get("command"),
+    }
+
+
+def _int_counts(d: Any) -> str:
+    if not isinstance(d, dict):
+        return "—"
+    return ", ".join(f"{k} {v:,}" for k, v in d.items() if isinstance(v, int) and v) or "none"
+
+
+def summary_markdown(data: dict | None) -> str:
+    """A `read_summary` result as a Markdown table and a few lines of totals."""
+    if not data:
+        return "_No data card in this run._"
+    rows = [[str(s.get("name", "?")), s.get("origin") or "—", s.get("licence") or "—",
+             f"{fmt(s.get('documents_in'))} → {fmt(s.get('documents_out'))}", fmt(s.get("characters_out")),
+             fmt(s.get("hangul_syllables_out")), _int_counts(s.get("pii_masked"))]
+            for s in data.get("sources", [])]
+    out = [md_table(["source", "origin", "licence", "documents in → out", "characters out", "Hangul syllables",
+                     "PII masked"], rows)] if rows else []
+    t = data.get("totals") or {}
+    if t:
+        out.append(f"\nTotal: {fmt(t.get('documents_out'))} documents, {fmt(t.get('characters_out'))} characters; "
+                   f"PII masked: {_int_counts(t.get('pii_masked'))}; documents dropped: {_int_counts(t.get('documents_dropped'))}; "
+                   f"duplicates removed: {_int_counts(t.get('dedup_removed'))}.")
+    sp = data.get("split") or {}
+    if isinstance(sp.get("train"), dict) and isinstance(sp.get("val"), dict):
+        out.append(f"Split ({sp.get('method', '?')}): train {fmt(sp['train'].get('documents'))} documents, "
+                   f"val {fmt(sp['val'].get('documents'))} documents.")
+    return "\n".join(out) or "_Empty data card._"

@@ -11,13 +11,13 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
+from saessak import hangul
+
 # C0/C1 controls except tab and newline, plus zero-width and bidi formatting characters that
 # carry no text (BOM, ZWSP, ZWNJ/ZWJ are kept out: Korean never needs them).
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 # Every Unicode space except newline becomes one ASCII space (tabs, NBSP, ideographic space...).
 _SPACES = re.compile(r"[^\S\n]+")
-_HANGUL_SYLLABLES = re.compile("[\uac00-\ud7a3]")
-_HANGUL_LETTERS = re.compile("[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\ud7b0-\ud7ff]")
 _WORD_CHARS = re.compile(r"\w")
 # Lines that are page furniture wherever they appear.
 _BOILERPLATE = re.compile(
@@ -47,18 +47,9 @@ def normalize(text: str) -> str:
     return "\n".join(line.strip() for line in text.split("\n"))
 
 
-def letters(text: str) -> int:
-    return sum(1 for c in text if c.isalpha())
-
-
 def hangul_share(text: str) -> float:
     """Hangul letters as a share of all letters (0.0 for a text with no letters)."""
-    n = letters(text)
-    return len(_HANGUL_LETTERS.findall(text)) / n if n else 0.0
-
-
-def hangul_syllables(text: str) -> int:
-    return len(_HANGUL_SYLLABLES.findall(text))
+    return hangul.share(text) or 0.0
 
 
 def filter_lines(text: str, boilerplate: set[str], cfg: CleanConfig, dropped: Counter) -> str:

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from saessak.data.report import RawDoc, SourceReport
+from saessak.data.source_report import RawDoc, SourceReport
 from saessak.errors import UserError
 
-TEXT_SUFFIXES = (".txt", ".md")
 SUPPORTED_SUFFIXES = (".txt", ".md", ".jsonl", ".parquet")
 
 

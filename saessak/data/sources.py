@@ -18,7 +18,7 @@ from saessak.data import cache
 from saessak.data.clean import hangul_share, normalize
 from saessak.data.htmltext import html_paragraphs
 from saessak.data.licence import licence_from_copyright
-from saessak.data.report import RawDoc, SourceReport
+from saessak.data.source_report import RawDoc, SourceReport
 from saessak.errors import UserError
 
 

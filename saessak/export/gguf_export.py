@@ -8,7 +8,7 @@
   spaces), token types (control for our special tokens, byte for <0xNN>, unknown for <unk>),
   and scores that rank BPE merges (a token created by an earlier merge scores higher), which is
   how llama.cpp's SentencePiece tokenizer decides what to merge first.
-- Metadata: shape, RoPE base, RMSNorm epsilon, special token ids (eos = <|end|>, the end of an
+- Metadata: shape, RoPE theta, RMSNorm epsilon, special token ids (eos = <|end|>, the end of an
   assistant turn), the Jinja chat template, licence.
 
 Written to a temporary name and renamed, so an interrupted export leaves no partial file.
@@ -22,8 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from saessak import special_tokens as st
-from saessak.export.source import resolve_source
+from saessak.errors import UserError
+from saessak.io import atomic_path
+from saessak.model.loading import find
+from saessak.tokenizer import Tokenizer
+from saessak.tokenizer import special_tokens as st
+from saessak.tokenizer.chat_format import CHAT_TEMPLATE
 
 
 def interleave_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -91,12 +95,7 @@ def export_gguf(run_dir: str | os.PathLike, out: str | os.PathLike, stage: str |
                 outtype: str = "f32") -> Path:
     import gguf
 
-    from saessak.chat_format import CHAT_TEMPLATE
-    from saessak.errors import UserError
-    from saessak.io import atomic_path
-    from saessak.tokenizer import Tokenizer
-
-    src = resolve_source(run_dir, stage)
+    src = find(run_dir, stage, needed_by="export", option="--run", checkpoint_ok=False)
     out = Path(out)
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder; give a file name such as model.gguf")

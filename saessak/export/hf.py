@@ -19,10 +19,11 @@ import os
 import shutil
 from pathlib import Path
 
-from saessak import special_tokens as st
-from saessak.chat_format import CHAT_TEMPLATE
-from saessak.export.source import ExportSource, guard_output, resolve_source
+from saessak.errors import UserError
 from saessak.io import atomic_dir
+from saessak.model.loading import find
+from saessak.tokenizer import special_tokens as st
+from saessak.tokenizer.chat_format import CHAT_TEMPLATE
 
 
 def hf_config(cfg: dict, token_ids: dict[str, int]) -> dict:
@@ -98,6 +99,17 @@ def _token_ids(tokenizer_json: Path) -> dict[str, int]:
     return {t: tok.token_to_id(t) for t in st.SPECIAL_TOKENS}
 
 
+def guard_output(out: Path, must_contain: str) -> None:
+    """Refuse to replace an existing path that is not an earlier export (a typo must not wipe a folder)."""
+    if not out.exists():
+        return
+    if out.is_dir():
+        if any(out.iterdir()) and not (out / must_contain).exists():
+            raise UserError(f"--out {out}: exists and is not an earlier export (no {must_contain}); choose another path")
+    elif must_contain != "":
+        raise UserError(f"--out {out}: exists and is a file, not an export folder")
+
+
 def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
@@ -107,7 +119,7 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, stage: str | N
     """Write the HF folder for `stage` of `run_dir` at `out` (replacing an earlier export there)."""
     from saessak.export.model_card import render_model_card
 
-    src: ExportSource = resolve_source(run_dir, stage)
+    src = find(run_dir, stage, needed_by="export", option="--run", checkpoint_ok=False)
     out = Path(out)
     guard_output(out, must_contain="tokenizer_config.json")
     cfg = json.loads((src.checkpoint / "config.json").read_text(encoding="utf-8"))

@@ -1,8 +1,10 @@
 """The model card (README.md) that travels with exported weights.
 
 It carries the run's data card summary, the audited cost ledger, the evaluation and the licence,
-taken from the run's report (RUN/report.json when the report stage ran, else built on the spot
-from the run folder, with the same code).
+each read from the run folder where its stage left it (RUN/data/data_card.json, RUN/ledger.jsonl,
+RUN/eval/results.json) and rendered by the code that owns it, the same code the run's report
+uses. Money comes from the ledger's measured facts and a price table (`--prices FILE` over
+saessak/prices.toml), as in the report: the same table gives the same figures.
 """
 
 from __future__ import annotations
@@ -10,22 +12,15 @@ from __future__ import annotations
 import json
 import os
 
-from saessak.export.source import ExportSource
-from saessak.report_md import data_summary, eval_table, fmt, ledger_table
+from saessak import __version__
+from saessak.data.card import read_summary, summary_markdown
+from saessak.evals import results
+from saessak.io import fmt
+from saessak.ledger import git_commit, ledger_costs, load_prices, markdown_table, read_ledger
+from saessak.model import ModelConfig
+from saessak.model.loading import Finished
 
 LICENSE = "apache-2.0"
-
-
-def _report(src: ExportSource, prices) -> dict:
-    path = src.run.root / "report.json"
-    if path.exists() and prices is None:
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            pass  # a damaged report: rebuild it below rather than fail the export
-    from saessak.report import build_report
-
-    return build_report(src.run.root, prices=prices)
 
 
 def _data_licences(data: dict | None) -> list[str]:
@@ -39,17 +34,17 @@ def _data_licences(data: dict | None) -> list[str]:
     return out
 
 
-def render_model_card(src: ExportSource, prices: str | os.PathLike | None = None) -> str:
-    r = _report(src, prices)
-    total = r["ledger"]["total"]
-    model = r.get("model") or {}
+def render_model_card(src: Finished, prices: str | os.PathLike | None = None) -> str:
+    table = load_prices(prices)
+    ledger = ledger_costs(read_ledger(src.run.root), table)
+    total = ledger["total"]
+    data = read_summary(src.run.data)
+    ev = results.summary(src.run)
     cfg = json.loads((src.checkpoint / "config.json").read_text(encoding="utf-8"))
     meta_path = src.checkpoint / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
-    from saessak.model import ModelConfig
-
     params = ModelConfig.from_dict(cfg).num_parameters()
-    licences = _data_licences(r.get("data"))
+    licences = _data_licences(data)
     lines = [
         "---",
         f"license: {LICENSE}",
@@ -62,7 +57,7 @@ def render_model_card(src: ExportSource, prices: str | os.PathLike | None = None
         f"# saessak (새싹) — {src.stage} model, {fmt(params)} parameters",
         "",
         f"A Korean-first Llama-architecture model trained end to end with saessak "
-        f"(stage `{src.stage}`, preset `{meta.get('preset') or (model.get('preset') if model else None) or '—'}`). "
+        f"(stage `{src.stage}`, preset `{meta.get('preset') or '—'}`). "
         "It loads with no custom code (`LlamaForCausalLM`).",
         "",
         "## Use",
@@ -86,21 +81,21 @@ def render_model_card(src: ExportSource, prices: str | os.PathLike | None = None
         "",
         "## Training data",
         "",
-        data_summary(r.get("data")),
+        summary_markdown(data),
         "",
         "## Training cost (measured, from the run's ledger)",
         "",
-        ledger_table(r["ledger"]) if r["ledger"]["stages"] else "_Empty ledger._",
+        markdown_table(ledger) if ledger["stages"] else "_Empty ledger._",
         "",
         f"Total: **{fmt(total['cost_krw'], 2)} KRW** (USD {fmt(total['cost_usd'], 4)}) at the prices in "
-        f"`{r['prices']['source']}`; {fmt(total['energy_kwh'], 4)} kWh (nameplate power x PUE).",
+        f"`{table.source}`; {fmt(total['energy_kwh'], 4)} kWh (nameplate power x PUE).",
         "",
         "## Evaluation",
         "",
-        f"Val bits per byte after pretraining: {fmt(r['eval']['base'].get('bpb'), 4)}. "
+        f"Val bits per byte after pretraining: {fmt(ev['pretrain'].get('bpb'), 4)}. "
         "Task accuracy (held-out test split, greedy):",
         "",
-        eval_table(r["eval"]),
+        results.markdown_table(ev),
         "",
         "## Licence",
         "",
@@ -113,6 +108,6 @@ def render_model_card(src: ExportSource, prices: str | os.PathLike | None = None
         "A small model trained on a small corpus: it makes mistakes, including factual ones; "
         "check what it writes before relying on it.",
         "",
-        f"_Built from run `{r['run']}`, git commit `{r.get('git_commit')}`, saessak {r.get('saessak_version')}._",
+        f"_Built from run `{src.run.root}`, git commit `{git_commit()}`, saessak {__version__}._",
     ]
     return "\n".join(lines) + "\n"

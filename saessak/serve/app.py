@@ -59,7 +59,7 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
     from fastapi.staticfiles import StaticFiles
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from saessak.engine import Engine
+    from saessak.model.engine import Engine
 
     state = _State()
     metrics = Metrics()
@@ -312,7 +312,7 @@ def _model_card(served: ServedModel) -> dict:
 
 
 def _prompt_ids(served: ServedModel, req: GenerationRequest, chat: bool) -> list[int]:
-    from saessak.chat_format import prompt_ids
+    from saessak.tokenizer.chat_format import prompt_ids
 
     tok = served.tokenizer
     if chat:
@@ -321,7 +321,7 @@ def _prompt_ids(served: ServedModel, req: GenerationRequest, chat: bool) -> list
 
 
 def _sampling(req: GenerationRequest, choice: int):
-    from saessak.engine import SamplingParams
+    from saessak.model.engine import SamplingParams
 
     # n choices with one seed must differ from each other yet stay reproducible
     seed = None if req.seed is None else (req.seed + choice) & ((1 << 63) - 1)

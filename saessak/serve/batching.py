@@ -18,7 +18,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
-from saessak.engine import Engine, RequestOutput, SamplingParams
+from saessak.model.engine import Engine, RequestOutput, SamplingParams
 
 log = logging.getLogger("saessak.serve")
 
@@ -96,10 +96,6 @@ class BatchingLoop:
 
     def running(self) -> int:
         return self.engine.num_running()
-
-    def open_requests(self) -> int:
-        with self._commands.lock:
-            return self._open
 
     # -- the loop thread ---------------------------------------------------------------------
     def _run(self) -> None:

@@ -21,7 +21,7 @@ Ctrl-C: 답변 중이면 답변을 멈추고, 입력 중이면 끝냅니다."""
 
 def _fit_history(tok, system: str, history: list[dict], user: str, limit: int) -> list[int] | None:
     """Prompt ids for the conversation, dropping the oldest turns until it fits the context."""
-    from saessak.chat_format import prompt_ids
+    from saessak.tokenizer.chat_format import prompt_ids
 
     turns = list(history)
     while True:
@@ -35,7 +35,7 @@ def _fit_history(tok, system: str, history: list[dict], user: str, limit: int) -
 
 
 def chat_repl(args, out=None) -> int:
-    from saessak.engine import Engine, SamplingParams
+    from saessak.model.engine import Engine, SamplingParams
     from saessak.serve.loading import load_served_model
 
     out = out or sys.stdout

@@ -158,15 +158,3 @@ def format_number(value: Fraction | int) -> str:
     return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
 
 
-def hangul_share(text: str) -> float | None:
-    """Share of Hangul among letters (Unicode category L*), None when there are no letters."""
-    letters = [c for c in text if unicodedata.category(c).startswith("L")]
-    if not letters:
-        return None
-    hangul = sum(1 for c in letters if _is_hangul(c))
-    return hangul / len(letters)
-
-
-def _is_hangul(c: str) -> bool:
-    o = ord(c)
-    return 0xAC00 <= o <= 0xD7A3 or 0x1100 <= o <= 0x11FF or 0x3130 <= o <= 0x318F

@@ -103,7 +103,7 @@ def _month_length(rng, level):
         leap = is_leap(year)
         steps = [f"{year}년은 " + ("윤년이므로" if leap else "윤년이 아니므로") + f" 2월은 {n}일까지입니다."]
         if year % 100 == 0:
-            steps.insert(0, f"100으로 나누어떨어지는 해는 400으로도 나누어떨어져야 윤년입니다.")
+            steps.insert(0, "100으로 나누어떨어지는 해는 400으로도 나누어떨어져야 윤년입니다.")
     return (f"{year}년 {month}월은 며칠까지 있나요?", str(n),
             {"kind": "month_length", "year": year, "month": month}, steps)
 

@@ -53,16 +53,16 @@ def run_sample(args) -> int:
 def run_grade(args) -> int:
     from saessak.tasks.registry import grade
 
+    from saessak.io import iter_jsonl
+
     name = "<stdin>" if args.file == "-" else args.file
     try:
         stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
     except OSError as e:
         raise UserError(f"{name}: cannot open ({e.strerror})") from None
     with stream:
-        for n, line in enumerate(stream, 1):
-            if not line.strip():
-                continue
-            record = _parse_record(name, n, line)
+        for n, record in iter_jsonl(stream, name):
+            _check_record(name, n, record)
             try:
                 grades = grade(record, record["response"])
             except (KeyError, TypeError, ValueError, IndexError) as e:
@@ -76,11 +76,7 @@ def run_grade(args) -> int:
     return 0
 
 
-def _parse_record(name: str, n: int, line: str) -> dict:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{name}:{n}: not valid JSON ({e.msg})") from None
+def _check_record(name: str, n: int, record) -> None:
     if not isinstance(record, dict):
         raise UserError(f"{name}:{n}: expected a JSON object")
     for field in ("task", "answer", "meta", "response"):
@@ -92,4 +88,3 @@ def _parse_record(name: str, n: int, line: str) -> dict:
 
     if record["task"] not in FAMILIES:
         raise UserError(f"{name}:{n}: task {record['task']!r} is unknown (known: {', '.join(FAMILIES)})")
-    return record

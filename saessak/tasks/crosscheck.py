@@ -15,8 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import random
-import re
 from fractions import Fraction
+
+from saessak.hangul import is_syllable
 
 # (value, counter or None, system for counter-less items, expected reading), each checked by hand.
 NUMBER_READINGS = [
@@ -96,7 +97,7 @@ def kiwi_nouns(kiwi) -> list[str]:
         except Exception:  # past the last id Kiwi raises; the id space has no other end marker
             break
         i += 1
-        if m.tag == "NNG" and re.fullmatch(r"[가-힣]+", m.form):
+        if m.tag == "NNG" and all(map(is_syllable, m.form)):
             words.add(m.form)
     return sorted(words)
 
@@ -105,7 +106,7 @@ def corpus_nouns(kiwi, texts) -> list[str]:
     words = set()
     for text in texts:
         for tok in kiwi.tokenize(text):
-            if tok.tag in ("NNG", "NNP") and re.fullmatch(r"[가-힣]+", tok.form):
+            if tok.tag in ("NNG", "NNP") and all(map(is_syllable, tok.form)):
                 words.add(tok.form)
     return sorted(words)
 
@@ -150,19 +151,19 @@ def josa_vs_kiwi(n_words: int = 2000, seed: int = 0, corpus_texts=None, n_number
 
 
 def numbers_round_trip(limit: int = 100_000, n_random: int = 20_000, seed: int = 0) -> dict:
-    from saessak.tasks import numbers
+    from saessak.tasks import readings
 
     rng = random.Random(seed)
-    values = list(range(limit)) + [rng.randint(0, numbers.MAX_SINO) for _ in range(n_random)]
-    sino_ok = sum(numbers.parse_sino(numbers.sino(v)) == v for v in values)
-    native_ok = sum(numbers.parse_native(numbers.native(v, c)) == v for v in range(1, 100) for c in (False, True))
+    values = list(range(limit)) + [rng.randint(0, readings.MAX_SINO) for _ in range(n_random)]
+    sino_ok = sum(readings.parse_sino(readings.sino(v)) == v for v in values)
+    native_ok = sum(readings.parse_native(readings.native(v, c)) == v for v in range(1, 100) for c in (False, True))
     return {"sino_checked": len(values), "sino_agree": sino_ok, "native_checked": 198, "native_agree": native_ok}
 
 
 def numbers_table() -> dict:
-    from saessak.tasks import numbers
+    from saessak.tasks import readings
 
-    ok = sum(numbers.read(v, c, s) == want for v, c, s, want in NUMBER_READINGS)
+    ok = sum(readings.read(v, c, s) == want for v, c, s, want in NUMBER_READINGS)
     return {"checked": len(NUMBER_READINGS), "agree": ok}
 
 
@@ -175,11 +176,11 @@ def numbers_vs_num2words(limit: int = 20_000, n_random: int = 5_000, seed: int =
         from num2words import num2words
     except ImportError:
         return None
-    from saessak.tasks import numbers
+    from saessak.tasks import readings
 
     rng = random.Random(seed)
     values = list(range(limit)) + [rng.randint(0, 10**16) for _ in range(n_random)]
-    agree = sum(num2words(v, lang="ko").replace(" ", "") == numbers.sino(v).replace(" ", "") for v in values)
+    agree = sum(num2words(v, lang="ko").replace(" ", "") == readings.sino(v).replace(" ", "") for v in values)
     # num2words has one reading per number: no native system, no counter forms, no 유월/시월.
     table_agree = sum(num2words(v, lang="ko").replace(" ", "") == want.replace(" ", "")
                       for v, c, s, want in NUMBER_READINGS)

@@ -13,8 +13,8 @@ import random
 import re
 
 from saessak.tasks.base import Draft, normalize
-from saessak.tasks.hangul import RIEUL_FINAL, final_index, is_syllable
-from saessak.tasks.numbers import sino
+from saessak.hangul import RIEUL_FINAL, final_index, is_syllable
+from saessak.tasks.readings import sino
 
 TASK = "josa"
 

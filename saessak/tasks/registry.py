@@ -1,4 +1,4 @@
-"""The task families by name, and the calls other stages use: sample, grade, solution."""
+"""The task families by name, and the calls other stages use: sample, grade, solution, prompt_messages."""
 
 from __future__ import annotations
 
@@ -57,6 +57,14 @@ def grade(example: dict, response: str) -> dict:
     out["correct"] = answer_text is not None and score >= 1.0
     out["parsed"] = parsed
     return out
+
+
+def prompt_messages(example: dict) -> list[dict]:
+    """The example's prompt as chat messages (a family gives a user string or a message list)."""
+    prompt = example["prompt"]
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return [dict(m) for m in prompt]
 
 
 def solution(example: dict) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from saessak.errors import UserError
-from saessak.tasks.base import hangul_share
+from saessak.hangul import share as hangul_share
 
 
 @dataclass

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from saessak.errors import UserError
+from saessak.hangul import is_syllable
 from saessak.tasks.base import SPLITS, Draft, normalize, split_of
 from saessak.tasks.josa import attach
 
@@ -202,5 +203,5 @@ def _corpus_buckets(path: str) -> dict[tuple[int, str], list[str]]:
 
 def _mostly_hangul(sentence: str) -> bool:
     letters = [c for c in sentence if c.isalpha()]
-    hangul = sum(1 for c in letters if "가" <= c <= "힣")
+    hangul = sum(1 for c in letters if is_syllable(c))
     return len(letters) >= 4 and hangul >= 0.8 * len(letters)

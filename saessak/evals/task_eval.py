@@ -1,0 +1,183 @@
+"""Task evaluation of a model stage on a held-out split of the task suite: greedy pass@1 and pass@k.
+
+For each family, up to `n` distinct items are drawn with a fixed seed, split evenly over the
+levels the run's preset trains on (or at random levels, as the suite draws them, with `levels`
+all); a level whose held-out space is smaller than its share gives all its distinct questions,
+each counted once (`items` / `items_by_level` in the results say how many). `split="val"`
+evaluates on the val split instead, for choosing settings. Greedy accuracy is the headline;
+pass@k samples k completions per item at `temperature` and counts an item solved if any is
+correct (with exactly k samples the unbiased pass@k estimator reduces to this). Results go to
+RUN/eval/results.json (val: results_val.json) under the stage's key; the other stages' entries
+are kept (atomic rewrite). See results.py for reading and comparing them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from saessak import recipes
+from saessak.errors import UserError
+from saessak.evals.config import EvalConfig, parse_levels
+from saessak.evals.results import read_results, results_path
+from saessak.io import file_sha256, write_json
+from saessak.ledger import StageTimer
+from saessak.model.loading import load_stage
+from saessak.model.sampler import Sampler
+from saessak.runfolder import MODEL_STAGES, RunFolder, stage_name
+from saessak.tasks.registry import prompt_messages
+from saessak.tokenizer.chat_format import prompt_ids
+
+SAMPLES_PER_FAMILY = 2
+DISTINCT_PATIENCE = 100  # repeats in a row that mean a level's held-out space is used up
+
+
+def draw_items(tasks_api, family: str, split: str, n: int, seed: int, levels: list[int] | None) -> list[dict]:
+    """At most n distinct items of one family: as the suite draws them (level uniform over 1..5) when
+    `levels` is None, else stratified: n split as evenly as possible over `levels`, each level with its
+    own stream.
+
+    A question is counted once. Some levels have a small held-out space (calendar level 1 has 7
+    distinct test questions); drawing 200 items from it would count each question about 29 times,
+    so one answer flip would move the family's score by several points. Such a level contributes
+    every distinct question it has and no more, so the family can get fewer than n items.
+    """
+    if not levels:
+        return _distinct_items(tasks_api, family, split, n, seed, None)
+    out = []
+    for i, lvl in enumerate(levels):
+        count = n // len(levels) + (1 if i < n % len(levels) else 0)
+        if count:
+            out += _distinct_items(tasks_api, family, split, count, seed, lvl)
+    return out
+
+
+def _distinct_items(tasks_api, family: str, split: str, count: int, seed: int, level: int | None) -> list[dict]:
+    """The first `count` distinct (prompt, answer) items of the stream, or all of them once `patience`
+    draws in a row bring nothing new (the space is used up: a question drawn with chance 1/S is
+    missed with probability about exp(-patience/S), under 1e-4 for S <= 10 at patience 100)."""
+    out: list[dict] = []
+    seen: set[tuple[str, str]] = set()
+    drawn, idle, patience = 0, 0, max(DISTINCT_PATIENCE, count)
+    while len(out) < count and idle < patience:
+        batch = tasks_api.sample(family, split, count - len(out), seed=seed, level=level, start=drawn)
+        if not batch:
+            break
+        drawn += len(batch)
+        for item in batch:
+            ident = (item["prompt"], item["answer"])
+            if ident in seen:
+                idle += 1
+                continue
+            seen.add(ident)
+            out.append(item)
+            idle = 0
+    return out
+
+
+def evaluate_model(model, tokenizer, tasks_api, families: list[str], n: int, k: int, seed: int,
+                   max_tokens: int, temperature: float = 0.8, device: str = "cpu", split: str = "test",
+                   levels: list[int] | None = None) -> dict:
+    """Greedy accuracy and pass@k per family for a loaded model (no files touched)."""
+    sampler = Sampler(model, tokenizer, device=device, max_batch_size=64)
+    room = sampler.max_seq_len - max_tokens
+    out = {"tasks": {}, "pass_at_k": {}, "by_level": {}, "items": {}, "items_by_level": {}, "correct": {}, "items_sha": {},
+           "split": split, "levels": levels or "all", "k": k, "n": n,
+           "seed": seed,
+           "temperature": temperature, "max_tokens": max_tokens, "samples": []}
+    gen_tokens = 0
+    for f in families:
+        examples = draw_items(tasks_api, f, split, n, seed, levels)
+        prompts = [prompt_ids(tokenizer, prompt_messages(ex))[-room:] for ex in examples]
+        greedy = sampler.sample(prompts, max_tokens=max_tokens, temperature=0.0, seed=seed)
+        gen_tokens += sum(len(c.token_ids) for c in greedy)
+        correct = [bool(tasks_api.grade(ex, c.text)["correct"]) for ex, c in zip(examples, greedy)]
+        out["tasks"][f] = round(sum(correct) / len(correct), 4)
+        by_level: dict[int, list[bool]] = {}
+        for ex, ok in zip(examples, correct):
+            by_level.setdefault(int(ex["level"]), []).append(ok)
+        out["by_level"][f] = {str(lvl): round(sum(v) / len(v), 4) for lvl, v in sorted(by_level.items())}
+        out["items"][f] = len(examples)
+        # Per-item outcomes (in draw order) and which items they were: two stages evaluated on the
+        # same items can be compared item by item (paired_gain), which is far tighter than comparing
+        # two accuracies.
+        out["correct"][f] = "".join("1" if ok else "0" for ok in correct)
+        out["items_sha"][f] = _items_sha(examples)
+        out["items_by_level"][f] = {str(lvl): len(v) for lvl, v in sorted(by_level.items())}
+        for ex, c, ok in list(zip(examples, greedy, correct))[:SAMPLES_PER_FAMILY]:
+            out["samples"].append({"task": f, "level": ex["level"], "prompt": ex["prompt"], "answer": ex["answer"],
+                                   "response": c.text, "correct": ok})
+        if k >= 1:
+            flat = [p for p in prompts for _ in range(k)]
+            sampled = sampler.sample(flat, max_tokens=max_tokens, temperature=temperature, seed=seed + 1)
+            gen_tokens += sum(len(c.token_ids) for c in sampled)
+            solved = 0
+            for i, ex in enumerate(examples):
+                if any(tasks_api.grade(ex, c.text)["correct"] for c in sampled[i * k:(i + 1) * k]):
+                    solved += 1
+            out["pass_at_k"][f] = round(solved / len(examples), 4)
+    out["generated_tokens"] = gen_tokens
+    return out
+
+
+def _items_sha(examples: list[dict]) -> str:
+    import hashlib
+
+    blob = "\n".join(f"{ex['prompt']}\t{ex['answer']}" for ex in examples)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _items_sha(examples: list[dict]) -> str:
+    blob = "\n".join(f"{ex['prompt']}\t{ex['answer']}" for ex in examples)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def run_eval_tasks(run: str, stage: str, *, force: bool = False, tasks_api=None, log=print,
+                   **overrides: Any) -> dict:
+    """Evaluate one stage; `overrides` are EvalConfig fields by name (None: the preset's recipe value).
+    `levels` may also be given as text (`1-3`, `all`)."""
+    if stage_name(stage) not in MODEL_STAGES:
+        raise UserError(f"--stage {stage!r}: not a model stage (one of {', '.join(MODEL_STAGES)})")
+    stage = stage_name(stage)
+    if isinstance(overrides.get("levels"), str):
+        overrides["levels"] = parse_levels(overrides["levels"])
+    if tasks_api is None:
+        import saessak.tasks as tasks_api
+    rf = RunFolder(run)
+    rf.require(stage, f"eval tasks --stage {stage}")
+    cfg = recipes.stage_config(EvalConfig, rf.preset(), "eval", overrides)
+    cfg.validate()
+    families = list(cfg.tasks or tasks_api.FAMILIES)
+    unknown = [t for t in families if t not in tasks_api.FAMILIES]
+    if unknown:
+        raise UserError(f"--tasks {','.join(unknown)}: unknown task (known: {', '.join(tasks_api.FAMILIES)})")
+    levels = list(cfg.levels) if cfg.levels else None
+    weights = rf.final_checkpoint(stage) / "model.safetensors"
+    model_sha = file_sha256(weights) if weights.exists() else None
+    existing = read_results(rf, cfg.split).get(stage)
+    # Skip only if this very model was evaluated with the same settings (a redone stage is re-evaluated).
+    if existing and not force and existing.get("n") == cfg.n and existing.get("k") == cfg.k \
+            and existing.get("seed") == cfg.seed and sorted(existing.get("tasks", {})) == sorted(families) \
+            and existing.get("levels", "all") == (levels or "all") and existing.get("model_sha256") == model_sha:
+        log(f"eval: {results_path(rf, cfg.split)} already has '{stage}' (n={cfg.n}, k={cfg.k}, seed={cfg.seed}); "
+            "skipping (--force to redo)")
+        return existing
+    model, tok = load_stage(rf, stage, f"eval tasks --stage {stage}")
+    model.eval()
+    timer = StageTimer(run, "eval")
+    t0 = time.perf_counter()
+    result = evaluate_model(model, tok, tasks_api, families, cfg.n, cfg.k, cfg.seed, cfg.max_tokens,
+                            cfg.temperature, split=cfg.split, levels=levels)
+    result["wall_s"] = round(time.perf_counter() - t0, 2)
+    result["model_sha256"] = model_sha
+    # Re-read right before writing: another stage's eval may have finished meanwhile.
+    merged = read_results(rf, cfg.split)
+    merged[stage] = result
+    write_json(results_path(rf, cfg.split), merged)
+    params = model.config.num_parameters()
+    timer.finish(model_stage=stage, params=params, tokens=result["generated_tokens"],
+                 flops=2 * params * result["generated_tokens"], n=cfg.n, k=cfg.k)
+    log(f"eval {stage} ({cfg.split}): " + " ".join(f"{f}={a:.3f}" for f, a in result["tasks"].items())
+        + (" | pass@%d " % cfg.k + " ".join(f"{f}={a:.3f}" for f, a in result["pass_at_k"].items()) if cfg.k else ""))
+    return result

@@ -1,0 +1,99 @@
+"""A finished model and its tokenizer, found from a run folder or a checkpoint folder, and loaded.
+
+The one loader for everything that starts from a finished model: SFT, RL and eval (a stage of the
+run), the server and the terminal chat (`--model PATH`) and export. A path is either
+
+- a run folder: the named model stage, or the latest finished one (rl > sft > pretrain), with
+  the tokenizer from RUN/tokenizer/; or
+- a checkpoint folder (config.json + model.safetensors) whose tokenizer.json lies beside it or in
+  the run folder above it (RUN/<stage>/final/).
+
+What is found is checked to fit together before anything is loaded: the stage is done, its files
+exist, and the tokenizer belongs to the model's vocabulary.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from saessak.errors import UserError
+from saessak.runfolder import LEGACY_NAMES, MODEL_STAGES, RunFolder, stage_name
+
+
+@dataclass(frozen=True)
+class Finished:
+    checkpoint: Path  # config.json + model.safetensors (+ meta.json)
+    tokenizer_json: Path
+    name: str  # the model's default id: <run>-<stage>, or the checkpoint folder's name
+    stage: str | None  # the model stage, when found through a run folder
+    run: RunFolder | None
+
+
+def find(path: str | os.PathLike, stage: str | None = None, *, needed_by: str,
+         option: str = "--model", checkpoint_ok: bool = True) -> Finished:
+    """The finished model at `path` (see the module doc); `option` names the path in messages."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{option} {path}: " + ("no such file or folder" if checkpoint_ok else "run folder not found"))
+    if checkpoint_ok and (path / "config.json").exists():
+        for cand in (path / "tokenizer.json", path.parent / "tokenizer.json",
+                     path.parent / "tokenizer" / "tokenizer.json", path.parent.parent / "tokenizer" / "tokenizer.json"):
+            if cand.exists():
+                return Finished(path, cand, _checkpoint_name(path), None, None)
+        raise UserError(f"{option} {path}: checkpoint has no tokenizer.json beside it or in its run folder")
+    run = RunFolder(path)
+    if stage is None:
+        stage = run.latest_model_stage()
+        if stage is None:
+            what = "neither a checkpoint folder (config.json) nor a run folder" if checkpoint_ok else "no run folder"
+            raise UserError(f"{option} {path}: {what} with a finished model stage ({', '.join(MODEL_STAGES)} with "
+                            f"done.json); run `saessak pretrain` first")
+    elif stage_name(stage) not in MODEL_STAGES:
+        raise UserError(f"--stage {stage!r}: not a model stage; choose one of {', '.join(MODEL_STAGES)}")
+    stage = stage_name(stage)
+    run.require(stage, needed_by)
+    ckpt = run.final_checkpoint(stage)
+    for name in ("config.json", "model.safetensors"):
+        if not (ckpt / name).exists():
+            raise UserError(f"{ckpt}: stage '{stage}' is marked done but has no {name}")
+    if not run.tokenizer_json.exists():
+        raise UserError(f"{run.tokenizer_json}: tokenizer not found (run `saessak tokenizer train` first)")
+    return Finished(ckpt, run.tokenizer_json, f"{path.resolve().name}-{stage}", stage, run)
+
+
+def _checkpoint_name(ckpt: Path) -> str:
+    ckpt = ckpt.resolve()
+    if ckpt.name == "final" and ckpt.parent.parent != ckpt.parent:
+        return f"{ckpt.parent.parent.name}-{LEGACY_NAMES.get(ckpt.parent.name, ckpt.parent.name)}"
+    return ckpt.name
+
+
+def check_vocab(model, tokenizer, where: str) -> None:
+    """A model/tokenizer mismatch makes every id mean the wrong thing: refuse it."""
+    vocab = model.config.vocab_size
+    if tokenizer.vocab_size > vocab:
+        raise UserError(f"{where}: model vocab_size {vocab} is smaller than the tokenizer's "
+                        f"{tokenizer.vocab_size}: the tokenizer does not belong to this model")
+    # Models may pad their vocabulary (to a multiple of 64, say), but not by more than that.
+    if vocab - tokenizer.vocab_size >= 256:
+        raise UserError(f"{where}: model vocab_size {vocab} differs from the tokenizer's "
+                        f"{tokenizer.vocab_size}: the tokenizer does not belong to this model")
+
+
+def load(found: Finished, device: str = "cpu"):
+    """(model, tokenizer) of what `find` found, checked against each other."""
+    from saessak.model.checkpoint import load_model
+    from saessak.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.load(found.tokenizer_json)
+    model = load_model(found.checkpoint, device=device)
+    check_vocab(model, tokenizer, str(found.checkpoint))
+    return model, tokenizer
+
+
+def load_stage(run: RunFolder, stage: str, needed_by: str, device: str = "cpu"):
+    """(model, tokenizer) of a finished model stage of a run."""
+    run.require(stage, needed_by)
+    return load(find(run.root, stage, needed_by=needed_by, option="--run", checkpoint_ok=False), device)

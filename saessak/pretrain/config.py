@@ -1,0 +1,45 @@
+"""Pretraining settings: the defaults here, each preset's values in saessak/recipes.py, and any
+command-line option of the same name on top (`saessak pretrain --help` lists them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from saessak.errors import UserError
+from saessak.recipes import setting
+
+DTYPES = ("auto", "bf16", "fp32")
+
+
+@dataclass
+class PretrainConfig:
+    max_steps: int = setting(400, "optimizer steps of a full run")
+    batch_size: int = setting(8, "sequences per micro-batch per process")
+    grad_accum: int = setting(1, "micro-batches per optimizer step (per process)")
+    lr: float = setting(3e-3, "peak learning rate (AdamW)")
+    min_lr_frac: float = setting(0.1, "the cosine decay ends at lr x this")
+    warmup_steps: int = setting(20, "linear warm-up steps")
+    weight_decay: float = setting(0.1, "AdamW weight decay (matrices only)")
+    grad_clip: float = setting(1.0, "gradient norm clipping (0: off)")
+    val_every: int = setting(100, "steps between validations (0: only at the end)")
+    val_tokens: int = setting(32768, "tokens of the val split scored at each validation")
+    ckpt_every: int = setting(100, "steps between resumable checkpoints (0: none)")
+    keep_checkpoints: int = setting(2, "resumable checkpoints kept")
+    dtype: str = setting("auto", "autocast dtype over fp32 master weights; auto = bf16 on CUDA and AMX CPUs, "
+                                 "else fp32", choices=DTYPES)
+    compile: bool = setting(False, "torch.compile the model")
+    seed: int = setting(1337, "seed of the weights and the data order")
+
+    def validate(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+        for name in ("val_every", "ckpt_every"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be 0 (off) or more")
+        if self.dtype not in DTYPES:
+            raise UserError(f"--dtype {self.dtype!r}: must be auto, bf16 or fp32")
+
+    def tokens_per_step(self, seq_len: int) -> int:
+        """Tokens per optimizer step for one process (multiply by the world size for the global batch)."""
+        return self.batch_size * self.grad_accum * seq_len

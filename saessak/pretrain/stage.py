@@ -1,0 +1,225 @@
+"""Pretraining stage: tokenizer + text splits -> the pretrained model (`RUN/pretrain/`).
+
+    RUN/pretrain/shards/        token shards (shards.py) of the train and val splits
+    RUN/pretrain/ckpt/step_N/   resumable checkpoints, last K kept
+    RUN/pretrain/metrics.jsonl  one line per step ({"type": "train", ...}) and per validation ("val")
+    RUN/pretrain/final/         the model (config.json, model.safetensors, meta.json with `preset`)
+    RUN/pretrain/samples.json   greedy continuations of a few Korean prompts
+    RUN/pretrain/done.json      summary, written last
+
+Runs alone or under `torchrun --nproc_per_node=N` (DDP): each rank takes its own slice of every
+global micro-batch, rank 0 writes files. Skip, resume and --force follow the stage life-cycle
+(saessak/training/lifecycle.py); the token shards survive a fresh start and are checked against
+the tokenizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from saessak import recipes
+from saessak.data.split import require_split
+from saessak.errors import UserError
+from saessak.io import file_sha256, write_json
+from saessak.model import Llama, model_config
+from saessak.pretrain import shards
+from saessak.pretrain.config import PretrainConfig
+from saessak.pretrain.val import evaluate_bpb, generate_samples
+from saessak.runfolder import RunFolder
+from saessak.tokenizer import Tokenizer
+from saessak.training.distributed import all_reduce_sum, barrier, broadcast_object, wrap_ddp
+from saessak.training.lifecycle import StageRun, completed
+from saessak.training.metrics import Progress, peak_flops
+from saessak.training.optim import build_optimizer, lr_at, resolve_dtype, set_lr, train_step
+
+STAGE = "pretrain"
+
+
+def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = False, device: str | None = None,
+                 samples: bool = True, quiet: bool = False, **overrides: Any) -> dict[str, Any]:
+    """Run (or resume, or skip) the pretraining stage; returns the done.json summary.
+
+    `overrides` are PretrainConfig fields by name (None: the preset's recipe value).
+    """
+    p = recipes.stage_config(PretrainConfig, preset, "pretrain", overrides)
+    p.validate()
+    rf = RunFolder(run)
+    if (done := completed(rf, STAGE, force)) is not None:
+        return done
+    rf.require("tokenizer", "pretrain")
+    tok = Tokenizer.load(rf.tokenizer_json)
+    tok_sha = file_sha256(rf.tokenizer_json)
+    splits = {s: require_split(rf.root, s, "pretrain") for s in ("train", "val")}
+
+    with StageRun(rf, STAGE, force=force, resume=resume, device=device, keep=("shards",)) as st:
+        info = st.info
+        p = dataclasses.replace(p, dtype=resolve_dtype(info.device, p.dtype))
+        shard_dir = st.dir / "shards"
+        if not force and (shard_dir / "meta.json").exists():  # kept shards must fit this tokenizer
+            shards.check_matches(shards.read_meta(shard_dir), shard_dir, tok, tok_sha)
+        st.begin()
+        # Rank 0 builds the shards; an error there is re-raised on every rank.
+        err = None
+        if info.is_main:
+            try:
+                _prepare_shards(shard_dir, tok, tok_sha, splits, p.seed)
+            except UserError as e:
+                err = str(e)
+        err = broadcast_object(err, info)
+        if err:
+            raise UserError(err)
+        meta = shards.read_meta(shard_dir)
+        shards.check_matches(meta, shard_dir, tok, tok_sha)
+        cfg = model_config(preset, tok.vocab_size)
+        T = cfg.max_position_embeddings
+        train_sampler = shards.SequenceSampler(shards.open_split(shard_dir, meta, "train"), T, p.seed)
+        val_shards = shards.open_split(shard_dir, meta, "val")
+        token_bytes = torch.from_numpy(shards.token_byte_lengths(tok))
+
+        torch.manual_seed(p.seed)
+        model = Llama(cfg)
+        model.init_weights(p.seed)
+        model.to(info.device)
+        optimizer = build_optimizer(model, p.lr, p.weight_decay)
+
+        start_step, tokens_before = 0, 0
+        state = st.restore(model, optimizer)
+        if state is not None:
+            _check_loop_state(st.resume_from, state, p, T, info.world)
+            start_step, tokens_before = state["step"], state["tokens"]
+
+        train_model = torch.compile(model) if p.compile else model
+        train_model = wrap_ddp(train_model, info)
+
+        B, A, W = p.batch_size, p.grad_accum, info.world
+        tokens_per_step = p.tokens_per_step(T) * W
+        flops_per_token = cfg.flops_per_token(T)
+        peak_device = "cpu" if info.device.startswith("cpu") else info.device
+        peak = peak_flops(peak_device, p.dtype)
+        progress = Progress(p.max_steps, start_step, every=max(1, p.max_steps // 40))
+        if info.is_main and not quiet:
+            progress.message(
+                f"pretrain: preset {preset}, {cfg.num_parameters():,} params, {tokens_per_step:,} tokens/step, "
+                f"{p.max_steps} steps, {p.dtype}{' compiled' if p.compile else ''}, {W} process(es) on {info.device}"
+                + (f", resuming at step {start_step}" if start_step else ""))
+
+        def loss_fn(m, batch):
+            x, y = batch
+            return m(x, targets=y)
+
+        last_val = None
+        train_seconds = 0.0
+        losses: list[float] = []
+        for step in range(start_step, p.max_steps):
+            t0 = time.perf_counter()
+            lr = lr_at(step, p.max_steps, p.lr, p.warmup_steps, p.min_lr_frac)
+            set_lr(optimizer, lr)
+            first = step * A * B * W
+            micro = []
+            for a in range(A):
+                x, y = train_sampler.batch(first + (a * W + info.rank) * B, B)
+                micro.append((x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)))
+            res = train_step(train_model, optimizer, micro, loss_fn, device=info.device, dtype=p.dtype,
+                             grad_clip=p.grad_clip)
+            (loss_sum,) = all_reduce_sum([res.loss], info)
+            loss = loss_sum / W
+            if not math.isfinite(loss):
+                raise RuntimeError(f"pretrain: loss is {loss} at step {step + 1}; lower the learning rate")
+            dt = time.perf_counter() - t0
+            train_seconds += dt
+            tok_s = tokens_per_step / dt
+            mfu = flops_per_token * tok_s / W / peak if peak else None
+            done_steps = step + 1
+            losses.append(loss)
+            st.metrics.log({"type": "train", "step": done_steps, "loss": loss, "lr": lr, "grad_norm": res.grad_norm,
+                            "tokens": tokens_before + (done_steps - start_step) * tokens_per_step,
+                            "tok_per_s": round(tok_s, 1), "mfu": round(mfu, 4) if mfu else None})
+            extra = f"val bpb {last_val:.4f}" if last_val is not None else ""
+            if info.is_main and not quiet:
+                progress.update(done_steps, loss, tok_s, mfu, extra)
+            if p.val_every and done_steps % p.val_every == 0 and done_steps < p.max_steps:
+                last_val = evaluate_bpb(model, val_shards, token_bytes, T, p.val_tokens, info, p.dtype)
+                st.metrics.log({"type": "val", "step": done_steps, "val_bpb": last_val})
+            if p.ckpt_every and done_steps % p.ckpt_every == 0 and done_steps < p.max_steps:
+                st.checkpoint(done_steps, model, optimizer, keep=p.keep_checkpoints, meta={"preset": preset},
+                              loop_state=_loop_state(p, T, W, tokens_before + (done_steps - start_step) * tokens_per_step,
+                                                     done_steps))
+                barrier(info)
+
+        steps_run = p.max_steps - start_step
+        total_tokens = tokens_before + steps_run * tokens_per_step
+        final_val = evaluate_bpb(model, val_shards, token_bytes, T, p.val_tokens, info, p.dtype)
+        st.metrics.log({"type": "val", "step": p.max_steps, "val_bpb": final_val})
+        tokens_run = steps_run * tokens_per_step
+        flops = flops_per_token * tokens_run
+        tok_s = tokens_run / train_seconds if train_seconds else None
+        # Measure the peak again now and keep the best: one taken while other jobs ran understates
+        # it (shared machines), which would inflate the stage's MFU.
+        peak_flops.cache_clear()
+        peak = max(peak, peak_flops(peak_device, p.dtype))
+        mfu = (flops / W / train_seconds / peak) if train_seconds and peak else None
+
+        summary = {
+            "preset": preset,
+            "params": cfg.num_parameters(),
+            "config": cfg.to_dict(),
+            "steps": p.max_steps,
+            "tokens": total_tokens,
+            "tokens_per_step": tokens_per_step,
+            "final_loss": losses[-1] if losses else None,
+            "final_val_bpb": final_val,
+            "train_tokens_per_s": round(tok_s, 1) if tok_s else None,
+            "mfu": round(mfu, 4) if mfu else None,
+            "peak_flops": peak,
+            "dtype": p.dtype,
+            "compile": p.compile,
+            "world_size": W,
+            "device": info.device,
+            "seed": p.seed,
+            "resumed_from_step": start_step or None,
+            "train_split": {k: meta["splits"]["train"][k] for k in ("docs", "bytes")},
+        }
+        if info.is_main and samples:
+            summary["samples"] = generate_samples(model, tok, info.device, max_new_tokens=min(48, T // 2))
+            write_json(st.dir / "samples.json", summary["samples"])
+        final_meta = {"preset": preset, "stage": STAGE, "step": p.max_steps, "tokens_seen": total_tokens,
+                      "val_bpb": final_val, "seed": p.seed, "tokenizer_sha256": tok_sha}
+        st.finish(model, final_meta, summary, preset=preset, params=cfg.num_parameters(), tokens=tokens_run,
+                  flops=flops, mfu=summary["mfu"], peak_flops=peak, dtype=p.dtype, steps=steps_run,
+                  final_val_bpb=final_val)
+        if info.is_main and not quiet:
+            progress.message(f"pretrain: done, val bpb {final_val:.4f}, {total_tokens:,} tokens; "
+                             f"model in {rf.final_checkpoint(STAGE)}")
+        return summary
+
+
+def _prepare_shards(shard_dir: Path, tok, tok_sha: str, splits: dict[str, Path], seed: int) -> None:
+    """Rank 0: build the token shards unless they are there (checked against the tokenizer above)."""
+    if not (shard_dir / "meta.json").exists():
+        shards.build_shards(shard_dir, tok, tok_sha, splits, seed=seed)
+
+
+def _loop_state(p: PretrainConfig, seq_len: int, world: int, tokens: int, done_steps: int) -> dict:
+    return {"tokens": tokens,
+            "samples_seen": done_steps * p.grad_accum * p.batch_size * world,
+            "seed": p.seed, "world_size": world, "batch_size": p.batch_size, "grad_accum": p.grad_accum,
+            "seq_len": seq_len, "max_steps": p.max_steps}
+
+
+def _check_loop_state(ckpt: Path, state: dict, p: PretrainConfig, seq_len: int, world: int) -> None:
+    """Exact resume needs the same data order and global batch as the run that wrote the checkpoint."""
+    want = {"seed": p.seed, "seq_len": seq_len, "global_batch": p.batch_size * p.grad_accum * world}
+    have = {"seed": state.get("seed"), "seq_len": state.get("seq_len"),
+            "global_batch": state.get("batch_size", 0) * state.get("grad_accum", 0) * state.get("world_size", 0)}
+    bad = [f"{k} {have[k]} (now {want[k]})" for k in want if have[k] != want[k]]
+    if bad:
+        raise UserError(f"{ckpt}: checkpoint was written with {', '.join(bad)}; resume with the same settings "
+                        f"or start over with --force")
+    if state["step"] >= p.max_steps:
+        raise UserError(f"{ckpt}: checkpoint is at step {state['step']}, at or past --max-steps {p.max_steps}")

@@ -1,0 +1,119 @@
+"""Markdown rendering of a report dict (saessak.report.build.build_report): RUN/report.md.
+
+The tables of the data card, the evaluation and the ledger are rendered by the code that owns
+them (data.card, evals.results, ledger), the same tables the model card carries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from saessak.data.card import summary_markdown
+from saessak.evals.results import markdown_table as eval_table
+from saessak.io import fmt, md_table, pct
+from saessak.ledger import markdown_table as ledger_table
+from saessak.runfolder import MODEL_STAGES
+
+
+def projection_table(proj: dict) -> str:
+    rows = []
+    for p in proj["presets"]:
+        for gpu, g in p["gpus"].items():
+            rows.append([p["preset"], fmt(p["params"]), fmt(float(p["tokens"])), fmt(p["flops"]), gpu,
+                         fmt(g["gpu_hours"], 1), fmt(g["wall_hours_8gpu"], 2), fmt(g["cost_usd"], 0), fmt(g["cost_krw"], 0)])
+    ref = proj["reference"]
+    rows.append([ref["name"], "671B (37B active)", "14.8T", "—", ref.get("gpu") or "—", fmt(ref.get("gpu_hours")), "—",
+                 fmt(ref.get("cost_usd")), fmt(ref.get("cost_krw"), 0)])
+    a = proj["assumptions"]
+    notes = (f"Assumptions: MFU {pct(a['mfu'])}, {a['gpus_per_run']} GPUs per run; tokens = {a['tokens']}; "
+             f"FLOPs = {a['flops']} (SFT+RL fraction from this run: {fmt(a['sft_rl_flops_fraction_of_pretrain'])}). "
+             f"Reference: {ref.get('source')}.")
+    return md_table(["recipe", "params", "tokens", "FLOPs", "GPU", "GPU-hours", "hours on 8 GPUs", "USD", "KRW"], rows) + "\n\n" + notes
+
+
+def _one_line(text: Any) -> str:
+    if isinstance(text, list):  # chat messages
+        text = " / ".join(str(m.get("content", "")) for m in text if isinstance(m, dict))
+    return " ⏎ ".join(str(text).strip().splitlines()) or "(empty)"
+
+
+def sample_lines(ev: dict, per_task: int = 1) -> list[str]:
+    """A few evaluation conversations of the last model stage (one per task family)."""
+    stage = next((s for s in reversed(MODEL_STAGES) if ev.get(s, {}).get("samples")), None)
+    if stage is None:
+        return []
+    lines = ["", f"### Sample conversations ({stage} model, held-out test items, greedy)", ""]
+    seen: dict[str, int] = {}
+    for s in ev[stage]["samples"]:
+        if not isinstance(s, dict):
+            continue
+        task = str(s.get("task", "?"))
+        if seen.get(task, 0) >= per_task:
+            continue
+        seen[task] = seen.get(task, 0) + 1
+        mark = "correct" if s.get("correct") else "wrong"
+        lines.append(f"- **{task}** (level {s.get('level', '?')}, {mark}; expected `{_one_line(s.get('answer', ''))}`)  \n"
+                     f"  user: {_one_line(s.get('prompt', ''))}  \n  assistant: {_one_line(s.get('response', ''))}")
+    return lines
+
+
+def render_markdown(r: dict) -> str:
+    ev, led, pr = r["eval"], r["ledger"], r["prices"]
+    total = led["total"]
+    parts = [
+        f"# saessak run report — `{r['run']}`",
+        "",
+        f"- date: {r['date']}  \n- git commit: `{r.get('git_commit')}`  \n- saessak {r.get('saessak_version')}  \n"
+        f"- command: `{r.get('command') or '—'}`  \n- stages: {', '.join(r['stages']) or '—'}",
+        "",
+        "## Headline",
+        "",
+        f"Total cost of this run: **{fmt(total['cost_krw'], 2)} KRW** (USD {fmt(total['cost_usd'], 4)}), "
+        f"{fmt(total['wall_s'], 1)} s wall, {fmt(total['flops'] or None)} FLOPs, {fmt(total['energy_kwh'], 4)} kWh. "
+        f"Val bits per byte after pretraining: **{fmt(ev['pretrain'].get('bpb'), 4)}**.",
+        "",
+        eval_table(ev),
+        "",
+        "## Data",
+        "",
+        summary_markdown(r.get("data")),
+        "",
+        "## Tokenizer",
+        "",
+    ]
+    tok = r.get("tokenizer") or {}
+    flat_tok = {k: v for k, v in tok.items() if not isinstance(v, (dict, list))}
+    overall = tok.get("overall") if isinstance(tok.get("overall"), dict) else tok.get("val") if isinstance(tok.get("val"), dict) else {}
+    flat_tok.update({k: v for k, v in (overall or {}).items() if not isinstance(v, (dict, list))})
+    parts.append("\n".join(f"- {k}: {fmt(v, 4)}" for k, v in flat_tok.items()) or "_No tokenizer stats._")
+    parts += ["", "## Model", ""]
+    m = r.get("model")
+    if m:
+        c = m["config"]
+        parts.append(f"- stage exported/evaluated last: {m['stage']}, preset: {m.get('preset') or '—'}\n"
+                     f"- parameters: {fmt(m['params'])} ({fmt(m['params_non_embedding'])} without embeddings)\n"
+                     f"- shape: {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, MLP {c['intermediate_size']}, "
+                     f"{c['num_attention_heads']} heads ({c['num_key_value_heads']} KV), vocab {c['vocab_size']}, "
+                     f"context {c['max_position_embeddings']}, tied embeddings {c['tie_word_embeddings']}")
+    else:
+        parts.append("_No finished model._")
+    parts += [
+        "", "## Cost ledger", "",
+        ledger_table(led) if led["stages"] else "_Empty ledger._",
+        "",
+        f"Money = device-hours x hourly price; energy = device-hours x power x PUE {fmt(pr['pue'])} "
+        f"(nameplate power, an upper bound); KRW at {fmt(pr['usd_to_krw'])} KRW/USD ({pr.get('usd_to_krw_date')}). "
+        f"CPU: {pr['cpu'].get('name')}, USD {pr['cpu'].get('usd_per_hour')}/h for {pr['cpu'].get('vcpus')} vCPUs "
+        f"({pr['cpu'].get('price_source')}); power {pr['cpu'].get('watts')} W ({pr['cpu'].get('watts_source')}). "
+        f"Electricity alone (own machine, {fmt(pr['electricity_krw_per_kwh'])} KRW/kWh): "
+        f"{fmt(total['power_cost_krw'], 3)} KRW. Price table: {pr['source']}.",
+        "", "## Evaluation", "",
+        f"- val bits per byte (pretrain): {fmt(ev['pretrain'].get('bpb'), 4)}",
+        "",
+        eval_table(ev),
+    ]
+    parts += sample_lines(ev)
+    parts += ["", "## Projection to GPUs", "", projection_table(r["projection"])]
+    if r.get("plots"):
+        parts += ["", "## Plots", ""] + [f"![{p}]({p})" for p in r["plots"]]
+    return "\n".join(parts) + "\n"

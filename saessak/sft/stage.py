@@ -1,0 +1,146 @@
+"""Supervised fine-tuning stage: the pretrained model -> a chat model that answers tasks as `... 정답: <answer>`.
+
+Data (data.py): worked solutions over the task families and the preset's levels, conversations
+about the assistant, and optionally the user's chat data. Conversations are rendered with the
+chat format's assistant-only loss mask and packed into rows with a block-diagonal mask (pack.py).
+A held-out slice of the conversations gives the validation loss curve.
+
+Outputs: RUN/sft/final/ (model), RUN/sft/metrics.jsonl, RUN/sft/ckpt/step_N/ (resume),
+RUN/sft/done.json, and one ledger record. Skip, resume and --force follow the stage life-cycle
+(saessak/training/lifecycle.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from typing import Any
+
+import torch
+
+from saessak import recipes
+from saessak.errors import UserError
+from saessak.model.loading import load_stage
+from saessak.pretrain.config import PretrainConfig
+from saessak.runfolder import RunFolder
+from saessak.sft import data as sft_data
+from saessak.sft.config import SFTConfig
+from saessak.sft.pack import block_causal_mask, pack
+from saessak.tokenizer.chat_format import render
+from saessak.training.distributed import all_reduce_sum, barrier, wrap_ddp
+from saessak.training.lifecycle import StageRun, completed
+from saessak.training.optim import autocast, build_optimizer, lr_at, resolve_dtype, set_lr
+
+
+def build_conversations(cfg: SFTConfig, data_file=None, hf_dataset=None, tasks_api=None) -> list[list[dict]]:
+    if tasks_api is None:
+        import saessak.tasks as tasks_api
+    convs = sft_data.task_conversations(tasks_api.FAMILIES, cfg.task_items_per_family, cfg.seed,
+                                        cfg.level_weights, tasks_api=tasks_api)
+    convs += sft_data.identity_conversations(cfg.identity_items, cfg.seed)
+    if data_file:
+        convs += sft_data.load_jsonl_conversations(data_file)
+    if hf_dataset:
+        convs += sft_data.load_hf_conversations(hf_dataset)
+    random.Random(cfg.seed).shuffle(convs)
+    return convs
+
+
+def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None, *, resume: bool = False,
+            force: bool = False, tasks_api=None, log=print, **overrides: Any) -> dict:
+    """Run (or resume, or skip) SFT; `overrides` are SFTConfig fields by name (None: the recipe's)."""
+    rf = RunFolder(run)
+    if (done := completed(rf, "sft", force, log)) is not None:
+        return done
+    preset = rf.preset(preset)
+    cfg = recipes.stage_config(SFTConfig, preset, "sft", overrides)
+    with StageRun(rf, "sft", force=force, resume=resume) as st:
+        info = st.info
+        cfg.validate(info.world)
+        model, tok = load_stage(rf, "pretrain", "sft", device=info.device)
+        convs = build_conversations(cfg, data_file, hf_dataset, tasks_api)
+        n_val = max(1, int(len(convs) * cfg.val_fraction))
+        rendered = [(r.ids, r.loss_mask) for r in (render(tok, c) for c in convs)]
+        val_rows = pack(rendered[:n_val], cfg.seq_len, tok.pad_id)
+        train_rows = pack(rendered[n_val:], cfg.seq_len, tok.pad_id)
+        if len(train_rows) < cfg.batch_size:
+            raise UserError(f"sft: only {len(train_rows)} packed rows, fewer than batch_size {cfg.batch_size}")
+        st.begin()
+
+        model.train()
+        ddp_model = wrap_ddp(model, info)
+        opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
+        step, tokens_trained = 0, 0
+        state = st.restore(model, opt)
+        if state is not None:
+            step, tokens_trained = state["step"], state["tokens_trained"]
+            log(f"sft: resuming from {st.resume_from} (step {step})")
+
+        per_rank = cfg.batch_size // info.world
+        dtype = resolve_dtype(info.device, cfg.dtype or recipes.stage_config(PretrainConfig, preset, "pretrain").dtype)
+        flops_per_token = model.config.flops_per_token(cfg.seq_len)
+        log(f"sft: preset={preset} conversations={len(convs)} train_rows={len(train_rows)} "
+            f"val_rows={len(val_rows)} steps={cfg.max_steps} batch={cfg.batch_size}x{cfg.seq_len}")
+
+        def loss_on(rows) -> tuple[torch.Tensor, int]:
+            mask = block_causal_mask(rows.segment_ids.to(info.device))
+            with autocast(info.device, dtype):
+                per_tok = ddp_model(rows.input_ids.to(info.device), position_ids=rows.position_ids.to(info.device),
+                                    attn_mask=mask, targets=rows.targets.to(info.device), loss_reduction="none")
+            return per_tok.sum(), rows.trained_tokens()
+
+        def val_loss() -> float:
+            model.eval()
+            total, count = 0.0, 0
+            with torch.no_grad():
+                for i in range(info.rank, len(val_rows), cfg.batch_size):
+                    idx = torch.arange(i, min(i + per_rank, len(val_rows)))
+                    s, n = loss_on(val_rows.batch(idx))
+                    total += float(s)
+                    count += n
+            total, count = all_reduce_sum([total, count], info)
+            model.train()
+            return total / max(1, count)
+
+        t_loop = time.perf_counter()
+        rec: dict = {}
+        while step < cfg.max_steps:
+            t0 = time.perf_counter()
+            # Deterministic order from (seed, epoch): resuming at `step` sees the same batches.
+            rows_per_epoch = len(train_rows) // cfg.batch_size
+            epoch, pos = divmod(step, rows_per_epoch)
+            order = torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(cfg.seed + epoch))
+            batch_idx = order[pos * cfg.batch_size: (pos + 1) * cfg.batch_size]
+            rows = train_rows.batch(batch_idx[info.rank * per_rank: (info.rank + 1) * per_rank])
+            lr = lr_at(step, cfg.max_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
+            set_lr(opt, lr)
+            loss_sum, n_local = loss_on(rows)
+            # Normalise by the trained tokens of the whole global batch, so every token weighs the same.
+            (n_global,) = all_reduce_sum([n_local], info)
+            # DDP averages gradients over ranks; multiply back so the result is sum / n_global.
+            (loss_sum * info.world / max(1.0, n_global)).backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            tokens_trained += int(rows.input_ids.numel()) * info.world
+            (loss_global,) = all_reduce_sum([float(loss_sum.detach())], info)
+            rec = {"step": step, "loss": loss_global / max(1.0, n_global), "lr": lr, "grad_norm": float(gnorm),
+                   "trained_tokens": int(n_global), "step_s": round(time.perf_counter() - t0, 4)}
+            if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                rec["val_loss"] = val_loss()
+                log(f"sft step {step}/{cfg.max_steps} loss {rec['loss']:.4f} val {rec['val_loss']:.4f} lr {lr:.2e}")
+            st.metrics.log(rec)
+            if step % cfg.ckpt_every == 0 and step < cfg.max_steps:
+                st.checkpoint(step, model, opt, {"tokens_trained": tokens_trained})
+            barrier(info)
+
+        summary = {"preset": preset, "steps": step, "tokens": tokens_trained,
+                   "final_loss": rec.get("loss"), "final_val_loss": rec.get("val_loss"),
+                   "conversations": len(convs), "train_rows": len(train_rows), "config": dataclasses.asdict(cfg),
+                   "loop_s": round(time.perf_counter() - t_loop, 2)}
+        meta = {"preset": preset, "stage": "sft", "step": step, "tokens_seen": tokens_trained, "parent": "pretrain"}
+        return st.finish(model, meta, summary, params=model.config.num_parameters(), tokens=tokens_trained,
+                         flops=flops_per_token * tokens_trained, steps=step,
+                         final_val_loss=summary["final_val_loss"])

@@ -1,0 +1,22 @@
+"""Training machinery the model stages share (pretrain, SFT, RL), applied from outside the model.
+
+- distributed.py  torchrun: process group (gloo/NCCL), DDP, collectives
+- optim.py        AdamW, LR schedule, mixed precision, one optimizer step with accumulation
+- checkpoints.py  resumable checkpoints RUN/<stage>/ckpt/step_N/ and the final model
+- metrics.py      metrics.jsonl, the progress line, the measured peak for MFU
+- lifecycle.py    the one stage life-cycle: skip, force, resume or fresh start, finish, clean-up
+"""
+
+from saessak.training.checkpoints import (latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint,
+                                          save_final)
+from saessak.training.distributed import (DistInfo, all_reduce_grads, all_reduce_max, all_reduce_sum, barrier,
+                                          broadcast_object, cleanup_distributed, init_distributed, wrap_ddp)
+from saessak.training.lifecycle import StageRun, completed
+from saessak.training.metrics import MetricsLog, Progress, peak_flops
+from saessak.training.optim import (autocast, build_optimizer, cpu_has_amx, lr_at, resolve_dtype, set_lr,
+                                    train_step)
+
+__all__ = ["DistInfo", "MetricsLog", "Progress", "StageRun", "all_reduce_grads", "all_reduce_max", "all_reduce_sum",
+           "autocast", "barrier", "broadcast_object", "build_optimizer", "cleanup_distributed", "completed",
+           "cpu_has_amx", "init_distributed", "latest_checkpoint", "list_checkpoints", "load_checkpoint", "lr_at",
+           "peak_flops", "resolve_dtype", "save_checkpoint", "save_final", "set_lr", "train_step", "wrap_ddp"]

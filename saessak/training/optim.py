@@ -1,0 +1,118 @@
+"""One optimizer step: AdamW, the learning-rate schedule, mixed precision and gradient accumulation.
+
+- `build_optimizer`: AdamW, weight decay on matrices only, fused kernels (CUDA and CPU).
+- `lr_at`: linear warm-up, then cosine decay to a floor.
+- `resolve_dtype`, `autocast`: bf16 autocast on CPU and CUDA over fp32 master weights (or fp32).
+- `train_step`: one optimizer step over micro-batches (accumulation, DDP no_sync, clipping).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import torch
+
+from saessak.errors import UserError
+from saessak.model.checkpoint import unwrap
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1,
+                    betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8) -> torch.optim.AdamW:
+    """AdamW with decay on matrices only (norm gains are not decayed); a tied embedding counts once.
+
+    Fused AdamW (one kernel per parameter) on CUDA and on CPU, where it is the fastest path
+    (docs/BENCHMARKS.md); torch without CPU fused kernels falls back to the per-tensor loop.
+    """
+    params = [p for p in unwrap(model).parameters() if p.requires_grad]  # parameters() dedups ties
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
+    except (RuntimeError, TypeError):  # no fused kernel for this device in this torch
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=False)
+
+
+def lr_at(step: int, max_steps: int, peak_lr: float, warmup_steps: int, min_lr_frac: float = 0.1) -> float:
+    """LR for optimizer step `step` (0-based): linear warm-up to the peak, cosine decay to the floor."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return peak_lr * (step + 1) / warmup_steps
+    span = max(1, max_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    floor = peak_lr * min_lr_frac
+    return floor + (peak_lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def cpu_has_amx() -> bool:
+    """True when the CPU exposes AMX tiles with bf16 (the kernel lists `amx_bf16` in its flags)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
+    except OSError:
+        return False
+
+
+def resolve_dtype(device: str, dtype: str | None) -> str:
+    """`auto` (or None): bf16 autocast on CUDA with bf16 support and on CPUs with AMX; fp32 otherwise
+    (docs/BENCHMARKS.md has the measurements behind the rule)."""
+    if dtype not in (None, "auto"):
+        if dtype not in ("bf16", "fp32"):
+            raise UserError(f"--dtype {dtype!r}: must be auto, bf16 or fp32")
+        return dtype
+    if str(device).startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_amx() else "fp32"
+
+
+def autocast(device: str, dtype: str = "bf16"):
+    """bf16 autocast over fp32 master weights on CPU or CUDA; `fp32` is a no-op context."""
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    if dtype != "bf16":
+        raise UserError(f"--dtype {dtype!r}: must be bf16 or fp32")
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean of the micro-batch losses on this process
+    grad_norm: float  # total gradient norm before clipping
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: Iterable[Any],
+               loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor], *, device: str = "cpu",
+               dtype: str = "bf16", grad_clip: float = 1.0) -> StepResult:
+    """One optimizer step with gradient accumulation.
+
+    `loss_fn(model, batch)` returns the loss of one micro-batch (a mean over its tokens); each is
+    divided by the number of micro-batches, so the step's gradient is the mean over them. Under DDP
+    gradients are synchronised only on the last micro-batch (no_sync before), then averaged over
+    ranks by DDP. `grad_clip` <= 0 disables clipping (the norm is still reported).
+    """
+    batches = list(micro_batches)
+    if not batches:
+        raise ValueError("train_step needs at least one micro-batch")
+    n = len(batches)
+    total = 0.0
+    optimizer.zero_grad(set_to_none=True)
+    for i, batch in enumerate(batches):
+        sync = i == n - 1
+        ctx = model.no_sync() if (not sync and hasattr(model, "no_sync")) else contextlib.nullcontext()
+        with ctx:
+            with autocast(device, dtype):
+                loss = loss_fn(model, batch)
+            (loss / n).backward()
+        total += float(loss.detach())
+    params = [p for p in model.parameters() if p.grad is not None]
+    max_norm = grad_clip if grad_clip > 0 else float("inf")
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # torch picks foreach where it is fast
+    optimizer.step()
+    return StepResult(loss=total / n, grad_norm=float(norm))
