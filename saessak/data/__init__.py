@@ -1,4 +1,15 @@
-"""The Korean corpus pipeline: sources, cleaning, dedup, PII masking, split, data card.
+"""The data stage: the Korean corpus pipeline (RUN/data/).
+
+- sources.py        the named default sources (Debian Korean docs, the constitution); cache.py fetches them
+- inputs.py         the user's local files and Hugging Face datasets
+- htmltext.py       prose out of HTML help pages; licence.py reads Debian copyright files
+- clean.py          NFC, control characters, line and document filters
+- dedup.py          exact and MinHash near-duplicate removal
+- split.py          the train/val split by document hash, and reading a run's split files
+- source_report.py  per-source counts, measured while the corpus is built
+- card.py           data_card.json / data_card.md, and the summary the report and model card carry
+- build.py          `build_corpus`: the pipeline end to end (PII masking through saessak.pii)
+- cli.py            `saessak data fetch|build`
 
 `build_corpus` is imported on first use, so `saessak --help` (which imports `saessak.data.cli`)
 does not pay for numpy and the rest of the pipeline.
