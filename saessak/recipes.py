@@ -3,7 +3,7 @@
 A recipe names the settings that differ from each stage's defaults; the defaults live with the
 stage's config class (`pretrain.config.PretrainConfig`, `sft.config.SFTConfig`,
 `rl.config.GRPOConfig`, `evals.config.EvalConfig`), and command-line options override a recipe
-field of the same name. `stage_settings(preset, stage)` is what a stage starts from.
+field of the same name. `stage_config(cls, preset, section, overrides)` builds what a stage starts from.
 
 Shape rules (from `depth`, the one size knob, as nanochat has it):
     hidden_size       = depth * aspect_ratio          (aspect_ratio 64 unless the recipe says)
@@ -184,10 +184,6 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     _gpu("d32", 32, 65536, kv_group=4, batch_size=8, grad_accum=4, max_steps=40000, lr=4e-4, warmup_steps=1000,
          val_every=1000, ckpt_every=1000),
 ]}
-
-
-def names() -> list[str]:
-    return list(RECIPES)
 
 
 def get(name: str) -> Recipe:

@@ -41,6 +41,11 @@ def stage_name(name: str) -> str:
     return LEGACY_NAMES.get(name, name)
 
 
+def old_names(stage: str) -> list[str]:
+    """The older names of a stage (`pretrain` -> ["base"]), under which old run folders hold it."""
+    return [old for old, new in LEGACY_NAMES.items() if new == stage_name(stage)]
+
+
 def command_for(stage: str) -> str:
     return "saessak " + _COMMANDS.get(stage, f"{stage} --run RUN")
 
@@ -73,8 +78,8 @@ class RunFolder:
         stage = stage_name(stage)
         path = self.root / stage
         if not path.exists():
-            for old, new in LEGACY_NAMES.items():
-                if new == stage and (self.root / old).is_dir():
+            for old in old_names(stage):
+                if (self.root / old).is_dir():
                     return self.root / old
         return path
 

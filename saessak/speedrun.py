@@ -25,7 +25,7 @@ from typing import Callable
 from saessak import recipes
 from saessak.errors import UserError
 from saessak.io import read_json_or_none, write_json
-from saessak.runfolder import LEGACY_NAMES, MODEL_STAGES, STAGES, RunFolder, stage_name
+from saessak.runfolder import MODEL_STAGES, STAGES, RunFolder, old_names, stage_name
 
 @dataclass
 class Step:
@@ -66,8 +66,7 @@ def _eval_has(run: RunFolder, stage: str) -> bool:
     results = read_json_or_none(run.root / "eval" / "results.json")
     if not isinstance(results, dict):
         return False
-    names = [stage] + [old for old, new in LEGACY_NAMES.items() if new == stage]
-    return any(isinstance(results.get(n), dict) for n in names)
+    return any(isinstance(results.get(n), dict) for n in [stage, *old_names(stage)])
 
 
 def plan(run_dir: str, preset: str, sources: str | None = None) -> list[Step]:

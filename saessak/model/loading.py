@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saessak.errors import UserError
-from saessak.runfolder import LEGACY_NAMES, MODEL_STAGES, RunFolder, stage_name
+from saessak.runfolder import MODEL_STAGES, RunFolder, stage_name
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,9 @@ def find(path: str | os.PathLike, stage: str | None = None, *, needed_by: str,
          option: str = "--model", checkpoint_ok: bool = True) -> Finished:
     """The finished model at `path` (see the module doc); `option` names the path in messages."""
     path = Path(path)
-    if not path.exists():
+    # A missing run folder asked for a named stage is reported as that stage missing (`require` below):
+    # the message then says which command makes it.
+    if not path.exists() and (checkpoint_ok or stage is None):
         raise UserError(f"{option} {path}: " + ("no such file or folder" if checkpoint_ok else "run folder not found"))
     if checkpoint_ok and (path / "config.json").exists():
         for cand in (path / "tokenizer.json", path.parent / "tokenizer.json",
@@ -66,7 +68,7 @@ def find(path: str | os.PathLike, stage: str | None = None, *, needed_by: str,
 def _checkpoint_name(ckpt: Path) -> str:
     ckpt = ckpt.resolve()
     if ckpt.name == "final" and ckpt.parent.parent != ckpt.parent:
-        return f"{ckpt.parent.parent.name}-{LEGACY_NAMES.get(ckpt.parent.name, ckpt.parent.name)}"
+        return f"{ckpt.parent.parent.name}-{stage_name(ckpt.parent.name)}"
     return ckpt.name
 
 
@@ -95,5 +97,4 @@ def load(found: Finished, device: str = "cpu"):
 
 def load_stage(run: RunFolder, stage: str, needed_by: str, device: str = "cpu"):
     """(model, tokenizer) of a finished model stage of a run."""
-    run.require(stage, needed_by)
     return load(find(run.root, stage, needed_by=needed_by, option="--run", checkpoint_ok=False), device)

@@ -74,8 +74,7 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
         err = broadcast_object(err, info)
         if err:
             raise UserError(err)
-        meta = shards.read_meta(shard_dir)
-        shards.check_matches(meta, shard_dir, tok, tok_sha)
+        meta = shards.read_meta(shard_dir)  # checked above, or just built from this tokenizer
         cfg = model_config(preset, tok.vocab_size)
         T = cfg.max_position_embeddings
         train_sampler = shards.SequenceSampler(shards.open_split(shard_dir, meta, "train"), T, p.seed)

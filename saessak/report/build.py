@@ -23,7 +23,7 @@ from saessak.model import ModelConfig
 from saessak.report.markdown import render_markdown
 from saessak.report.plots import plot_stage
 from saessak.report.projection import project
-from saessak.runfolder import LEGACY_NAMES, MODEL_STAGES, STAGES, RunFolder
+from saessak.runfolder import MODEL_STAGES, STAGES, RunFolder, stage_name
 
 # 2: the pretrained model's entries are keyed "pretrain" (1 called them "base").
 SCHEMA_VERSION = 2
@@ -53,15 +53,8 @@ def model_section(run: RunFolder) -> dict[str, Any] | None:
 
 def stages_run(run: RunFolder, records: list[dict]) -> list[str]:
     """Stage names in the order they first ran (from the ledger), then any done marker not in it."""
-    seen: list[str] = []
-    for rec in records:
-        name = str(rec.get("stage", ""))
-        if name and name not in seen:
-            seen.append(name)
-    for stage in STAGES:
-        if run.is_done(stage) and stage not in seen:
-            seen.append(stage)
-    return [LEGACY_NAMES.get(s, s) for s in dict.fromkeys(seen)]
+    names = [str(rec.get("stage", "")) for rec in records] + [s for s in STAGES if run.is_done(s)]
+    return list(dict.fromkeys(stage_name(n) for n in names if n))
 
 
 # ----------------------------------------------------------------------------- build / write
