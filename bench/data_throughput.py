@@ -8,7 +8,8 @@ Measures, on this machine:
     Hangul particles hide identifiers from it) with its recall on labelled Korean sentences, and
     a pure-Python MinHash (per-shingle loops) against the numpy one.
 
-Usage: python bench/data_throughput.py [--quick]     (last stdout line: one JSON object)
+Usage: python bench/data_throughput.py [--quick | --smoke]     (last stdout line: one JSON object)
+`--smoke` runs every step on a few documents in seconds (the test suite runs it); its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -87,8 +88,10 @@ def python_minhash(text: str, num_perm: int = 128, k: int = 5) -> list[int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few hundred documents per source (under a minute)")
+    ap.add_argument("--smoke", action="store_true", help="every step on a few documents, in seconds (tests)")
     args = ap.parse_args()
-    max_docs = 300 if args.quick else None
+    max_docs = 20 if args.smoke else 300 if args.quick else None
+    n_labelled, n_dense, n_minhash = (50, 200, 5) if args.smoke else (500, 20000, 40)
     fetch_all(log=lambda m: None)
 
     # 1. extraction (HTML -> paragraphs), kept out of the throughput figures below
@@ -126,7 +129,7 @@ def main() -> int:
     # 3. pii scan alone over the cleaned corpus (one text, as `saessak pii scan FILE` reads it)
     corpus = "\n\n".join(docs)
     corpus_mb = len(corpus.encode("utf-8")) / 1e6
-    reps = 1 if args.quick else 3
+    reps = 1 if args.quick or args.smoke else 3
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(reps):
         n_entities = len(find_pii(corpus))
@@ -136,9 +139,9 @@ def main() -> int:
     naive_scan(corpus)
     naive_s = time.perf_counter() - t0
 
-    pairs = labelled_sentences(500)
+    pairs = labelled_sentences(n_labelled)
     # worst case for speed: every sentence carries an identifier
-    dense = "\n".join(t for t, _ in labelled_sentences(20000, seed=1))
+    dense = "\n".join(t for t, _ in labelled_sentences(n_dense, seed=1))
     dense_mb = len(dense.encode("utf-8")) / 1e6
     t0 = time.perf_counter()
     n_dense = len(find_pii(dense))
@@ -147,7 +150,7 @@ def main() -> int:
     naive_recall = recall(naive_scan, pairs)
 
     # 4. MinHash: numpy vs pure Python on the same documents
-    sample = masked[:40]
+    sample = masked[:n_minhash]
     t0 = time.perf_counter()
     for t in sample:
         lsh.signature(t)
@@ -166,6 +169,7 @@ def main() -> int:
 
     result = {
         "quick": args.quick,
+        "smoke": args.smoke,
         "documents_in": len(raw),
         "documents_kept": kept,
         "extracted_mb": round(raw_mb, 3),

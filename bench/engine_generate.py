@@ -6,6 +6,7 @@ cpu-tiny model shape with random weights. Reports generated tokens/s.
 
     .venv/bin/python bench/engine_generate.py            # 16 prompts x 8, 96 tokens
     .venv/bin/python bench/engine_generate.py --quick    # 4 prompts x 8, 32 tokens
+    .venv/bin/python bench/engine_generate.py --smoke    # 2 prompts x 2, 4 tokens: the code paths, in seconds (tests)
 
 The last stdout line is one JSON object with the key figures.
 """
@@ -90,6 +91,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="2 prompts x 2, 4 tokens: every path in seconds (tests)")
     ap.add_argument("--prompts", type=int, default=None)
     ap.add_argument("--G", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=None)
@@ -97,8 +99,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    P = args.prompts or (4 if args.quick else 16)
-    N = args.new_tokens or (32 if args.quick else 96)
+    if args.smoke:
+        args.G = 2
+    P = args.prompts or (2 if args.smoke else 4 if args.quick else 16)
+    N = args.new_tokens or (4 if args.smoke else 32 if args.quick else 96)
     model, tok = cpu_tiny_model(), toy_tokenizer()
     prompts = prompts_for(P, tok.vocab_size)
     torch.manual_seed(0)
@@ -109,7 +113,7 @@ def main() -> None:
     }
     for name, r in results.items():
         print(f"{name:>18}: {r['tok_s']:>9.1f} tok/s  ({r['tokens']} tokens in {r['wall_s']:.2f} s)")
-    print(json.dumps({"bench": "engine_generate", "quick": args.quick, "prompts": P, "G": args.G, "new_tokens": N,
+    print(json.dumps({"bench": "engine_generate", "quick": args.quick, "smoke": args.smoke, "prompts": P, "G": args.G, "new_tokens": N,
                       "threads": torch.get_num_threads(), **results,
                       "speedup_vs_hf": round(results["ours_fp32"]["tok_s"] / results["hf_generate_fp32"]["tok_s"], 2)}))
 

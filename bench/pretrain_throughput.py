@@ -16,6 +16,7 @@ load from other processes on a shared machine hits them alike. The last stdout l
 object: ours, baseline, ratio, unit, plus the rest.
 
     .venv/bin/python bench/pretrain_throughput.py [--quick] [--preset cpu-tiny] [--compile]
+    .venv/bin/python bench/pretrain_throughput.py --smoke   # micro shape, one step each: the code paths, in seconds
 """
 
 from __future__ import annotations
@@ -101,11 +102,14 @@ def main() -> None:
     ap.add_argument("--preset", default="cpu-tiny", help="shape of the side-by-side comparison")
     ap.add_argument("--mfu-preset", default="cpu-small", help="shape of the MFU measurement")
     ap.add_argument("--compile", action="store_true", help="also time ours under torch.compile (slow warm-up)")
+    ap.add_argument("--smoke", action="store_true", help="micro shape, one step each: every path in seconds (tests)")
     args = ap.parse_args()
+    if args.smoke:
+        args.quick, args.preset, args.mfu_preset = True, "micro", "micro"
     torch.manual_seed(0)
-    warmup, steps = (1, 3) if args.quick else (2, 8)
+    warmup, steps = (1, 1) if args.smoke else (1, 3) if args.quick else (2, 8)
 
-    peak_s = 0.3 if args.quick else 1.0
+    peak_s = 0.05 if args.smoke else 0.3 if args.quick else 1.0
     peak = {d: training.peak_flops("cpu", d, seconds=peak_s) for d in ("bf16", "fp32")}
     p = recipes.stage_config(PretrainConfig, args.preset, "pretrain")
     cfg = model_config(args.preset)
@@ -183,6 +187,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "quick": args.quick,
+        "smoke": args.smoke,
     }
     if compile_warmup_s is not None:
         result["compile_first_step_s"] = round(compile_warmup_s, 1)

@@ -12,7 +12,8 @@ what the weights know; a random model rarely ends its turn, so every completion 
     loss (dapo, no reference model), fp32 on the same threads. Skipped with a note when trl is not
     installed (`pip install -e .[bench]`) or with --no-trl.
 
-Usage: python bench/rl_step.py [--quick] [--no-trl]     (last stdout line: one JSON object)
+Usage: python bench/rl_step.py [--quick | --smoke] [--no-trl]     (last stdout line: one JSON object)
+`--smoke` runs every part, TRL's included, at G=2 and 8 tokens in seconds (the test suite runs it).
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ from saessak.tasks.registry import prompt_messages  # noqa: E402
 from saessak.tokenizer.chat_format import prompt_ids  # noqa: E402
 
 
-def task_tokenizer(vocab_size: int):
+def task_tokenizer(vocab_size: int, per_family: int = 300):
     """A tokenizer trained in seconds on task text (only its size matters for speed)."""
     from saessak.tokenizer import train_tokenizer
 
     texts = []
     for f in tasks.FAMILIES:
-        for ex in tasks.sample(f, "train", 300, seed=0):
+        for ex in tasks.sample(f, "train", per_family, seed=0):
             texts += [ex["prompt"], tasks.solution(ex)]
     return train_tokenizer(texts, vocab_size)
 
@@ -73,12 +74,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer prompts and steps (under a minute)")
     ap.add_argument("--no-trl", action="store_true", help="skip the side-by-side with TRL's GRPOTrainer")
+    ap.add_argument("--smoke", action="store_true", help="every part at G=2, 8 tokens, in seconds (tests)")
     args = ap.parse_args()
-    G, L = 8, 128
-    n_prompts = 2 if args.quick else 8
-    repeats = 1 if args.quick else 2
+    G, L = (2, 8) if args.smoke else (8, 128)
+    n_prompts = 1 if args.smoke else 2 if args.quick else 8
+    repeats = 1 if args.quick or args.smoke else 2
     torch.manual_seed(0)
-    tok = task_tokenizer(4096)
+    tok = task_tokenizer(1024, per_family=50) if args.smoke else task_tokenizer(4096)
     cfg = model_config("cpu-tiny", vocab_size=tok.vocab_size)
     model = Llama(cfg)
     model.init_weights(0)
@@ -88,7 +90,7 @@ def main() -> None:
 
     from saessak.model.sampler import Sampler
 
-    result = {"shape": "cpu-tiny", "params": cfg.num_parameters(), "G": G, "completion_tokens": L,
+    result = {"smoke": args.smoke, "shape": "cpu-tiny", "params": cfg.num_parameters(), "G": G, "completion_tokens": L,
               "prompts": n_prompts, "threads": torch.get_num_threads()}
     for name, dtype in (("engine_fp32", None), ("engine_bf16", torch.bfloat16)):
         sampler = Sampler(model, tok, max_batch_size=64, dtype=dtype)
@@ -103,7 +105,7 @@ def main() -> None:
 
     naive_flat = flat[: 2 * G]  # the baseline is slow; time a slice and report its rate
     t0 = time.perf_counter()
-    toks = naive_sample(model, naive_flat, L if not args.quick else 48, 1.0, 0)
+    toks = naive_sample(model, naive_flat, L if not args.quick else min(L, 48), 1.0, 0)
     result["naive_no_cache_tok_per_s"] = round(toks / (time.perf_counter() - t0), 1)
     result["rollout_speedup_vs_naive"] = round(result["engine_fp32_tok_per_s"] / result["naive_no_cache_tok_per_s"], 2)
 

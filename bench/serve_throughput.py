@@ -8,6 +8,7 @@ the time it waits for the ones before it (as in a one-at-a-time server).
 
     .venv/bin/python bench/serve_throughput.py            # cpu-tiny shape, 64 new tokens
     .venv/bin/python bench/serve_throughput.py --quick    # under a minute
+    .venv/bin/python bench/serve_throughput.py --smoke    # 1 and 2 clients, 4 tokens: the code paths, in seconds
     .venv/bin/python bench/serve_throughput.py --model runs/NAME   # a trained run or checkpoint
 
 The last stdout line is one JSON object with the key figures.
@@ -171,7 +172,7 @@ def hf_model_from(ckpt: Path):
     return hf
 
 
-def bench_hf_sequential(ckpt: Path, levels: list[int], per_client: int, max_tokens: int,
+def bench_hf_sequential(ckpt: Path, tokenizer_json: Path, levels: list[int], per_client: int, max_tokens: int,
                         baseline_requests: int | None) -> dict:
     import torch
     from transformers.generation.streamers import BaseStreamer
@@ -179,7 +180,7 @@ def bench_hf_sequential(ckpt: Path, levels: list[int], per_client: int, max_toke
     from saessak.tokenizer.chat_format import prompt_ids
     from saessak.tokenizer import Tokenizer
 
-    tok = Tokenizer.load(ckpt / "tokenizer.json" if (ckpt / "tokenizer.json").exists() else _run_tokenizer(ckpt))
+    tok = Tokenizer.load(tokenizer_json)
     hf = hf_model_from(ckpt)
 
     class FirstToken(BaseStreamer):
@@ -219,38 +220,36 @@ def bench_hf_sequential(ckpt: Path, levels: list[int], per_client: int, max_toke
     return out
 
 
-def _run_tokenizer(ckpt: Path) -> Path:
-    from saessak.serve.loading import resolve_checkpoint
-
-    return resolve_checkpoint(ckpt)[1]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="run or checkpoint folder (default: random cpu-tiny weights)")
     ap.add_argument("--quick", action="store_true", help="fewer and shorter requests (under a minute)")
     ap.add_argument("--max-tokens", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
+    ap.add_argument("--smoke", action="store_true", help="1 and 2 clients, 4 tokens: every path in seconds (tests)")
     args = ap.parse_args()
 
-    levels = [1, 8, 32]
-    per_client = 1 if args.quick else 2
-    max_tokens = args.max_tokens or (32 if args.quick else 64)
-    baseline_requests = 6 if args.quick else None  # sequential tokens/s does not depend on the count
+    levels = [1, 2] if args.smoke else [1, 8, 32]
+    per_client = 1 if args.quick or args.smoke else 2
+    max_tokens = args.max_tokens or (4 if args.smoke else 32 if args.quick else 64)
+    # sequential tokens/s does not depend on the count
+    baseline_requests = 2 if args.smoke else 6 if args.quick else None
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.model:
-            from saessak.serve.loading import resolve_checkpoint
+            from saessak.model.loading import find
 
-            ckpt = resolve_checkpoint(args.model)[0]
+            found = find(args.model, needed_by="bench/serve_throughput.py")
+            ckpt, tokenizer_json = found.checkpoint, found.tokenizer_json
         else:
             ckpt = build_default_checkpoint(Path(tmp) / "ckpt")
+            tokenizer_json = ckpt / "tokenizer.json"
         if args.threads:
             import torch
 
             torch.set_num_threads(args.threads)
         ours = bench_ours(ckpt, levels, per_client, max_tokens, args.threads)
-        hf = bench_hf_sequential(ckpt, levels, per_client, max_tokens, baseline_requests)
+        hf = bench_hf_sequential(ckpt, tokenizer_json, levels, per_client, max_tokens, baseline_requests)
 
     print(f"{'clients':>7} | {'saessak tok/s':>13} {'TTFT p50':>9} {'p99':>7} | {'HF seq tok/s':>12} "
           f"{'TTFT p50':>9} {'p99':>7} | speed-up")
@@ -259,9 +258,9 @@ def main() -> None:
         print(f"{c:>7} | {o['tok_s']:>13.1f} {o['ttft_p50_s']:>9.3f} {o['ttft_p99_s']:>7.3f} | {h['tok_s']:>12.1f} "
               f"{h['ttft_p50_s']:>9.3f} {h['ttft_p99_s']:>7.3f} | {o['tok_s'] / h['tok_s']:.1f}x")
     summary = {
-        "bench": "serve_throughput", "quick": args.quick, "max_tokens": max_tokens, "threads": args.threads,
+        "bench": "serve_throughput", "quick": args.quick, "smoke": args.smoke, "max_tokens": max_tokens, "threads": args.threads,
         "ours": ours, "hf_sequential": hf,
-        "speedup_at_32": round(ours["32"]["tok_s"] / hf["32"]["tok_s"], 2),
+        f"speedup_at_{levels[-1]}": round(ours[str(levels[-1])]["tok_s"] / hf[str(levels[-1])]["tok_s"], 2),
         "failed_requests": sum(v["failed"] for v in ours.values()),
     }
     print(json.dumps(summary))

@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/speedrun_time.py [--preset cpu-tiny] [--cold-cache] [--run DIR]
     .venv/bin/python bench/speedrun_time.py --quick          # the micro preset (about two minutes)
+    .venv/bin/python bench/speedrun_time.py --smoke --run RUN  # RUN a finished micro run: every stage is
+                                                               # skipped, so only the accounting runs (seconds)
 
 `--cold-cache` points SAESSAK_CACHE at an empty folder, so the data stage downloads its Debian
 packages and wheel again (the "packages not cached" figure); without it the cache is used as is.
@@ -28,10 +30,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="cpu-tiny")
     ap.add_argument("--quick", action="store_true", help="micro preset (CI scale)")
+    ap.add_argument("--smoke", action="store_true", help="micro preset; with --run of a finished run, seconds (tests)")
     ap.add_argument("--cold-cache", action="store_true", help="empty download cache: data stage fetches packages")
     ap.add_argument("--run", default=None, help="run folder (default: a fresh temporary one)")
     args = ap.parse_args()
-    preset = "micro" if args.quick else args.preset
+    preset = "micro" if args.quick or args.smoke else args.preset
     if args.cold_cache:
         os.environ["SAESSAK_CACHE"] = tempfile.mkdtemp(prefix="saessak-cold-cache-")
     run = args.run or os.path.join(tempfile.mkdtemp(prefix="saessak-speedrun-"), preset)
@@ -50,6 +53,7 @@ def main() -> int:
     target = TARGET_S.get(preset)
     figures = {
         "preset": preset,
+        "smoke": args.smoke,
         "ok": result.ok,
         "cold_cache": args.cold_cache,
         "total_wall_s": round(total, 1),

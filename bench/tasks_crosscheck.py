@@ -39,12 +39,14 @@ def _corpus_texts(path: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: every check in seconds (tests)")
     parser.add_argument("--corpus", help="a run's data/val.jsonl: also check josa on its nouns and "
                                          "grade spacing items cut from it")
     args = parser.parse_args()
     from saessak.tasks import crosscheck
 
-    size = dict(words=1_000, numbers=200, examples=1_000, limit=20_000, rand=2_000, speed=200) if args.quick else \
+    size = dict(words=50, numbers=20, examples=50, limit=500, rand=100, speed=20) if args.smoke else \
+        dict(words=1_000, numbers=200, examples=1_000, limit=20_000, rand=2_000, speed=200) if args.quick else \
         dict(words=20_000, numbers=2_000, examples=20_000, limit=1_000_000, rand=100_000, speed=2_000)
     t0 = time.perf_counter()
     texts = _corpus_texts(args.corpus) if args.corpus else None
@@ -77,6 +79,7 @@ def main() -> None:
         print(f"  {task:9s} sample {r['sample_per_s']:>6}/s  solve+grade {r['solve_and_grade_per_s']:>6}/s")
     summary = {
         "quick": args.quick,
+        "smoke": args.smoke,
         "josa_kiwi_dictionary_rate": josa["kiwi_dictionary"]["rate"],
         "josa_kiwi_dictionary_checked": josa["kiwi_dictionary"]["checked"],
         "josa_digits_acronyms_rate": josa["digits_and_acronyms"]["rate"],

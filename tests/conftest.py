@@ -1,4 +1,5 @@
 import os
+import time
 
 import pytest
 
@@ -17,3 +18,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def micro_run(tmp_path_factory):
+    """The whole pipeline at micro scale through the real stages (the e2e tests read its outputs)."""
+    from saessak.cli import main
+
+    run = tmp_path_factory.mktemp("speedrun") / "micro"
+    t0 = time.perf_counter()
+    code = main(["speedrun", "--preset", "micro", "--run", str(run)])
+    assert code == 0, "micro speedrun failed"
+    return run, time.perf_counter() - t0

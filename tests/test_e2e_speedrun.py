@@ -14,14 +14,7 @@ from saessak.cli import main
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture(scope="module")
-def micro_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("speedrun") / "micro"
-    t0 = time.perf_counter()
-    code = main(["speedrun", "--preset", "micro", "--run", str(run)])
-    assert code == 0, "micro speedrun failed"
-    return run, time.perf_counter() - t0
+# `micro_run` (tests/conftest.py): one micro speedrun per session, shared with bench/speedrun_time.py's smoke test.
 
 
 def test_every_stage_left_its_output(micro_run):

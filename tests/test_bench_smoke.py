@@ -1,0 +1,49 @@
+"""Every benchmark in bench/ runs, in seconds, in its --smoke mode: a benchmark nobody can run is a
+claim nobody can check. The figures of a smoke run mean nothing; the code paths, both sides of each
+side-by-side included, are what is checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHES = sorted(p.name for p in (REPO / "bench").glob("*.py"))
+# What the last stdout line must hold beyond "smoke": the figures of each side of the comparison.
+KEYS = {
+    "data_throughput.py": {"pii_scan_mb_s", "naive_regex_scan_mb_s", "minhash_numpy_docs_s",
+                           "minhash_pure_python_docs_s", "full_build_s"},
+    "engine_generate.py": {"ours_fp32", "hf_generate_fp32", "speedup_vs_hf"},
+    "pretrain_throughput.py": {"ours", "baseline", "ratio", "mfu_shape_tok_per_s"},
+    "rl_step.py": {"engine_fp32_tok_per_s", "naive_no_cache_tok_per_s", "rl_step_s", "trl"},
+    "serve_throughput.py": {"ours", "hf_sequential", "speedup_at_2"},
+    "speedrun_time.py": {"ok", "stages_wall_s", "cost_krw"},
+    "tasks_crosscheck.py": {"josa_kiwi_dictionary_rate", "calendar_datetime_rate", "arith_expression_rate"},
+}
+
+
+def test_every_benchmark_is_covered():
+    assert set(BENCHES) == set(KEYS)
+
+
+@pytest.mark.parametrize("bench", BENCHES)
+def test_benchmark_smoke(bench, request):
+    args = [sys.executable, str(REPO / "bench" / bench), "--smoke"]
+    if bench == "speedrun_time.py":
+        # A finished micro run: every stage is skipped, the bench's own accounting still runs.
+        args += ["--run", str(request.getfixturevalue("micro_run")[0])]
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    last = json.loads(r.stdout.strip().splitlines()[-1])
+    assert last["smoke"] is True
+    assert KEYS[bench] <= set(last), KEYS[bench] - set(last)
+    if bench == "rl_step.py":
+        assert not str(last["trl"]).startswith("skipped"), "the TRL side-by-side must run (setup installs the bench extra)"
+    if bench == "speedrun_time.py":
+        assert last["ok"] is True
