@@ -50,7 +50,7 @@ def test_mask_stdin_keeps_everything_else(monkeypatch):
 
 
 def test_scan_nothing_found_prints_nothing(monkeypatch):
-    _stdin(monkeypatch, "가격은 12,000원, 2024-01-15, 버전 3.10.2".encode("utf-8"))
+    _stdin(monkeypatch, "가격은 12,000원, 2024-01-15, 버전 3.10.2".encode())
     buf = _stdout_bytes(monkeypatch)
     assert main(["pii", "scan", "-"]) == 0
     assert buf.getvalue() == b""
