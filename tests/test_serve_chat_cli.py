@@ -14,8 +14,9 @@ from tests.serve_util import REPO, make_checkpoint
 
 def run_cli(*args: str, stdin: str = "", timeout: int = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
+    env.pop("SAESSAK_API_KEY", None)  # a key in the developer's shell would change what serve does
     return subprocess.run([sys.executable, "-m", "saessak", *args], input=stdin, capture_output=True,
-                          text=True, cwd=REPO, env=env, timeout=timeout)
+                          text=True, cwd=REPO, env=env, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +141,94 @@ def test_ctrl_c_stops_a_reply_then_exits(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# -- who may use the server: the API key and the refusal to serve the network without one --------
+
+def serve_args(**kw):
+    import argparse
+
+    base = {"host": "127.0.0.1", "api_key": None, "api_key_file": None, "no_auth": False}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_a_network_host_without_a_key_is_refused_before_binding(run_folder):
+    from tests.serve_util import free_port
+
+    port = free_port()
+    r = run_cli("serve", "--model", str(run_folder), "--host", "0.0.0.0", "--port", str(port), timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    msg = r.stderr
+    assert "--host '0.0.0.0'" in msg and "--api-key-file" in msg and "SAESSAK_API_KEY" in msg and "--no-auth" in msg
+    assert "serving" not in msg  # it stopped before the server started
+
+
+@pytest.mark.parametrize("host, loopback", [
+    ("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True), ("::1", True), ("[::1]", True),
+    ("0.0.0.0", False), ("::", False), ("", False), ("192.168.0.10", False), ("myhost.example", False),
+])
+def test_loopback_hosts(host, loopback):
+    from saessak.serve.cli import is_loopback
+
+    assert is_loopback(host) is loopback
+
+
+def test_where_the_key_comes_from(tmp_path):
+    from saessak.serve.cli import resolve_api_key
+
+    key_file = tmp_path / "key"
+    key_file.write_text("  from-file-key\n")
+    assert resolve_api_key(serve_args(host="0.0.0.0", api_key_file=str(key_file)), {}) == "from-file-key"
+    env = {"SAESSAK_API_KEY": "from-env-key"}
+    assert resolve_api_key(serve_args(host="0.0.0.0"), env) == "from-env-key"
+    assert resolve_api_key(serve_args(api_key="flag-key"), env) == "flag-key"  # a flag beats the env
+    assert resolve_api_key(serve_args(host="0.0.0.0", no_auth=True), {}) is None
+    assert resolve_api_key(serve_args(), {}) is None  # loopback: open, as before
+
+
+@pytest.mark.parametrize("kw, env, message", [
+    ({"host": "0.0.0.0"}, {}, "no API key is set"),
+    ({"host": "", "api_key": ""}, {}, "--api-key: the API key is empty"),
+    ({"host": "0.0.0.0"}, {"SAESSAK_API_KEY": " "}, "SAESSAK_API_KEY environment variable: the API key is empty"),
+    ({"api_key": "키"}, {}, "printable ASCII"),
+    ({"api_key": "a b"}, {}, "printable ASCII"),
+    ({"api_key": "k", "api_key_file": "KEYFILE"}, {}, "give the key one way"),
+    ({"host": "0.0.0.0", "no_auth": True, "api_key": "k"}, {}, "--no-auth contradicts --api-key"),
+    ({"no_auth": True}, {"SAESSAK_API_KEY": "k"}, "--no-auth contradicts the SAESSAK_API_KEY"),
+    ({"api_key_file": "MISSING"}, {}, "MISSING: no such file"),
+    ({"api_key_file": "EMPTY"}, {}, "EMPTY: the API key is empty"),
+    ({"api_key_file": "TWOLINES"}, {}, "TWOLINES: the API key spans several lines"),
+    ({"api_key_file": "LATIN1"}, {}, "LATIN1: is not UTF-8 text"),
+    ({"api_key_file": "FOLDER"}, {}, "FOLDER: is a folder"),
+])
+def test_key_mistakes_are_clear_errors(tmp_path, kw, env, message):
+    from saessak.errors import UserError
+    from saessak.serve.cli import resolve_api_key
+
+    files = {"KEYFILE": b"k\n", "EMPTY": b"\n\n", "TWOLINES": b"one\ntwo\n", "LATIN1": b"\xe9t\xe9"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "FOLDER").mkdir()
+    if kw.get("api_key_file"):
+        kw["api_key_file"] = str(tmp_path / kw["api_key_file"])
+    with pytest.raises(UserError) as e:
+        resolve_api_key(serve_args(**kw), env)
+    assert message in str(e.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_key_file_is_named(tmp_path):
+    from saessak.errors import UserError
+    from saessak.serve.cli import resolve_api_key
+
+    key_file = tmp_path / "key"
+    key_file.write_text("k")
+    key_file.chmod(0)
+    with pytest.raises(UserError, match="key: cannot be read"):
+        resolve_api_key(serve_args(api_key_file=str(key_file)), {})
+
+
+def test_a_missing_key_file_stops_the_cli(tmp_path, run_folder):
+    r = run_cli("serve", "--model", str(run_folder), "--api-key-file", str(tmp_path / "no-key"), timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"--api-key-file {tmp_path / 'no-key'}: no such file" in r.stderr

@@ -176,3 +176,34 @@ def test_concurrent_requests_share_decode_steps():
     # 6 x 199 decode tokens were produced in far fewer steps than one request at a time would take
     assert max(model.decode_batches) >= 4
     assert len(model.decode_batches) < 6 * 199 / 2
+
+
+class _NameThatBreaks:
+    """A served model whose `name` raises: a stand-in for a bug outside generation."""
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer, self.source = model, tokenizer, "test"
+
+    @property
+    def name(self):
+        raise RuntimeError("secret 010-2345-6789 inside a bug's message")
+
+
+def test_a_bug_outside_generation_is_an_openai_500_without_a_traceback(caplog, capfd):
+    tok = tiny_tokenizer()
+    served = _NameThatBreaks(ScriptedModel(tok.vocab_size, 3, [tok.eot_id]), tok)
+    with InProcessServer(ServeSettings(), lambda: served, wait=False) as srv, \
+            caplog.at_level("INFO", logger="saessak.serve"):
+        for _ in range(100):  # wait for the load (health itself is what breaks)
+            r = httpx.get(srv.base_url + "/health")
+            if r.status_code != 503:
+                break
+            threading.Event().wait(0.05)
+        assert r.status_code == 500
+        assert r.json()["error"] == {"message": "internal error while handling the request",
+                                     "type": "server_error", "param": None, "code": "internal_error"}
+        assert httpx.get(srv.base_url + "/metrics").status_code == 200  # the server goes on
+    assert "RuntimeError" in caplog.text and '"endpoint": "/health", "status": 500' in caplog.text
+    out, err = capfd.readouterr()
+    for text in (caplog.text, out, err):
+        assert "010-2345-6789" not in text and "Traceback" not in text

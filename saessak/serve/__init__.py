@@ -2,7 +2,8 @@
 page and a terminal chat, all on the one generation engine (saessak/model/engine.py).
 
 - loading.py    --model PATH (run folder or checkpoint folder) -> the served model and its name
-- protocol.py   request parsing/validation and OpenAI-shaped errors
+- protocol.py   request parsing/validation and OpenAI-shaped errors (hostile input -> 4xx)
+- openapi.py    the OpenAPI document at /openapi.json (request bodies, replies, errors)
 - batching.py   the thread that owns the Engine and steps it for every open request
 - metrics.py    Prometheus text metrics
 - privacy_log.py request logging without conversation content (unless asked)

@@ -1,7 +1,9 @@
 """The FastAPI application: OpenAI-compatible endpoints, health, metrics and the web chat page.
 
 `create_app(settings, load)` returns the app; `load()` runs in a background thread at start-up so
-that GET /health answers 503 while the model loads and 200 once it is ready.
+that GET /health answers 503 while the model loads and 200 once it is ready. Every error, whatever
+the request, is an OpenAI-shaped JSON body with a content-free log line; /openapi.json describes
+the endpoints, their bodies and their errors (saessak/serve/openapi.py).
 """
 
 
@@ -11,17 +13,20 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from saessak.serve.batching import BatchingLoop, Failure, Overloaded
 from saessak.serve.loading import ServedModel
 from saessak.serve.metrics import Metrics
+from saessak.serve.openapi import openapi_schema
 from saessak.serve.privacy_log import RequestLog, now
 from saessak.serve.protocol import (
+    DEFAULT_MAX_REQUEST_BYTES,
     APIError,
     GenerationRequest,
+    check_content_type,
     parse_chat_request,
     parse_completion_request,
     parse_json_body,
@@ -40,6 +45,7 @@ class ServeSettings:
     max_seq_len: int | None = None
     log_content: bool = False
     dtype: str | None = None  # None: the checkpoint's dtype; "bfloat16" for a bf16 copy
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
 
 
 class _State:
@@ -55,7 +61,12 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
 
     import torch
     from fastapi import FastAPI, Request
-    from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+    from fastapi.responses import (
+        FileResponse,
+        JSONResponse,
+        PlainTextResponse,
+        StreamingResponse,
+    )
     from fastapi.staticfiles import StaticFiles
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -80,7 +91,7 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
             batcher.start()
             state.served, state.batcher = served, batcher
             state.ready.set()
-        except Exception as e:  # reported by /health; the message names a path, never user content
+        except Exception as e:  # noqa: BLE001 - reported by /health; the message names a path, never content
             state.load_error = f"{type(e).__name__}: {e}"
             reqlog.logger.error("model load failed: %s", state.load_error)
 
@@ -91,22 +102,75 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
         if state.batcher:
             state.batcher.stop()
 
-    app = FastAPI(title="saessak", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # No Swagger UI: it would load its scripts from a CDN, and the server makes no outbound requests.
+    app = FastAPI(title="saessak", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.saessak = state
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    schemas: dict[str | None, dict] = {}
 
-    def error_response(e: APIError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+    def current_schema() -> dict:  # the served model's id is its example once it is loaded
+        name = state.served.name if state.ready.is_set() else None
+        if name not in schemas:
+            schemas[name] = openapi_schema(max_n=settings.max_n, auth=bool(settings.api_key),
+                                           max_request_bytes=settings.max_request_bytes, model=name)
+        return schemas[name]
+
+    app.openapi = current_schema
+
+    def error_response(e: APIError, headers: dict | None = None) -> JSONResponse:
+        if e.status == 401:
+            headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
         return JSONResponse(e.body(), status_code=e.status, headers=headers)
+
+    def log_error(request: Request, e: APIError, rid: str | None = None) -> None:
+        # The generation endpoints log their own requests; this covers every other path. The route
+        # template (never the path itself, which a client chooses) names the endpoint.
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", None) or "unmatched"
+        metrics.inc("saessak_requests_total", endpoint=endpoint, status=str(e.status))
+        reqlog.request(request_id=rid or "req-" + uuid.uuid4().hex[:24], endpoint=endpoint, status=e.status,
+                       error_type=e.type, error_code=e.code)
 
     @app.exception_handler(APIError)
     async def _api_error(request, e: APIError):
+        log_error(request, e)
         return error_response(e)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, e):
         kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
-        return error_response(APIError(e.status_code, f"{request.method} {request.url.path}: {e.detail}", kind))
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
+        err = APIError(e.status_code, f"{request.method} {request.url.path[:200]}: {e.detail}", kind, code=code)
+        log_error(request, err)
+        return error_response(err, headers=getattr(e, "headers", None))  # 405 keeps its Allow header
+
+    def unexpected(request: Request, e: Exception) -> JSONResponse:
+        # A bug outside generation: OpenAI's shape, and only the exception's type in the log.
+        rid = "req-" + uuid.uuid4().hex[:24]
+        reqlog.server_error(rid, e)
+        err = APIError(500, "internal error while handling the request", type="server_error", code="internal_error")
+        log_error(request, err, rid)
+        return error_response(err)
+
+    app.add_middleware(_ContainErrors, on_error=unexpected)
+
+    async def read_body(request: Request) -> bytes:
+        """The body, refused with 413 as soon as it is known to exceed --max-request-bytes: from
+        Content-Length before reading anything, else while counting the bytes as they arrive."""
+        check_content_type(request.headers.get("content-type"))
+        limit = settings.max_request_bytes
+        too_big = APIError(413, f"the request body is larger than this server's limit of {limit} bytes "
+                           "(saessak serve --max-request-bytes)", code="request_too_large")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+            raise too_big
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def require_ready() -> tuple[ServedModel, BatchingLoop]:
         if not state.ready.is_set():
@@ -124,7 +188,7 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
                            type="authentication_error", code="invalid_api_key")
 
     # -- plain endpoints ---------------------------------------------------------------------
-    @app.get("/", include_in_schema=False)
+    @app.get("/")
     async def index():
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8")
 
@@ -151,7 +215,7 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
         check_auth(request)
         served, _ = require_ready()
         if model_id != served.name:
-            raise APIError(404, f"model '{model_id}' does not exist (this server serves '{served.name}')",
+            raise APIError(404, f"model '{model_id[:200]}' does not exist (this server serves '{served.name}')",
                            type="not_found_error", param="model", code="model_not_found")
         return _model_card(served)
 
@@ -170,7 +234,7 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         try:
             return await _generate(request, chat, rid)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a bug: 500, its type logged, never its message
             reqlog.server_error(rid, e)
             metrics.inc("saessak_requests_total", endpoint="chat.completions" if chat else "completions", status="500")
             return error_response(APIError(500, "internal error while handling the request", type="server_error",
@@ -183,11 +247,11 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
         try:
             check_auth(request)
             served, batcher = require_ready()
-            body = parse_json_body(await request.body())
+            body = parse_json_body(await read_body(request))
             req = (parse_chat_request if chat else parse_completion_request)(body, settings.max_n)
             meta.update(stream=req.stream, n=req.n)
             if req.model is not None and req.model != served.name:
-                raise APIError(404, f"model '{req.model}' does not exist (this server serves '{served.name}')",
+                raise APIError(404, f"model '{req.model[:200]}' does not exist (this server serves '{served.name}')",
                                type="not_found_error", param="model", code="model_not_found")
             prompt = _prompt_ids(served, req, chat)
             limit = batcher.engine.max_seq_len
@@ -237,7 +301,7 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
         while True:
             try:
                 item = await asyncio.wait_for(run.queue.get(), timeout=DISCONNECT_POLL_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if await request.is_disconnected():
                     return None
                 continue
@@ -288,7 +352,7 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
                 yield run.sse(run.usage_chunk())
             yield "data: [DONE]\n\n"
             disconnected = False
-        except Exception as e:  # not CancelledError: a disconnect is not an error
+        except Exception as e:  # noqa: BLE001 - not CancelledError: a disconnect is not an error
             reqlog.server_error(run.rid, e)
             status, error, disconnected = 500, "internal_error", False
             yield run.sse(APIError(500, "internal error while streaming", type="server_error",
@@ -299,6 +363,34 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
             _finish_log(run, meta, 499 if disconnected else status, disconnected=disconnected, error=error)
 
     return app
+
+
+class _ContainErrors:
+    """ASGI middleware: an exception no handler took becomes `on_error(request, exc)`'s response and
+    stops here. (Starlette's own last-resort handler re-raises it, and the server would then log a
+    traceback whose message may quote the request.)"""
+
+    def __init__(self, app, on_error):
+        self.app, self.on_error = app, on_error
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from starlette.requests import Request
+
+        started = False
+
+        async def watch(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as e:  # noqa: BLE001 - the point of this middleware
+            response = self.on_error(Request(scope), e)
+            if not started:  # a response already under way cannot be replaced
+                await response(scope, receive, send)
 
 
 def _failure_error(f: Failure) -> APIError:
