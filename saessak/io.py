@@ -33,6 +33,31 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux says it (/proc), else by the
+    set-and-restore dance."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _give_normal_mode(tmp: Path, target: Path, is_dir: bool) -> None:
+    """mkstemp/mkdtemp make 0600/0700 entries; the renamed result must have the mode a plain
+    open()/mkdir() would give (the umask's), or keep the mode of the file it replaces, so that a
+    run folder or an export can be shared with the other users of a machine or a container."""
+    try:
+        mode = target.stat().st_mode & 0o7777 if target.exists() else (0o777 if is_dir else 0o666) & ~_umask()
+        os.chmod(tmp, mode)
+    except OSError:
+        pass
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it to `path`, on error remove it."""
@@ -41,6 +66,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    _give_normal_mode(tmp_path, path, is_dir=False)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -158,6 +184,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _give_normal_mode(tmp, path, is_dir=True)
     try:
         yield tmp
         if path.exists():
