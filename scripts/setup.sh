@@ -37,13 +37,25 @@ need_apt=()
 for pkg in chromium chromium-driver fonts-nanum; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+#    Not root: sudo, if it works without a password prompt. In CI (CI=true) a package that cannot be
+#    installed stops set-up here: the browser tests would otherwise fail later (tests/conftest.py).
 if [ ${#need_apt[@]} -gt 0 ]; then
-  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  as_root=()
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    as_root=(sudo -n)
+  fi
+  if command -v apt-get >/dev/null && { [ "$(id -u)" = 0 ] || [ ${#as_root[@]} -gt 0 ]; }; then
     log "installing Debian packages: ${need_apt[*]}"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    "${as_root[@]}" apt-get update -qq >/dev/null
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  elif [ "${CI:-}" = true ]; then
+    log "error: cannot install ${need_apt[*]}: not root, no password-less sudo, or no apt-get."
+    log "       CI runs the browser tests; install them first: sudo apt-get install ${need_apt[*]}"
+    exit 1
   else
-    log "warning: cannot install ${need_apt[*]} (not root or no apt-get); browser tests will be skipped"
+    log "warning: cannot install ${need_apt[*]} (not root, no password-less sudo, or no apt-get);"
+    log "         the browser tests will be skipped here (in CI, where CI=true, they fail instead)"
   fi
 fi
 

@@ -236,3 +236,101 @@ def test_rl_tasks_default_to_the_preset_and_all_means_every_family(tmp_path, mon
     # () overrides a preset's list: every family
     cfg = recipes.stage_config(GRPOConfig, "cpu-tiny", "rl", {"tasks": ()})
     assert cfg.families(tasks) == list(tasks.FAMILIES)
+
+
+# ----------------------------------------------------------------------------- time budget and dynamic sampling
+
+
+def test_time_budget_stops_after_the_step_that_passes_it_and_leaves_a_usable_model(tmp_path):
+    import torch
+
+    from saessak.model.loading import load_stage
+    from saessak.model.sampler import Sampler
+    from saessak.rl.stage import run_rl
+    from saessak.tokenizer.chat_format import prompt_ids
+
+    run = make_run(tmp_path / "run", stages=("pretrain", "sft"))
+    rf = RunFolder(run)
+    lines = []
+    # A budget of 0 s is passed by the first step, whatever the machine's speed: the stage must stop there.
+    summary = run_rl(str(run), max_steps=6, ckpt_every=2, time_budget_s=0.0, tasks_api=ToyTasks(), log=lines.append,
+                     **FAST)
+    assert summary["steps"] == 1 and summary["config"]["max_steps"] == 6
+    assert summary["config"]["time_budget_s"] == 0.0 and summary["loop_s"] > 0.0
+    assert any("time budget 0.0s reached after step 1" in m for m in lines), lines
+    assert [r["step"] for r in read_jsonl(rf.stage_dir("rl") / "metrics.jsonl")] == [1]
+    done = read_json(rf.done_path("rl"))
+    assert done["steps"] == 1 and done["config"]["time_budget_s"] == 0.0
+    assert not (rf.stage_dir("rl") / "ckpt").exists()
+    rec = read_jsonl(run / "ledger.jsonl")[-1]
+    assert rec["stage"] == "rl" and rec["status"] == "done" and rec["steps"] == 1
+    # The final model is whole: it loads with the shared loader, differs from the SFT model it
+    # started from (one update was applied) and generates.
+    model, tok = load_stage(rf, "rl", "test")
+    sft_model, _ = load_stage(rf, "sft", "test")
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), sft_model.state_dict().values()))
+    out = Sampler(model, tok).sample([prompt_ids(tok, [{"role": "user", "content": "안녕하세요"}])], max_tokens=8,
+                                     temperature=0.0)
+    assert out[0].token_ids and isinstance(out[0].text, str)
+
+
+class FlatThenLiveTasks(ToyTasks):
+    """The first `flat` prompts graded earn the same reward on every completion (zero-variance
+    groups); every later prompt's completions alternate 1, 0, 1, 0, so its group is informative."""
+
+    FAMILIES = ("hangul",)
+
+    def __init__(self, flat: int):
+        self.flat = flat
+        self.flat_ids: set[str] = set()
+        self.order: list[str] = []  # prompt ids in the order they were first graded
+        self.calls = 0
+
+    def grade(self, example, response):
+        if example["id"] not in self.order:
+            self.order.append(example["id"])
+            if len(self.flat_ids) < self.flat:
+                self.flat_ids.add(example["id"])
+        if example["id"] in self.flat_ids:
+            v = 0.0
+        else:
+            self.calls += 1
+            v = float(self.calls % 2)
+        return {"correctness": v, "format": 1.0, "korean_consistency": v, "correct": v == 1.0,
+                "parsed": response.strip()}
+
+
+@pytest.mark.parametrize("flat, rounds, generated, kept", [
+    (2, 1, 4 + 4, 4),  # 2 flat groups dropped; one refill round of 2 x 2 fresh prompts fills the batch
+    (2, 0, 4, 2),  # micro's setting: no refill, the step trains on the 2 informative groups
+    (10**9, 2, 4 + 8 + 8, 0),  # nothing informative: exactly 1 + 2 rounds are drawn, then the step goes on
+])
+def test_dynamic_sampling_replaces_zero_variance_groups_up_to_the_round_limit(tmp_path, monkeypatch, flat, rounds,
+                                                                               generated, kept):
+    import saessak.rl.stage as rl_stage
+
+    batches = []
+    real_collect = rl_stage.collect
+
+    def spy(*a, **k):
+        batches.append(real_collect(*a, **k))
+        return batches[-1]
+
+    monkeypatch.setattr(rl_stage, "collect", spy)
+    run = make_run(tmp_path / "run", stages=("pretrain", "sft"))
+    tasks = FlatThenLiveTasks(flat)
+    run_rl = rl_stage.run_rl
+    run_rl(str(run), max_steps=1, tasks_api=tasks, tasks=("hangul",), prompts_per_step=4, num_generations=4,
+           dynamic_sampling=True, max_resample_rounds=rounds, **FAST, **QUIET)
+    (batch,) = batches
+    ids = [g.example["id"] for g in batch.generated]
+    assert len(ids) == generated and len(set(ids)) == generated  # every refill draws fresh prompts
+    assert ids == tasks.order
+    assert len(batch.kept) == kept
+    assert all(not g.zero_std and g.example["id"] not in tasks.flat_ids for g in batch.kept)
+    assert sum(g.zero_std for g in batch.generated) == min(flat, generated)
+    # The kept groups are the first informative ones, in the order they were drawn.
+    assert [g.example["id"] for g in batch.kept] == [i for i in ids if i not in tasks.flat_ids][:kept]
+    rec = read_jsonl(RunFolder(run).stage_dir("rl") / "metrics.jsonl")[-1]
+    assert rec["groups_generated"] == generated and rec["groups_trained"] == kept
+    assert rec["frac_reward_zero_std"] == pytest.approx(min(flat, generated) / generated, abs=1e-4)

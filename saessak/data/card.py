@@ -13,7 +13,7 @@ from saessak.ledger import git_commit, now_iso
 
 SCHEMA_VERSION = 1
 _SUMMED = ("bytes_in", "documents_in", "characters_in", "documents_out", "characters_out", "hangul_syllables_out")
-_COUNTERS = ("lines_dropped", "documents_dropped", "dedup_removed", "pii_masked")
+_COUNTERS = ("lines_dropped", "documents_dropped", "dedup_removed", "pii_masked", "pii_kept")
 
 
 def totals(sources: list[dict[str, Any]]) -> dict[str, Any]:
@@ -56,6 +56,8 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"- Documents: {t['documents_in']:,} in -> {t['documents_out']:,} out; characters {t['characters_in']:,} in -> "
         f"{t['characters_out']:,} out; Hangul syllables out {t['hangul_syllables_out']:,}; bytes read {t['bytes_in']:,}",
         f"- PII masked: {_counts(t['pii_masked'])}",
+        *([f"- **PII NOT masked (--keep-pii)**: identifiers written as they are: {_counts(t['pii_kept'])}"]
+          if card["settings"].get("keep_pii") else []),
         f"- Documents dropped: {_counts(t['documents_dropped'])}; duplicates removed: {_counts(t['dedup_removed'])}",
         f"- Lines dropped: {_counts(t['lines_dropped'])}",
         "",
@@ -108,7 +110,7 @@ def render_markdown(card: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- summary (report, model card)
 
 _SOURCE_KEYS = ("name", "documents_in", "documents_out", "characters_in", "characters_out", "hangul_syllables_out",
-                "pii_masked", "documents_dropped", "dedup_removed")
+                "pii_masked", "pii_kept", "documents_dropped", "dedup_removed")
 
 
 def _origin(o: Any) -> str | None:
@@ -146,6 +148,7 @@ def read_summary(data_dir: str | Path) -> dict[str, Any] | None:
         "totals": {k: v for k, v in totals.items() if k in _SOURCE_KEYS or k in ("bytes_in", "lines_dropped", "skipped_files")},
         "split": {k: split[k] for k in ("method", "train", "val", "val_fraction") if k in split},
         "command": card.get("command"),
+        "keep_pii": bool((card.get("settings") or {}).get("keep_pii")),
     }
 
 
@@ -170,6 +173,8 @@ def summary_markdown(data: dict | None) -> str:
         out.append(f"\nTotal: {fmt(t.get('documents_out'))} documents, {fmt(t.get('characters_out'))} characters; "
                    f"PII masked: {_int_counts(t.get('pii_masked'))}; documents dropped: {_int_counts(t.get('documents_dropped'))}; "
                    f"duplicates removed: {_int_counts(t.get('dedup_removed'))}.")
+    if data.get("keep_pii"):
+        out.append(f"**Personal data was NOT masked** (`--keep-pii`): identifiers kept: {_int_counts(t.get('pii_kept'))}.")
     sp = data.get("split") or {}
     if isinstance(sp.get("train"), dict) and isinstance(sp.get("val"), dict):
         out.append(f"Split ({sp.get('method', '?')}): train {fmt(sp['train'].get('documents'))} documents, "

@@ -34,6 +34,7 @@ class SourceReport:
     documents_dropped: Counter = field(default_factory=Counter)
     dedup_removed: Counter = field(default_factory=Counter)
     pii_masked: Counter = field(default_factory=Counter)
+    pii_kept: Counter = field(default_factory=Counter)  # found but not masked (--keep-pii)
 
     def skip(self, path: str, reason: str) -> None:
         self.skipped.append({"path": path, "reason": reason})
@@ -56,4 +57,5 @@ class SourceReport:
             "documents_dropped": dict(sorted(self.documents_dropped.items())),
             "dedup_removed": {"exact": self.dedup_removed["exact"], "near": self.dedup_removed["near"]},
             "pii_masked": dict(sorted(self.pii_masked.items())),
+            "pii_kept": dict(sorted(self.pii_kept.items())),
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 def register(subparsers) -> None:
     from saessak.cli import add_config_options, add_stage_options
+    from saessak.data.ingest import add_keep_pii_option
     from saessak.sft.config import SFTConfig
 
     p = subparsers.add_parser(
@@ -17,6 +18,7 @@ def register(subparsers) -> None:
     add_stage_options(p, "sft", needs="pretrain/ and tokenizer/")
     p.add_argument("--data", help="extra chat data: JSON Lines, one {\"messages\": [...]} per line")
     p.add_argument("--hf-dataset", help="extra Hugging Face chat dataset id (or json:PATH for local files)")
+    add_keep_pii_option(p)
     add_config_options(p, SFTConfig)
     p.set_defaults(func=run)
 
@@ -27,5 +29,5 @@ def run(args) -> int:
     from saessak.sft.stage import run_sft
 
     run_sft(args.run, preset=args.preset, data_file=args.data, hf_dataset=args.hf_dataset, resume=args.resume,
-            force=args.force, **config_overrides(args, SFTConfig))
+            force=args.force, keep_pii=args.keep_pii, **config_overrides(args, SFTConfig))
     return 0

@@ -10,6 +10,10 @@ Every source yields conversations in the `messages` format (a list of {role, con
 - `load_jsonl_conversations`: a user's JSON Lines file, one `{"messages": [...]}` per line.
 - `load_hf_conversations`: a Hugging Face chat dataset (`messages`, or ShareGPT-style
   `conversations` with from/value), loaded with `datasets` (a local path works offline).
+
+The user's data comes from outside the project, so both loaders take every message through the
+door into training (`saessak.data.ingest.Door`: personal data masked, counted per source); the task
+solutions and identity chats are the project's own text and do not pass (see that module).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable
 
+from saessak.data.ingest import Door
 from saessak.errors import UserError
 from saessak.io import iter_jsonl
 from saessak.tasks.base import LEVELS
@@ -140,9 +145,11 @@ def identity_conversations(n: int, seed: int) -> list[list[dict]]:
 # --- user-supplied chat data -------------------------------------------------------------------
 
 
-def load_jsonl_conversations(path: str | os.PathLike) -> list[list[dict]]:
-    """One `{"messages": [{role, content}, ...]}` per line; each must contain an assistant turn."""
+def load_jsonl_conversations(path: str | os.PathLike, door: Door | None = None) -> list[list[dict]]:
+    """One `{"messages": [{role, content}, ...]}` per line; each must contain an assistant turn.
+    Every message passes `door` (default: a masking one) under the source `--data PATH`."""
     path = Path(path)
+    door = door or Door(stage="sft")
     if not path.exists():
         raise UserError(f"--data {path}: file not found")
     out = []
@@ -150,7 +157,7 @@ def load_jsonl_conversations(path: str | os.PathLike) -> list[list[dict]]:
         where = f"{path}:{lineno}"
         if not isinstance(obj, dict) or "messages" not in obj:
             raise UserError(f"{where}: expected an object with a 'messages' list")
-        out.append(_checked(obj["messages"], f"{where}: messages"))
+        out.append(door.messages(_checked(obj["messages"], f"{where}: messages"), f"--data {path}"))
     if not out:
         raise UserError(f"--data {path}: no conversations in the file")
     return out
@@ -167,14 +174,17 @@ _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assista
                    "system": "system"}
 
 
-def load_hf_conversations(dataset_id: str, split: str = "train", limit: int | None = None) -> list[list[dict]]:
+def load_hf_conversations(dataset_id: str, split: str = "train", limit: int | None = None,
+                          door: Door | None = None) -> list[list[dict]]:
     """A Hugging Face chat dataset: `messages` column, or ShareGPT `conversations` (from/value).
 
     `dataset_id` is anything `datasets.load_dataset` accepts, including a local folder or a
-    `json:PATH` shorthand for local JSON Lines files.
+    `json:PATH` shorthand for local JSON Lines files. Every message passes `door` (default: a
+    masking one) under the source `--hf-dataset ID`.
     """
     import datasets
 
+    door = door or Door(stage="sft")
     try:
         if dataset_id.startswith("json:"):
             ds = datasets.load_dataset("json", data_files=dataset_id[5:], split=split)
@@ -193,7 +203,8 @@ def load_hf_conversations(dataset_id: str, split: str = "train", limit: int | No
     for i, row in enumerate(ds):
         if limit is not None and i >= limit:
             break
-        out.append(_checked(convert(row[column]), f"--hf-dataset {dataset_id}[{i}]"))
+        out.append(door.messages(_checked(convert(row[column]), f"--hf-dataset {dataset_id}[{i}]"),
+                                 f"--hf-dataset {dataset_id}"))
     if not out:
         raise UserError(f"--hf-dataset {dataset_id}: split '{split}' is empty")
     return out
