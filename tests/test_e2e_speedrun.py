@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 def test_every_stage_left_its_output(micro_run):
     run, _ = micro_run
     for marker in ("data/done.json", "tokenizer/done.json", "pretrain/done.json", "sft/done.json", "rl/done.json",
-                   "eval/results.json", "report.json", "report.md", "export/hf/config.json",
+                   "eval/results_final.json", "report.json", "report.md", "export/hf/config.json",
                    "export/hf/README.md", "export/model.gguf", "speedrun.json"):
         assert (run / marker).exists(), marker
     steps = json.loads((run / "speedrun.json").read_text())["steps"]
@@ -34,6 +34,7 @@ def test_report_has_the_keys_other_tools_rely_on(micro_run):
     total = r["ledger"]["total"]
     assert total["wall_s"] > 0 and total["flops"] > 0 and total["cost_krw"] > 0 and total["cost_usd"] > 0
     assert r["eval"]["pretrain"]["bpb"] > 0
+    assert r["eval"]["split"] == "final"  # the speedrun's report reads the sealed split
     for stage in ("sft", "rl"):
         tasks = r["eval"][stage]["tasks"]
         assert tasks and all(0.0 <= v <= 1.0 for v in tasks.values())

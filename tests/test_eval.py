@@ -19,23 +19,23 @@ def test_eval_writes_each_stage_under_its_own_key(tmp_path):
     assert set(base["pass_at_k"]) == {"josa", "numbers"} and base["k"] == 2 and base["n"] == 3
     assert base["samples"] and {"task", "prompt", "response", "correct"} <= set(base["samples"][0])
     run_eval_tasks(str(run), "sft", n=3, k=0, tasks=["josa"], max_tokens=8, **QUIET)
-    results = read_results(rf)
+    results = read_results(rf, "val")  # the default split: val, for choosing settings
     assert set(results) == {"pretrain", "sft"} and results["pretrain"] == base
     assert results["sft"]["pass_at_k"] == {}
     # same settings again: skipped (file untouched); --force redoes it
-    mtime = (rf.stage_dir("eval") / "results.json").stat().st_mtime_ns
+    mtime = rf.eval_results("val").stat().st_mtime_ns
     run_eval_tasks(str(run), "sft", n=3, k=0, tasks=["josa"], max_tokens=8, **QUIET)
-    assert (rf.stage_dir("eval") / "results.json").stat().st_mtime_ns == mtime
+    assert rf.eval_results("val").stat().st_mtime_ns == mtime
     run_eval_tasks(str(run), "sft", n=3, k=0, tasks=["josa"], max_tokens=8, force=True, **QUIET)
-    assert (rf.stage_dir("eval") / "results.json").stat().st_mtime_ns != mtime
+    assert rf.eval_results("val").stat().st_mtime_ns != mtime
     # a redone stage (new weights) is evaluated again without --force
     from saessak.model.checkpoint import save_model
     from tests.helpers import tiny_model, tiny_tokenizer
 
     save_model(rf.final_checkpoint("sft"), tiny_model(tiny_tokenizer().vocab_size, seed=5), meta={"preset": "micro"})
-    mtime = (rf.stage_dir("eval") / "results.json").stat().st_mtime_ns
+    mtime = rf.eval_results("val").stat().st_mtime_ns
     run_eval_tasks(str(run), "sft", n=3, k=0, tasks=["josa"], max_tokens=8, **QUIET)
-    assert (rf.stage_dir("eval") / "results.json").stat().st_mtime_ns != mtime
+    assert rf.eval_results("val").stat().st_mtime_ns != mtime
 
 
 class _Scripted:
@@ -107,9 +107,16 @@ def test_levels_are_stratified_and_val_split_results_are_kept_apart(tmp_path):
     assert out["split"] == "val" and out["levels"] == [2] and set(out["by_level"]["josa"]) == {"2"}
     assert read_results(rf, "val")["pretrain"] == out
     assert (rf.stage_dir("eval") / "results_val.json").exists()
-    assert not (rf.stage_dir("eval") / "results.json").exists()  # the report's test results are untouched
-    test = run_eval_tasks(str(run), "pretrain", n=4, k=0, tasks=["josa"], max_tokens=4, **QUIET)
-    assert test["split"] == "test" and test["levels"] == "all"  # micro preset: every level
+    assert not (rf.stage_dir("eval") / "results.json").exists()
+    assert run_eval_tasks(str(run), "pretrain", n=4, k=0, tasks=["josa"], max_tokens=4, levels="2", **QUIET) == out
+    # only an explicit --split final writes the sealed split's results, which the report reads
+    assert not rf.eval_results("final").exists()
+    final = run_eval_tasks(str(run), "pretrain", n=4, k=0, tasks=["josa"], max_tokens=4, split="final", **QUIET)
+    assert final["split"] == "final" and final["levels"] == "all"  # micro preset: every level
+    assert read_results(rf, "final")["pretrain"] == final and rf.eval_results("final").name == "results_final.json"
+    from saessak.evals.results import reported_split, summary
+
+    assert reported_split(rf) == "final" and summary(rf)["split"] == "final"
 
 
 

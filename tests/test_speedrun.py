@@ -29,7 +29,7 @@ class FakeStages:
         elif head in ("pretrain", "sft", "rl"):
             rf.mark_done(head)
         elif head == "eval tasks":
-            path = rf.root / "eval" / "results.json"
+            path = rf.eval_results(argv[argv.index("--split") + 1])
             import json
             results = json.loads(path.read_text()) if path.exists() else {}
             results[argv[argv.index("--stage") + 1]] = {"tasks": {}}
@@ -52,9 +52,10 @@ def test_command_lines_follow_the_stage_contract(tmp_path):
                            "report", "export-hf", "export-gguf"]
     assert steps["data"][:4] == ["data", "build", "--out", f"{run}/data"] and "--max-docs" in steps["data"]
     assert steps["pretrain"] == ["pretrain", "--run", run, "--preset", "micro"]
-    # eval settings (items, k) come from the preset's recipe; the pretrained model is scored greedy only
-    assert steps["eval-sft"] == ["eval", "tasks", "--run", run, "--stage", "sft"]
-    assert steps["eval-pretrain"] == ["eval", "tasks", "--run", run, "--stage", "pretrain", "--k", "0"]
+    # eval settings (items, k) come from the preset's recipe; the pretrained model is scored greedy only;
+    # the final eval, and only it, reads the sealed split
+    assert steps["eval-sft"] == ["eval", "tasks", "--run", run, "--stage", "sft", "--split", "final"]
+    assert steps["eval-pretrain"] == ["eval", "tasks", "--run", run, "--stage", "pretrain", "--split", "final", "--k", "0"]
     assert steps["export-gguf"] == ["export", "gguf", "--run", run, "--out", f"{run}/export/model.gguf"]
     assert "--max-docs" not in {s.name: s.argv for s in plan(run, "cpu-tiny")}["data"]
 

@@ -11,7 +11,7 @@ import pytest
 from saessak import cli
 from saessak.errors import UserError
 from saessak.tasks import FAMILIES, REWARDS, combine_rewards, grade, register_reward, sample, solution
-from saessak.tasks.base import parse_number, split_of, split_response
+from saessak.tasks.base import SPLITS, parse_number, split_of, split_response
 
 
 def test_families_in_order():
@@ -46,12 +46,13 @@ def test_generation_is_deterministic_per_index(task):
 
 
 @pytest.mark.parametrize("task", FAMILIES)
-def test_train_val_and_test_never_share_a_question(task):
+def test_no_two_splits_share_a_question(task):
     prompts = {split: {ex["prompt"] for lvl in range(1, 6) for ex in sample(task, split, 150, seed=0, level=lvl)}
-               for split in ("train", "val", "test")}
+               for split in SPLITS}
     assert all(prompts.values())
-    assert not prompts["train"] & prompts["test"] and not prompts["train"] & prompts["val"]
-    assert not prompts["val"] & prompts["test"]
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1:]:
+            assert not prompts[a] & prompts[b], (a, b, sorted(prompts[a] & prompts[b])[:3])
 
 
 def test_splits_share_no_structured_input_in_either_direction():
@@ -60,19 +61,26 @@ def test_splits_share_no_structured_input_in_either_direction():
                 for lvl in range(1, 6) for ex in sample(task, split, 150, seed=1, level=lvl)}
 
     # A number read one way in train must not be asked the other way in test (or val).
-    fields = ("value", "system", "counter")
-    for held_out in ("test", "val"):
-        assert not inputs("train", "numbers", fields) & inputs(held_out, "numbers", fields)
-        assert not inputs("train", "josa", ("words", "pairs")) & inputs(held_out, "josa", ("words", "pairs"))
-        assert not inputs("train", "arith", ("expr",)) & inputs(held_out, "arith", ("expr",))
+    fields = {"numbers": ("value", "system", "counter"), "josa": ("words", "pairs"), "arith": ("expr",)}
+    for task, f in fields.items():
+        seen = {split: inputs(split, task, f) for split in SPLITS}
+        for i, a in enumerate(SPLITS):
+            for b in SPLITS[i + 1:]:  # the sealed `final` split shares no input with train, val or test
+                assert not seen[a] & seen[b], (task, a, b)
 
 
-def test_split_rule_is_a_stable_hash_with_a_fifth_for_test_and_a_tenth_for_val():
+def test_split_rule_is_a_stable_hash_with_a_fifth_for_test_and_a_tenth_each_for_val_and_final():
     keys = [[w, "을/를"] for w in map(str, range(5000))]
-    share = sum(split_of("josa", k) == "test" for k in keys) / len(keys)
-    assert 0.17 < share < 0.23
-    val = sum(split_of("josa", k) == "val" for k in keys) / len(keys)
-    assert 0.08 < val < 0.12
+    share = {split: sum(split_of("josa", k) == split for k in keys) / len(keys) for split in SPLITS}
+    assert 0.17 < share["test"] < 0.23
+    assert 0.08 < share["val"] < 0.12 and 0.08 < share["final"] < 0.12
+    assert 0.55 < share["train"] < 0.65
+    # `final` was carved from train: a key of test or val before it existed keeps its split
+    from saessak.tasks.base import stable_hash
+
+    for k in keys[:500]:
+        h = stable_hash("split", "josa", k) % 1000
+        assert split_of("josa", k) == ("test" if h < 200 else "val" if h < 300 else "final" if h < 400 else "train")
     assert split_of("josa", [["사과"], ["을/를"]]) == split_of("josa", [["사과"], ["을/를"]])
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -10,12 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serve_util import REPO, CliServer, make_checkpoint, train_demo_chat_model
+from tests.serve_util import CliServer, make_checkpoint, train_demo_chat_model
 
 CHROMIUM = "/usr/bin/chromium"
-# The test run always takes the screenshot; it replaces the tracked docs image only when asked
-# (SAESSAK_UPDATE_DOCS=1), so running the suite leaves the working tree clean.
-DOCS_SCREENSHOT = REPO / "docs" / "img" / "webchat.png"
+# The docs' picture (docs/img/webchat.png) is the speedrun's own model, taken by
+# scripts/webchat_screenshot.py (tests/test_webchat_screenshot.py); the memorised demo here only
+# tests the page's rendering and never replaces it.
 
 pytestmark = [
     pytest.mark.browser,
@@ -139,9 +138,9 @@ def test_chat_page_flow(random_server, browser):
     page.context.close()
 
 
-def test_screenshot_with_a_trained_model(browser, tmp_path):
-    """A model that has memorised a few chats answers in Korean with Markdown; the screenshot of
-    this page is the one in the docs (refreshed with SAESSAK_UPDATE_DOCS=1)."""
+def test_page_renders_a_trained_models_markdown(browser, tmp_path):
+    """A model that has memorised a few chats answers in Korean with Markdown, which the page renders
+    (a rendering test: such a model is not what the speedrun trains, docs/img/webchat.png is)."""
     ckpt = train_demo_chat_model(tmp_path / "demo")
     with CliServer(ckpt, tmp_path, "--served-model-name", "saessak-demo") as srv:
         page = open_page(browser, srv.base_url)
@@ -155,8 +154,7 @@ def test_screenshot_with_a_trained_model(browser, tmp_path):
         assert replies.first.text_content().startswith("안녕하세요! 저는 새싹이에요.")
         assert page.locator(".message.assistant pre code").first.text_content() == 'print("안녕하세요")'
         assert page.locator(".message.assistant strong").first.text_content() == "파이썬"
-        shot = DOCS_SCREENSHOT if os.environ.get("SAESSAK_UPDATE_DOCS") == "1" else tmp_path / "webchat.png"
-        shot.parent.mkdir(parents=True, exist_ok=True)
+        shot = tmp_path / "webchat.png"
         page.screenshot(path=str(shot))
         assert shot.stat().st_size > 10_000
         page.context.close()

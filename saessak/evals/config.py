@@ -46,8 +46,10 @@ class EvalConfig:
                                                    "over them", parse=parse_levels, metavar="LEVELS")
     tasks: tuple[str, ...] = setting((), "comma-separated families (default: all)", parse=parse_families,
                                      metavar="FAMILY,...")
-    split: str = setting("test", "test: the held-out split the report uses; val: the held-out split for choosing "
-                                 "settings (to eval/results_val.json); train: items training draws from",
+    split: str = setting("val", "val: the held-out split for choosing settings (eval/results_val.json); final: "
+                                "the sealed split the report reads (eval/results_final.json; the speedrun's "
+                                "final eval; not for choosing anything); test: the older held-out split "
+                                "(eval/results.json); train: items training draws from",
                          choices=SPLITS)
 
     def validate(self) -> None:

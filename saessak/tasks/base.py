@@ -4,10 +4,14 @@ and lenient parsing of the model's last `정답:` line.
 Determinism: example `index` of (task, split, seed) is drawn from a `random.Random` seeded by a
 hash of those four values, so any example can be regenerated alone, in any order.
 
-Splits: an example belongs to `test` when a hash of its *structured inputs* (the `key` a family
-returns: the semantic content, not the wording) falls in the test share, else to `train`.
-A generator draws candidates until one lands in the requested split, so the two splits can never
-share a question, however the phrasing varies.
+Splits: a hash of an example's *structured inputs* (the `key` a family returns: the semantic
+content, not the wording) decides its split, so two splits can never share a question, however the
+phrasing varies. A generator draws candidates until one lands in the requested split.
+
+    hash % 1000 in [0, 200)    test   held out; seen by development before the `final` split existed
+                   [200, 300)  val    held out, for choosing settings
+                   [300, 400)  final  sealed: read only by the speedrun's final eval and the report
+                   [400, 1000) train
 """
 
 from __future__ import annotations
@@ -21,12 +25,17 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "final")
 LEVELS = (1, 2, 3, 4, 5)
 TEST_SHARE = 0.2  # share of the structured-input space reserved for `test`
-# The next tenth is `val`: held out from training like `test`, for choosing settings (the test split
-# is read only for reported results). Carved from what was `train`, so `test` is unchanged.
+# The next tenth is `val`: held out from training like `test`, for choosing settings. Carved from
+# what was `train`, so `test` is unchanged.
 VAL_SHARE = 0.1
+# The tenth after that is `final`, the sealed split: results on `test` informed earlier choices
+# (SFT length, curriculum, eval protocol: docs/RESULTS.md), so `test` no longer gives a clean
+# held-out estimate. `final` is carved from what was `train` (train, val and test keep no input in
+# common with it) and is read only by the speedrun's final eval and the report.
+FINAL_SHARE = 0.1
 MAX_DRAWS = 2000  # a family whose input space at some level is this small is a bug
 
 
@@ -63,9 +72,11 @@ def stable_hash(*parts: Any) -> int:
 def split_of(task: str, key: Any) -> str:
     """The split a structured input belongs to (a pure function of task and key)."""
     h = stable_hash("split", task, key) % 1000
-    if h < TEST_SHARE * 1000:
-        return "test"
-    return "val" if h < (TEST_SHARE + VAL_SHARE) * 1000 else "train"
+    for split, end in (("test", TEST_SHARE), ("val", TEST_SHARE + VAL_SHARE),
+                       ("final", TEST_SHARE + VAL_SHARE + FINAL_SHARE)):
+        if h < round(end * 1000):
+            return split
+    return "train"
 
 
 def rng_for(task: str, split: str, seed: int, index: int, level: int | None = None) -> random.Random:
