@@ -12,8 +12,10 @@ what the weights know; a random model rarely ends its turn, so every completion 
     loss (dapo, no reference model), fp32 on the same threads. Skipped with a note when trl is not
     installed (`pip install -e .[bench]`) or with --no-trl.
 
-Usage: python bench/rl_step.py [--quick | --smoke] [--no-trl]     (last stdout line: one JSON object)
+Usage: python bench/rl_step.py [--quick | --smoke] [--no-trl] [--run DIR]   (last stdout line: one JSON object)
 `--smoke` runs every part, TRL's included, at G=2 and 8 tokens in seconds (the test suite runs it).
+`--run DIR`: record what the benchmark spent as a `bench` attempt in DIR's ledger (a run folder, or
+a folder made for it), so `saessak bill` counts it with the project.
 """
 
 from __future__ import annotations
@@ -75,7 +77,21 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer prompts and steps (under a minute)")
     ap.add_argument("--no-trl", action="store_true", help="skip the side-by-side with TRL's GRPOTrainer")
     ap.add_argument("--smoke", action="store_true", help="every part at G=2, 8 tokens, in seconds (tests)")
+    ap.add_argument("--run", default=None, metavar="DIR",
+                    help="record the benchmark's cost as a `bench` attempt in DIR's ledger (saessak bill counts it)")
     args = ap.parse_args()
+    if args.run is None:
+        measure(args)
+        return
+    from saessak.ledger import StageTimer, count_from_process_start
+
+    count_from_process_start()  # this script is the process: its start-up and imports are part of the cost
+    with StageTimer(args.run, "bench", facts={"bench": "rl_step.py", "smoke": args.smoke, "quick": args.quick,
+                                              "unmeasured": "tokens and FLOPs (a benchmark times its work)"}):
+        measure(args)
+
+
+def measure(args) -> None:
     G, L = (2, 8) if args.smoke else (8, 128)
     n_prompts = 1 if args.smoke else 2 if args.quick else 8
     repeats = 1 if args.quick or args.smoke else 2

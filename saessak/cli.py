@@ -17,6 +17,7 @@ import importlib
 import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from saessak import __version__
@@ -52,16 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from saessak.ledger import Terminated, count_from_process_start
+
+    if argv is None:  # the process's entry point: its first stage attempt counts from the process start
+        count_from_process_start()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        return int(args.func(args) or 0)
+        tagged = _apply_tag(args)
+        try:
+            return int(args.func(args) or 0)
+        finally:
+            if not tagged:
+                _apply_tag(args)  # the command made the run folder
     except UserError as e:
         print(f"saessak: error: {e}", file=sys.stderr)
         return e.exit_code
+    except Terminated:
+        print("saessak: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("saessak: interrupted", file=sys.stderr)
         return 130
@@ -72,9 +85,36 @@ def main(argv: list[str] | None = None) -> int:
 # ----------------------------------------------------------------------------- config options
 
 
+def add_tag_option(parser: argparse.ArgumentParser, run_of=None) -> None:
+    """`--tag experiment|final|ablation`: what the run is for, kept in RUN/tag.json (the bill groups
+    by it). `run_of(args)` gives the run folder when it is not `args.run`."""
+    from saessak.runfolder import TAGS
+
+    parser.add_argument("--tag", choices=TAGS, default=None,
+                        help="what the run is for, kept in RUN/tag.json; `saessak bill` groups runs by it")
+    if run_of is not None:
+        parser.set_defaults(tag_run=run_of)
+
+
+def _apply_tag(args: argparse.Namespace) -> bool:
+    """Write `--tag` into the run folder if one was given and the folder exists; True when done or
+    nothing to do."""
+    tag = getattr(args, "tag", None)
+    if not tag:
+        return True
+    run_of = getattr(args, "tag_run", None)
+    run = run_of(args) if callable(run_of) else getattr(args, "run", None)
+    if not run or not Path(run).is_dir():
+        return False
+    from saessak.runfolder import RunFolder
+
+    RunFolder(run).set_tag(tag)
+    return True
+
+
 def add_stage_options(parser: argparse.ArgumentParser, stage: str, needs: str, preset_required: bool = False) -> None:
     """What every training stage takes: the run folder, the preset, --resume and --force (the stage
-    life-cycle, saessak/training/lifecycle.py)."""
+    life-cycle, saessak/training/lifecycle.py), and --tag (what the run is for, for the bill)."""
     # --run-dir is the same option: torchrun's own parser rejects `--run` as an ambiguous prefix of
     # its --run-path, so under torchrun write `--run-dir RUN`.
     parser.add_argument("--run", "--run-dir", dest="run", required=True,
@@ -86,6 +126,7 @@ def add_stage_options(parser: argparse.ArgumentParser, stage: str, needs: str, p
                         help="require a checkpoint to continue from (a stage with checkpoints resumes anyway)")
     parser.add_argument("--force", action="store_true",
                         help=f"start over: empty RUN/{stage}/ first, even if the stage is complete")
+    add_tag_option(parser)
 
 
 def _plain_type(hint: Any) -> Any:

@@ -4,8 +4,11 @@
       data/                train.jsonl, val.jsonl, data_card.json, data_card.md
       tokenizer/           tokenizer.json, stats.json
       pretrain/ sft/ rl/   checkpoints, metrics.jsonl, final/ (config.json + model.safetensors)
-      eval/                results.json
-      ledger.jsonl         one record per stage run
+      eval/                results_final.json (the sealed split the report reads), results_<split>.json,
+                           results.json (the test split)
+      ledger.jsonl         the finished record of every stage attempt (saessak/ledger.py)
+      ledger/              one file per attempt, kept current while it runs (<attempt>.json)
+      tag.json             what the run is for: experiment, final or ablation (optional; the bill groups by it)
       report.md, report.json, plots/*.png
       export/              hf/, model.gguf
 
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from saessak.errors import UserError
-from saessak.io import read_json, write_json
+from saessak.io import read_json, read_json_or_none, write_json
 
 # Every stage, in pipeline order; the speedrun runs them in this order and `--from` takes these names.
 STAGES = ("data", "tokenizer", "pretrain", "sft", "rl", "eval", "report", "export")
@@ -31,6 +34,10 @@ STAGES = ("data", "tokenizer", "pretrain", "sft", "rl", "eval", "report", "expor
 MODEL_STAGES = ("pretrain", "sft", "rl")
 # Older names still accepted on the command line and read from old run folders.
 LEGACY_NAMES = {"base": "pretrain"}
+# The task split whose eval results the report and the model card read (the sealed one, tasks/base.py).
+REPORTED_SPLIT = "final"
+# What a run is for (`--tag` on a stage command, `saessak bill tag RUN TAG`): the bill groups runs by it.
+TAGS = ("experiment", "final", "ablation")
 # The command that completes a stage, where it is not `saessak <stage> --run RUN`.
 _COMMANDS = {"data": "data build --out RUN/data", "tokenizer": "tokenizer train --run RUN",
              "eval": "eval tasks --run RUN --stage STAGE", "export": "export hf --run RUN --out DIR"}
@@ -73,6 +80,33 @@ class RunFolder:
     @property
     def ledger(self) -> Path:
         return self.root / "ledger.jsonl"
+
+    @property
+    def attempts_dir(self) -> Path:
+        """One file per stage attempt, rewritten while it runs (saessak/ledger.py)."""
+        return self.root / "ledger"
+
+    # what the run is for
+    @property
+    def tag_path(self) -> Path:
+        return self.root / "tag.json"
+
+    @property
+    def tag(self) -> str | None:
+        """The run's tag (one of TAGS), or None when it has none or its file is damaged."""
+        data = read_json_or_none(self.tag_path)
+        tag = data.get("tag") if isinstance(data, dict) else None
+        return tag if tag in TAGS else None
+
+    def set_tag(self, tag: str) -> None:
+        if tag not in TAGS:
+            raise UserError(f"tag {tag!r}: not one of {', '.join(TAGS)}")
+        write_json(self.tag_path, {"tag": tag})
+
+    def eval_results(self, split: str = "test") -> Path:
+        """Where one task split's eval results are kept: results.json for `test` (its name since
+        before the other splits existed), results_<split>.json for the others."""
+        return self.stage_dir("eval") / ("results.json" if split == "test" else f"results_{split}.json")
 
     def stage_dir(self, stage: str) -> Path:
         stage = stage_name(stage)

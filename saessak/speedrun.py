@@ -5,8 +5,9 @@
 
 Each step is `saessak.cli.main([...])` with the command line a user would type, so the speedrun
 and the stage commands cannot drift apart. A step whose output is complete is skipped (the
-stage's done marker; for eval, its key in eval/results.json; for report and export, an output
-newer than its inputs). An interrupted model stage resumes from its checkpoints by itself (the
+stage's done marker; for eval, its key in eval/results_final.json; for report and export, an output
+newer than its inputs, the report's inputs being the eval results and every ledger attempt but the
+report's and the exports' own). An interrupted model stage resumes from its checkpoints by itself (the
 stage life-cycle, saessak/training/lifecycle.py). `--from STAGE`
 passes `--force` to that stage and every one after it. The first failing step stops the run
 with a message naming it and its exit status.
@@ -25,7 +26,7 @@ from typing import Callable
 from saessak import recipes
 from saessak.errors import UserError
 from saessak.io import read_json_or_none, write_json
-from saessak.runfolder import MODEL_STAGES, STAGES, RunFolder, old_names, stage_name
+from saessak.runfolder import MODEL_STAGES, REPORTED_SPLIT, STAGES, RunFolder, old_names, stage_name
 
 @dataclass
 class Step:
@@ -62,8 +63,19 @@ def _newer_than(out: Path, *inputs: Path) -> bool:
     return out.exists() and all(_mtime(out) >= _mtime(i) for i in inputs)
 
 
+def _spent_since(run: RunFolder, out: Path) -> bool:
+    """Whether a stage attempt ended after `out` was written. The report's and the exports' own
+    ledger records, written after their outputs, do not count (or a finished run would never skip
+    its report); records from before attempts had an end time are older than any output."""
+    from saessak.ledger import epoch, read_ledger
+
+    t = _mtime(out)
+    return any((epoch(rec.get("end")) or epoch(rec.get("heartbeat")) or 0.0) > t
+               for rec in read_ledger(run.root) if rec["stage"] not in ("report", "export"))
+
+
 def _eval_has(run: RunFolder, stage: str) -> bool:
-    results = read_json_or_none(run.root / "eval" / "results.json")
+    results = read_json_or_none(run.eval_results(REPORTED_SPLIT))
     if not isinstance(results, dict):
         return False
     return any(isinstance(results.get(n), dict) for n in [stage, *old_names(stage)])
@@ -86,18 +98,20 @@ def plan(run_dir: str, preset: str, sources: str | None = None) -> list[Step]:
     steps += [Step(stage, stage, [stage, "--run", r, "--preset", preset], lambda st=stage: run.is_done(st))
               for stage in MODEL_STAGES]
     for stage in MODEL_STAGES:
-        argv = ["eval", "tasks", "--run", r, "--stage", stage]
+        # The final eval reads the sealed split, which nothing else reads (tasks/base.py).
+        argv = ["eval", "tasks", "--run", r, "--stage", stage, "--split", REPORTED_SPLIT]
         if stage == "pretrain":
             # The pretrained model has not learnt the chat format, so sampling k more answers from it
             # only costs time (4x the greedy pass); its greedy accuracy is still measured.
             argv += ["--k", "0"]
         steps.append(Step(f"eval-{stage}", "eval", argv, lambda st=stage: _eval_has(run, st)))
     report_json = run.root / "report.json"
-    inputs = (run.ledger, run.root / "eval" / "results.json")
+    results = run.eval_results(REPORTED_SPLIT)
     hf_dir = run.root / "export" / "hf"
     gguf = run.root / "export" / "model.gguf"
     steps += [
-        Step("report", "report", ["report", "--run", r], lambda: _newer_than(report_json, *inputs)),
+        Step("report", "report", ["report", "--run", r],
+             lambda: _newer_than(report_json, results) and not _spent_since(run, report_json)),
         Step("export-hf", "export", ["export", "hf", "--run", r, "--out", str(hf_dir)],
              lambda: _newer_than(hf_dir / "README.md", report_json)),
         Step("export-gguf", "export", ["export", "gguf", "--run", r, "--out", str(gguf)],
@@ -158,6 +172,8 @@ def time_table(result: SpeedrunResult) -> str:
 
 
 def register(subparsers) -> None:
+    from saessak.cli import add_tag_option
+
     p = subparsers.add_parser(
         "speedrun", help="run the whole pipeline: data, tokenizer, pretrain, SFT, RL, eval, report, export",
         description="Runs every stage through its own subcommand; complete stages are skipped, interrupted "
@@ -167,6 +183,7 @@ def register(subparsers) -> None:
     p.add_argument("--from", dest="from_stage", default=None, metavar="STAGE",
                    help="force this stage and every later one: " + ", ".join(STAGES))
     p.add_argument("--sources", default=None, help="data build --sources (default: the data stage's defaults)")
+    add_tag_option(p, run_of=lambda args: args.run or f"runs/{args.preset}")
     p.set_defaults(func=run)
 
 

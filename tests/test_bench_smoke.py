@@ -19,6 +19,8 @@ KEYS = {
     "data_throughput.py": {"pii_scan_mb_s", "naive_regex_scan_mb_s", "minhash_numpy_docs_s",
                            "minhash_pure_python_docs_s", "full_build_s"},
     "engine_generate.py": {"ours_fp32", "hf_generate_fp32", "speedup_vs_hf"},
+    "ledger_heartbeat.py": {"stage_s_off", "stage_s_default", "stage_s_fast", "overhead_default_pct", "beat_cost_ms"},
+    "pii_recall.py": {"recall_by_type", "overall_recall", "identifiers"},
     "pretrain_throughput.py": {"ours", "baseline", "ratio", "mfu_shape_tok_per_s"},
     "rl_step.py": {"engine_fp32_tok_per_s", "naive_no_cache_tok_per_s", "rl_step_s", "trl"},
     "serve_throughput.py": {"ours", "hf_sequential", "speedup_at_2"},

@@ -228,7 +228,10 @@ def test_killed_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
         build_corpus(tmp_path / "run/data", inputs=[str(d)])
     assert not (tmp_path / "run/data").exists()
     assert list((tmp_path / "run").glob("*data*")) == []  # no temporary folder left behind
-    assert not (tmp_path / "run/ledger.jsonl").exists()
+    from saessak.ledger import read_ledger
+
+    # The attempt is in the ledger (it spent time), and says it did not finish.
+    assert [r["status"] for r in read_ledger(tmp_path / "run")] == ["interrupted"]
 
 
 def test_hf_dataset_from_local_folder(tmp_path):

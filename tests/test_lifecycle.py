@@ -93,3 +93,26 @@ def test_threads_are_restored_even_when_the_stage_fails(tmp_path):
             raise RuntimeError("boom")
     assert torch.get_num_threads() == before
     assert not RunFolder(tmp_path).is_done("rl")
+
+
+def test_every_attempt_is_in_the_ledger_from_its_start_with_how_it_ended(tmp_path):
+    from saessak.ledger import read_ledger
+
+    rf = RunFolder(tmp_path)
+    model = tiny_model()
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with StageRun(rf, "sft") as st:
+            [running] = read_ledger(tmp_path)  # written on entry, before any work
+            assert running["status"] == "running" and running["stage"] == "sft"
+            st.begin()
+            st.checkpoint(3, model, build_optimizer(model, 1e-3), {"tokens_trained": 30})
+            st.progress(steps=3, tokens=30, flops=1e6)
+            raise RuntimeError("out of memory")
+    with StageRun(rf, "sft") as st:  # the next attempt resumes from the checkpoint the first one left
+        st.begin()
+        st.restore(model, build_optimizer(model, 1e-3))
+        st.finish(model, {"stage": "sft"}, {"steps": 5}, steps=2, tokens=20)
+    first, second = read_ledger(tmp_path)
+    assert (first["status"], first["error"], first["steps"], first["tokens"]) == ("failed", "RuntimeError", 3, 30)
+    assert (second["status"], second["resumed_from_step"], second["tokens"]) == ("done", 3, 20)
+    assert first["attempt"] != second["attempt"] and len(rf.ledger.read_text().splitlines()) == 2

@@ -40,12 +40,30 @@ def test_ledger_money_follows_the_price_table(reported, tmp_path):
     cpu = r["prices"]["cpu"]
     assert r["ledger"]["total"]["cost_usd"] == pytest.approx(wall / 3600 * 2 * cpu["usd_per_hour"] / cpu["vcpus"])
     assert r["ledger"]["total"]["cost_krw"] == pytest.approx(r["ledger"]["total"]["cost_usd"] * r["prices"]["usd_to_krw"])
-    # A price file doubling the hourly price doubles the money, leaves the time alone.
-    f = tmp_path / "p.toml"
-    f.write_text(f"[cpu]\nusd_per_hour = {2 * cpu['usd_per_hour']}\n")
-    r2 = build_report(run, prices=f)
-    assert r2["ledger"]["total"]["cost_usd"] == pytest.approx(2 * r["ledger"]["total"]["cost_usd"])
+    # A price file doubling the hourly price doubles the money, leaves the time alone. (A flat [cpu]
+    # table, the older layout, prices every CPU record.)
+    f1, f2 = tmp_path / "p1.toml", tmp_path / "p2.toml"
+    f1.write_text(f"[cpu]\nusd_per_hour = {cpu['usd_per_hour']}\n")
+    f2.write_text(f"[cpu]\nusd_per_hour = {2 * cpu['usd_per_hour']}\n")
+    r1, r2 = build_report(run, prices=f1), build_report(run, prices=f2)
+    assert r2["ledger"]["total"]["cost_usd"] == pytest.approx(2 * r1["ledger"]["total"]["cost_usd"])
     assert r2["ledger"]["stages"]["pretrain"]["wall_s"] == 60.0
+    assert r2["prices"]["cpu"]["row"] == "cpu" and r2["prices"]["cpu"]["note"] is None
+
+
+def test_the_report_is_an_attempt_of_its_own_and_reports_every_one_before_it(reported):
+    run, r = reported
+    from saessak.ledger import read_ledger
+
+    mine = [x for x in read_ledger(run) if x["stage"] == "report"]
+    assert len(mine) == 1 and mine[0]["status"] == "done" and mine[0]["wall_s"] > 0
+    assert "report" not in r["ledger"]["stages"]  # it could not price itself while running
+    assert "report" in build_report(run)["ledger"]["stages"]  # the next report counts it
+    # The fixture's CPU ("Test Xeon") matches no row: priced with the Intel row, and said so.
+    assert r["prices"]["cpu"]["row"] == "intel_sapphire_rapids"
+    md = (run / "report.md").read_text()
+    assert "the nearest row: no [cpu.*] row matches 'Test Xeon'" in md
+    assert "only this run is known" in md  # alone in its folder
 
 
 def test_markdown_and_plots(reported):
@@ -94,24 +112,6 @@ def test_partial_run_and_bad_input(tmp_path, capsys):
     assert "electricity.krw_per_kwh" in capsys.readouterr().err
     with pytest.raises(UserError):
         build_report(run, prices=tmp_path / "none.toml")
-
-
-def test_results_section_replaces_only_its_own_text(reported, tmp_path):
-    from saessak.report.results_section import END, START, update_results_file
-
-    _, r = reported
-    f = tmp_path / "RESULTS.md"
-    f.write_text("# Results\n\nRL table by someone else.\n")
-    update_results_file(f, r)
-    first = f.read_text()
-    assert first.startswith("# Results\n\nRL table by someone else.\n") and "## Latest speedrun" in first
-    assert "| josa | 10.0% | 40.0% | 55.0% | +15.0 pt ± 16.1 |" in first
-    f.write_text(first + "\nMore text after.\n")
-    r2 = {**r, "date": "2099-01-01T00:00:00+00:00"}
-    update_results_file(f, r2)
-    text = f.read_text()
-    assert text.count(START) == 1 and text.count(END) == 1
-    assert "2099-01-01" in text and "More text after." in text and "someone else" in text
 
 
 def test_a_run_folder_from_before_pretrain_had_one_name_still_reads(tmp_path, capsys):

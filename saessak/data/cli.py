@@ -17,7 +17,17 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _run_folder(args: argparse.Namespace) -> str:
+    """The run folder a build belongs to: the one holding --out (RUN/data)."""
+    from pathlib import Path
+
+    return str(Path(args.out).parent)
+
+
 def register(subparsers) -> None:
+    from saessak.cli import add_tag_option
+    from saessak.data.ingest import add_keep_pii_option
+
     p = subparsers.add_parser("data", help="fetch corpus sources and build the cleaned, PII-masked corpus")
     sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
@@ -40,6 +50,8 @@ def register(subparsers) -> None:
     b.add_argument("--max-docs", type=_positive_int, help="read at most N documents from each source (quick builds)")
     b.add_argument("--seed", type=int, default=0, help="salts the train/val split and MinHash (default 0)")
     b.add_argument("--force", action="store_true", help="rebuild even if OUT/done.json exists")
+    add_keep_pii_option(b)
+    add_tag_option(b, run_of=_run_folder)
     b.set_defaults(func=run_build)
 
 
@@ -68,6 +80,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--seed", str(args.seed)]
     if args.force:
         parts.append("--force")
+    if args.keep_pii:
+        parts.append("--keep-pii")
     return shlex.join(parts)
 
 
@@ -77,7 +91,7 @@ def run_build(args: argparse.Namespace) -> int:
     sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources is not None else None
     summary = build_corpus(
         args.out, sources=sources, inputs=args.input, hf_dataset=args.hf_dataset, text_field=args.text_field,
-        max_docs=args.max_docs, seed=args.seed, force=args.force,
+        max_docs=args.max_docs, seed=args.seed, force=args.force, keep_pii=args.keep_pii,
         command=command_line(args),
     )
     print(f"data: train {summary['train']['documents']} docs, val {summary['val']['documents']} docs -> {args.out}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
-    from saessak.cli import add_config_options
+    from saessak.cli import add_config_options, add_tag_option
     from saessak.evals.config import EvalConfig
     from saessak.runfolder import LEGACY_NAMES, MODEL_STAGES
 
@@ -18,6 +18,7 @@ def register(subparsers) -> None:
                    help="which model to evaluate (base: the old name of pretrain)")
     t.add_argument("--force", action="store_true", help="redo even if results.json has this stage")
     add_config_options(t, EvalConfig)
+    add_tag_option(t)
     t.set_defaults(func=run_tasks)
 
     lm = sub.add_parser("lm-eval", help="run EleutherAI lm-evaluation-harness on an exported HF folder")
@@ -25,8 +26,18 @@ def register(subparsers) -> None:
     lm.add_argument("--tasks", required=True, help="comma-separated lm-eval task names")
     lm.add_argument("--limit", type=int, help="items per task")
     lm.add_argument("--output", help="write the results JSON here")
+    lm.add_argument("--run", default=None,
+                    help="run folder whose ledger records this evaluation's cost (default: the run folder the "
+                         "model was exported into, RUN/export/DIR; none: not recorded)")
+    add_tag_option(lm, run_of=_lm_eval_run)
     lm.set_defaults(func=run_lm_eval)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _lm_eval_run(args):
+    from saessak.evals.lm_eval import ledger_run
+
+    return ledger_run(args.model, args.run)
 
 
 def run_tasks(args) -> int:

@@ -1,7 +1,9 @@
 """Run EleutherAI lm-evaluation-harness on an exported Hugging Face folder (`saessak eval lm-eval`).
 
 `run(args)` takes args.model (a folder from `saessak export hf`), args.tasks (comma-separated names
-or a list), args.limit, args.output and args.batch_size. It runs offline (HF_HUB_OFFLINE=1): the
+or a list), args.limit, args.output, args.batch_size and args.run (the run folder whose ledger
+records the evaluation's cost; by default the one the model was exported into, RUN/export/DIR;
+with neither, nothing is recorded and the command says so). It runs offline (HF_HUB_OFFLINE=1): the
 model comes from the folder and the tasks' data must be local. Besides lm-eval's own tasks
 (Korean: kmmlu, haerae, kobest_* — these need their datasets cached or a network), the project
 ships `saessak_ko_mc` (saessak/evals/lm_eval_tasks/), a small Korean multiple-choice task with its data.
@@ -88,11 +90,43 @@ def evaluate(model_dir: str | os.PathLike, tasks, limit: int | float | None = No
     return summarize(results)
 
 
-def run(args) -> int:
-    from saessak.io import write_json
+def ledger_run(model_dir: str | os.PathLike, run: str | os.PathLike | None) -> Path | None:
+    """The run folder whose ledger records an lm-eval run: `run` if given, else the run folder an
+    export made with `saessak export hf --run RUN --out RUN/export/DIR` sits in, else None."""
+    from saessak.ledger import is_run_folder
 
-    out = evaluate(args.model, args.tasks, limit=getattr(args, "limit", None),
-                   batch_size=getattr(args, "batch_size", None) or 1)
+    if run is not None:
+        if not Path(run).is_dir():
+            raise UserError(f"--run {run}: run folder not found")
+        return Path(run)
+    parent = Path(model_dir).resolve().parent
+    return parent.parent if parent.name == "export" and is_run_folder(parent.parent) else None
+
+
+def run(args) -> int:
+    import contextlib
+    import sys
+
+    import torch
+
+    from saessak.io import write_json
+    from saessak.ledger import StageTimer
+
+    _check_model_folder(Path(args.model))
+    names = _task_list(args.tasks)
+    where = ledger_run(args.model, getattr(args, "run", None))
+    if where is None:
+        print(f"lm-eval: {args.model} is not in a run folder and no --run was given: its cost is not recorded "
+              "in any ledger", file=sys.stderr)
+        timer = contextlib.nullcontext()
+    else:
+        # lm-eval reports no token counts: the record has the time and the device, and says what it lacks.
+        timer = StageTimer(where, "eval", device="cuda" if torch.cuda.is_available() else "cpu",
+                           facts={"harness": "lm-eval", "model": str(args.model), "tasks": names,
+                                  "unmeasured": "tokens and FLOPs (lm-evaluation-harness does not report them)"})
+    with timer:
+        out = evaluate(args.model, names, limit=getattr(args, "limit", None),
+                       batch_size=getattr(args, "batch_size", None) or 1)
     for task, metrics in (out.get("results") or {}).items():
         shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float) and "stderr" not in k)
         print(f"lm-eval {task}: {shown}")

@@ -163,21 +163,22 @@ def run_eval_tasks(run: str, stage: str, *, force: bool = False, tasks_api=None,
         log(f"eval: {results_path(rf, cfg.split)} already has '{stage}' (n={cfg.n}, k={cfg.k}, seed={cfg.seed}); "
             "skipping (--force to redo)")
         return existing
-    model, tok = load_stage(rf, stage, f"eval tasks --stage {stage}")
-    model.eval()
-    timer = StageTimer(run, "eval")
-    t0 = time.perf_counter()
-    result = evaluate_model(model, tok, tasks_api, families, cfg.n, cfg.k, cfg.seed, cfg.max_tokens,
-                            cfg.temperature, split=cfg.split, levels=levels)
-    result["wall_s"] = round(time.perf_counter() - t0, 2)
-    result["model_sha256"] = model_sha
-    # Re-read right before writing: another stage's eval may have finished meanwhile.
-    merged = read_results(rf, cfg.split)
-    merged[stage] = result
-    write_json(results_path(rf, cfg.split), merged)
-    params = model.config.num_parameters()
-    timer.finish(model_stage=stage, params=params, tokens=result["generated_tokens"],
-                 flops=2 * params * result["generated_tokens"], n=cfg.n, k=cfg.k)
+    # In the ledger from here on (loading the model is part of the cost); an error ends it as failed.
+    with StageTimer(run, "eval", facts={"model_stage": stage, "split": cfg.split}) as timer:
+        model, tok = load_stage(rf, stage, f"eval tasks --stage {stage}")
+        model.eval()
+        t0 = time.perf_counter()
+        result = evaluate_model(model, tok, tasks_api, families, cfg.n, cfg.k, cfg.seed, cfg.max_tokens,
+                                cfg.temperature, split=cfg.split, levels=levels)
+        result["wall_s"] = round(time.perf_counter() - t0, 2)
+        result["model_sha256"] = model_sha
+        # Re-read right before writing: another stage's eval may have finished meanwhile.
+        merged = read_results(rf, cfg.split)
+        merged[stage] = result
+        write_json(results_path(rf, cfg.split), merged)
+        params = model.config.num_parameters()
+        timer.finish(params=params, tokens=result["generated_tokens"],
+                     flops=2 * params * result["generated_tokens"], n=cfg.n, k=cfg.k)
     log(f"eval {stage} ({cfg.split}): " + " ".join(f"{f}={a:.3f}" for f, a in result["tasks"].items())
         + (" | pass@%d " % cfg.k + " ".join(f"{f}={a:.3f}" for f, a in result["pass_at_k"].items()) if cfg.k else ""))
     return result

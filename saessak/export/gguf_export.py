@@ -24,7 +24,8 @@ import numpy as np
 
 from saessak.errors import UserError
 from saessak.io import atomic_path
-from saessak.model.loading import find
+from saessak.ledger import StageTimer
+from saessak.model.loading import Finished, find
 from saessak.tokenizer import Tokenizer
 from saessak.tokenizer import special_tokens as st
 from saessak.tokenizer.chat_format import CHAT_TEMPLATE
@@ -93,10 +94,16 @@ def _tensors(checkpoint: Path, cfg: dict, outtype: str):
 
 def export_gguf(run_dir: str | os.PathLike, out: str | os.PathLike, stage: str | None = None,
                 outtype: str = "f32") -> Path:
+    src = find(run_dir, stage, needed_by="export", option="--run", checkpoint_ok=False)
+    # The export is an attempt of its own in the run's ledger (a bad --out ends it as failed).
+    with StageTimer(src.run.root, "export", facts={"format": "gguf", "model_stage": src.stage, "out": str(out),
+                                                   "outtype": outtype}):
+        return _write_gguf(src, Path(out), outtype)
+
+
+def _write_gguf(src: Finished, out: Path, outtype: str) -> Path:
     import gguf
 
-    src = find(run_dir, stage, needed_by="export", option="--run", checkpoint_ok=False)
-    out = Path(out)
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder; give a file name such as model.gguf")
     if out.exists() and out.read_bytes()[:4] != b"GGUF":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from saessak.errors import UserError
 from saessak.io import atomic_dir
+from saessak.ledger import StageTimer
 from saessak.model.loading import find
 from saessak.tokenizer import special_tokens as st
 from saessak.tokenizer.chat_format import CHAT_TEMPLATE
@@ -121,16 +122,20 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, stage: str | N
 
     src = find(run_dir, stage, needed_by="export", option="--run", checkpoint_ok=False)
     out = Path(out)
-    guard_output(out, must_contain="tokenizer_config.json")
-    cfg = json.loads((src.checkpoint / "config.json").read_text(encoding="utf-8"))
-    ids = _token_ids(src.tokenizer_json)
-    card = render_model_card(src, prices=prices)  # before touching `out`: a bad run fails early
-    with atomic_dir(out) as tmp:
-        shutil.copyfile(src.checkpoint / "model.safetensors", tmp / "model.safetensors")
-        shutil.copyfile(src.tokenizer_json, tmp / "tokenizer.json")
-        _write_json(tmp / "config.json", hf_config(cfg, ids))
-        _write_json(tmp / "tokenizer_config.json", tokenizer_config(cfg["max_position_embeddings"]))
-        _write_json(tmp / "special_tokens_map.json", special_tokens_map())
-        _write_json(tmp / "generation_config.json", generation_config(ids))
-        (tmp / "README.md").write_text(card, encoding="utf-8")
+    # The export is an attempt of its own in the run's ledger (a bad --out ends it as failed); the
+    # model card prices every attempt before it.
+    with StageTimer(src.run.root, "export", facts={"format": "hf", "model_stage": src.stage, "out": str(out)}) as timer:
+        guard_output(out, must_contain="tokenizer_config.json")
+        cfg = json.loads((src.checkpoint / "config.json").read_text(encoding="utf-8"))
+        ids = _token_ids(src.tokenizer_json)
+        # Before touching `out`: a bad run fails early.
+        card = render_model_card(src, prices=prices, exclude_attempt=timer.attempt)
+        with atomic_dir(out) as tmp:
+            shutil.copyfile(src.checkpoint / "model.safetensors", tmp / "model.safetensors")
+            shutil.copyfile(src.tokenizer_json, tmp / "tokenizer.json")
+            _write_json(tmp / "config.json", hf_config(cfg, ids))
+            _write_json(tmp / "tokenizer_config.json", tokenizer_config(cfg["max_position_embeddings"]))
+            _write_json(tmp / "special_tokens_map.json", special_tokens_map())
+            _write_json(tmp / "generation_config.json", generation_config(ids))
+            (tmp / "README.md").write_text(card, encoding="utf-8")
     return out

@@ -1,6 +1,7 @@
 """The model card (README.md) that travels with exported weights.
 
-It carries the run's data card summary, the audited cost ledger, the evaluation and the licence,
+It carries the run's data card summary, the audited cost ledger (every attempt, beside the whole
+project's spend when the run sits in a folder with others), the evaluation and the licence,
 each read from the run folder where its stage left it (RUN/data/data_card.json, RUN/ledger.jsonl,
 RUN/eval/results.json) and rendered by the code that owns it, the same code the run's report
 uses. Money comes from the ledger's measured facts and a price table (`--prices FILE` over
@@ -16,7 +17,15 @@ from saessak import __version__
 from saessak.data.card import read_summary, summary_markdown
 from saessak.evals import results
 from saessak.io import fmt
-from saessak.ledger import git_commit, ledger_costs, load_prices, markdown_table, read_ledger
+from saessak.ledger import (
+    git_commit,
+    ledger_costs,
+    load_prices,
+    markdown_table,
+    project_sentence,
+    project_summary,
+    read_ledger,
+)
 from saessak.model import ModelConfig
 from saessak.model.loading import Finished
 
@@ -34,10 +43,14 @@ def _data_licences(data: dict | None) -> list[str]:
     return out
 
 
-def render_model_card(src: Finished, prices: str | os.PathLike | None = None) -> str:
+def render_model_card(src: Finished, prices: str | os.PathLike | None = None,
+                      exclude_attempt: str | None = None) -> str:
+    """The card; `exclude_attempt` leaves out the export's own attempt (still running)."""
     table = load_prices(prices)
-    ledger = ledger_costs(read_ledger(src.run.root), table)
+    records = [r for r in read_ledger(src.run.root) if not exclude_attempt or r.get("attempt") != exclude_attempt]
+    ledger = ledger_costs(records, table)
     total = ledger["total"]
+    head = ledger["headline"]
     data = read_summary(src.run.data)
     ev = results.summary(src.run)
     cfg = json.loads((src.checkpoint / "config.json").read_text(encoding="utf-8"))
@@ -90,10 +103,15 @@ def render_model_card(src: Finished, prices: str | os.PathLike | None = None) ->
         f"Total: **{fmt(total['cost_krw'], 2)} KRW** (USD {fmt(total['cost_usd'], 4)}) at the prices in "
         f"`{table.source}`; {fmt(total['energy_kwh'], 4)} kWh (nameplate power x PUE).",
         "",
+        project_sentence(total, project_summary(src.run.root, table))
+        + f" The attempts that built the model ({', '.join(head['stages']) or 'none'}) cost "
+        f"{fmt(head['cost_krw'], 2)} KRW of it; the rest is evaluation, reports, exports and attempts that failed "
+        "or were redone.",
+        "",
         "## Evaluation",
         "",
         f"Val bits per byte after pretraining: {fmt(ev['pretrain'].get('bpb'), 4)}. "
-        "Task accuracy (held-out test split, greedy):",
+        f"Task accuracy (held-out {ev.get('split', 'test')} split, greedy):",
         "",
         results.markdown_table(ev),
         "",

@@ -136,8 +136,10 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
             mfu = flops_per_token * tok_s / W / peak if peak else None
             done_steps = step + 1
             losses.append(loss)
+            tokens_run = (done_steps - start_step) * tokens_per_step  # this attempt's, for the ledger's heartbeat
+            st.progress(steps=done_steps - start_step, tokens=tokens_run, flops=flops_per_token * tokens_run)
             st.metrics.log({"type": "train", "step": done_steps, "loss": loss, "lr": lr, "grad_norm": res.grad_norm,
-                            "tokens": tokens_before + (done_steps - start_step) * tokens_per_step,
+                            "tokens": tokens_before + tokens_run,
                             "tok_per_s": round(tok_s, 1), "mfu": round(mfu, 4) if mfu else None})
             extra = f"val bpb {last_val:.4f}" if last_val is not None else ""
             if info.is_main and not quiet:

@@ -4,6 +4,7 @@
 - markdown.py         report.md
 - plots.py            training curves from RUN/<stage>/metrics.jsonl
 - projection.py       what the recipe would cost on GPUs (FLOPs-based)
-- results_section.py  the generated "Latest speedrun" section of docs/RESULTS.md
-- cli.py              `saessak report`
+- pii_section.py      personal data masked (or kept) per source at the door into training
+- bill.py             the project's bill: every attempt of every run under a folder, priced (bill.md, .json, .png)
+- cli.py              `saessak report`, `saessak bill`
 """

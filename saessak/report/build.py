@@ -16,9 +16,20 @@ from typing import Any
 
 from saessak import __version__
 from saessak.data.card import read_summary
+from saessak.report.pii_section import pii_facts
+from saessak.errors import UserError
 from saessak.evals import results
 from saessak.io import read_json_or_none, write_json, write_text
-from saessak.ledger import git_commit, ledger_costs, load_prices, now_iso, read_ledger
+from saessak.ledger import (
+    PriceTable,
+    StageTimer,
+    git_commit,
+    ledger_costs,
+    load_prices,
+    now_iso,
+    project_summary,
+    read_ledger,
+)
 from saessak.model import ModelConfig
 from saessak.report.markdown import render_markdown
 from saessak.report.plots import plot_stage
@@ -27,6 +38,7 @@ from saessak.runfolder import MODEL_STAGES, STAGES, RunFolder, stage_name
 
 # 2: the pretrained model's entries are keyed "pretrain" (1 called them "base").
 SCHEMA_VERSION = 2
+_CPU_FIELDS = ("name", "usd_per_hour", "vcpus", "watts", "price_source", "watts_source")
 
 
 # ----------------------------------------------------------------------------- sections
@@ -60,12 +72,33 @@ def stages_run(run: RunFolder, records: list[dict]) -> list[str]:
 # ----------------------------------------------------------------------------- build / write
 
 
+def prices_section(table: PriceTable, records: list[dict]) -> dict[str, Any]:
+    """The price figures used: the table, and every CPU row the run's records were priced with
+    (`cpu`: the first one, the row of the run's machine; `cpu_rows`: all, with how each was chosen)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for device in [r.get("device") or {} for r in records if (r.get("device") or {}).get("type") != "cuda"] or [{}]:
+        key, row, note = table.cpu_row(device)
+        rows.setdefault(key, {"row": key, "note": note, **{k: row.get(k) for k in _CPU_FIELDS}})
+    return {
+        "source": table.source,
+        "usd_to_krw": table.usd_to_krw,
+        "usd_to_krw_date": table.data["currency"].get("usd_to_krw_date"),
+        "electricity_krw_per_kwh": table.krw_per_kwh,
+        "pue": table.pue,
+        "cpu": next(iter(rows.values())),
+        "cpu_rows": rows,
+    }
+
+
 def build_report(run_dir: str | os.PathLike, prices: str | os.PathLike | None = None,
-                 command: str | None = None) -> dict[str, Any]:
+                 command: str | None = None, exclude_attempt: str | None = None) -> dict[str, Any]:
+    """The report dict; `exclude_attempt` leaves out the report's own attempt (still running)."""
     run = RunFolder(run_dir)
     table = load_prices(prices)
-    records = read_ledger(run.root)
+    problems: list[str] = []
+    records = [r for r in read_ledger(run.root, problems) if not exclude_attempt or r.get("attempt") != exclude_attempt]
     ledger = ledger_costs(records, table)
+    ledger["problems"] = problems
     return {
         "schema_version": SCHEMA_VERSION,
         "run": str(run.root),
@@ -77,17 +110,13 @@ def build_report(run_dir: str | os.PathLike, prices: str | os.PathLike | None = 
         "saessak_version": __version__,
         "stages": stages_run(run, records),
         "data": read_summary(run.data),
+        "pii": pii_facts(run),
         "tokenizer": tokenizer_section(run),
         "model": model_section(run),
         "ledger": ledger,
-        "prices": {
-            "source": table.source,
-            "usd_to_krw": table.usd_to_krw,
-            "usd_to_krw_date": table.data["currency"].get("usd_to_krw_date"),
-            "electricity_krw_per_kwh": table.krw_per_kwh,
-            "pue": table.pue,
-            "cpu": {k: table.data["cpu"].get(k) for k in ("name", "usd_per_hour", "vcpus", "watts", "price_source", "watts_source")},
-        },
+        # The whole project around the run (its folder's other runs), or None when it is alone.
+        "project": project_summary(run.root, table),
+        "prices": prices_section(table, records),
         "eval": results.summary(run),
         "projection": project(table, ledger),
         "plots": [],
@@ -96,15 +125,19 @@ def build_report(run_dir: str | os.PathLike, prices: str | os.PathLike | None = 
 
 def write_report(run_dir: str | os.PathLike, prices: str | os.PathLike | None = None,
                  command: str | None = None) -> dict[str, Any]:
-    """Build the report, draw the plots, and write report.json and report.md atomically."""
+    """Build the report, draw the plots, and write report.json and report.md atomically. The report
+    is a stage attempt of its own in the ledger; it reports every attempt before it."""
     run = RunFolder(run_dir)
-    report = build_report(run.root, prices, command)
-    plots: list[str] = []
-    for stage in MODEL_STAGES:
-        metrics = run.stage_dir(stage) / "metrics.jsonl"
-        if metrics.exists():
-            plots += [str(p.relative_to(run.root)) for p in plot_stage(metrics, stage, run.root / "plots")]
-    report["plots"] = plots
-    write_json(run.root / "report.json", report)
-    write_text(run.root / "report.md", render_markdown(report))
+    if not run.root.is_dir():
+        raise UserError(f"--run {run.root}: run folder not found")
+    with StageTimer(run.root, "report") as timer:
+        report = build_report(run.root, prices, command, exclude_attempt=timer.attempt)
+        plots: list[str] = []
+        for stage in MODEL_STAGES:
+            metrics = run.stage_dir(stage) / "metrics.jsonl"
+            if metrics.exists():
+                plots += [str(p.relative_to(run.root)) for p in plot_stage(metrics, stage, run.root / "plots")]
+        report["plots"] = plots
+        write_json(run.root / "report.json", report)
+        write_text(run.root / "report.md", render_markdown(report))
     return report

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from saessak.data.card import summary_markdown
+from saessak.report.pii_section import pii_lines
 from saessak.evals.results import markdown_table as eval_table
 from saessak.io import fmt, md_table, pct
 from saessak.ledger import markdown_table as ledger_table
+from saessak.ledger import project_sentence
 from saessak.runfolder import MODEL_STAGES
 
 
@@ -42,7 +44,7 @@ def sample_lines(ev: dict, per_task: int = 1) -> list[str]:
     stage = next((s for s in reversed(MODEL_STAGES) if ev.get(s, {}).get("samples")), None)
     if stage is None:
         return []
-    lines = ["", f"### Sample conversations ({stage} model, held-out test items, greedy)", ""]
+    lines = ["", f"### Sample conversations ({stage} model, held-out {ev.get('split', 'test')} items, greedy)", ""]
     seen: dict[str, int] = {}
     for s in ev[stage]["samples"]:
         if not isinstance(s, dict):
@@ -55,6 +57,25 @@ def sample_lines(ev: dict, per_task: int = 1) -> list[str]:
         lines.append(f"- **{task}** (level {s.get('level', '?')}, {mark}; expected `{_one_line(s.get('answer', ''))}`)  \n"
                      f"  user: {_one_line(s.get('prompt', ''))}  \n  assistant: {_one_line(s.get('response', ''))}")
     return lines
+
+
+def _cpu_row_text(row: dict) -> str:
+    # How the row was chosen (a nearest-row note) is said under the ledger table.
+    return (f"CPU: {row.get('name')}, USD {row.get('usd_per_hour')}/h for {row.get('vcpus')} vCPUs "
+            f"({row.get('price_source')}); power {row.get('watts')} W ({row.get('watts_source')}).")
+
+
+def _whole_bill(r: dict) -> list[str]:
+    """This run's cost beside its model's headline and the whole project's spend (ledger.project_sentence)."""
+    led = r["ledger"]
+    head = led.get("headline")
+    lines = [project_sentence(led["total"], r.get("project"))]
+    if head:
+        lines.append(f"Of this run's {led['total'].get('attempts', '?')} attempts, the ones that built its "
+                     f"model ({', '.join(head['stages']) or 'none'}: each stage's last finished attempt and the "
+                     f"attempts it resumed from) cost {fmt(head['cost_krw'], 2)} KRW, the headline; evaluations, "
+                     "reports, exports and attempts that failed or were redone are the rest.")
+    return [" ".join(lines), ""]
 
 
 def render_markdown(r: dict) -> str:
@@ -72,12 +93,14 @@ def render_markdown(r: dict) -> str:
         f"{fmt(total['wall_s'], 1)} s wall, {fmt(total['flops'] or None)} FLOPs, {fmt(total['energy_kwh'], 4)} kWh. "
         f"Val bits per byte after pretraining: **{fmt(ev['pretrain'].get('bpb'), 4)}**.",
         "",
+        *_whole_bill(r),
         eval_table(ev),
         "",
         "## Data",
         "",
         summary_markdown(r.get("data")),
         "",
+        *pii_lines(r.get("pii")),
         "## Tokenizer",
         "",
     ]
@@ -103,10 +126,10 @@ def render_markdown(r: dict) -> str:
         "",
         f"Money = device-hours x hourly price; energy = device-hours x power x PUE {fmt(pr['pue'])} "
         f"(nameplate power, an upper bound); KRW at {fmt(pr['usd_to_krw'])} KRW/USD ({pr.get('usd_to_krw_date')}). "
-        f"CPU: {pr['cpu'].get('name')}, USD {pr['cpu'].get('usd_per_hour')}/h for {pr['cpu'].get('vcpus')} vCPUs "
-        f"({pr['cpu'].get('price_source')}); power {pr['cpu'].get('watts')} W ({pr['cpu'].get('watts_source')}). "
-        f"Electricity alone (own machine, {fmt(pr['electricity_krw_per_kwh'])} KRW/kWh): "
-        f"{fmt(total['power_cost_krw'], 3)} KRW. Price table: {pr['source']}.",
+        + " ".join(_cpu_row_text(row) for row in (pr.get("cpu_rows") or {"cpu": pr["cpu"]}).values())
+        + f" Electricity alone (own machine, {fmt(pr['electricity_krw_per_kwh'])} KRW/kWh): "
+        f"{fmt(total['power_cost_krw'], 3)} KRW. Price table: {pr['source']}."
+        + ("".join(f"\n\n- not counted: {p}" for p in led.get("problems") or [])),
         "", "## Evaluation", "",
         f"- val bits per byte (pretrain): {fmt(ev['pretrain'].get('bpb'), 4)}",
         "",

@@ -62,6 +62,7 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
             step, offset, totals = state["step"], state["offset"], state["totals"]
             cur.load_state(state["curriculum"])
             log(f"rl: resuming from {st.resume_from} (step {step})")
+        step_before, totals_before = step, dict(totals)  # what earlier attempts did (the ledger counts each attempt)
         sampler = Sampler(model, tok, device=info.device, max_batch_size=max(64, cfg.num_generations))
         need = cfg.prompts_per_step // info.world
         n_params = model.config.num_parameters()
@@ -96,6 +97,10 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
             totals["prompt_tokens"] += prompt_toks
             totals["trained_tokens"] += int(stats["trained_tokens"])
             st.metrics.log(rec)
+            mine = {k: totals[k] - totals_before[k] for k in totals}
+            # Rank 0 counts only its own tokens until the sums at the end: under DDP the heartbeat carries steps.
+            st.progress(steps=step - step_before, **({"tokens": sum(mine.values()), "flops": _flops(n_params, mine, cfg)}
+                                                     if info.world == 1 else {}))
             if info.is_main:
                 if cfg.log_completions and (step % cfg.log_completions == 0 or step == 1):
                     for g in batch.generated[:4]:
@@ -114,13 +119,12 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
                 log(f"rl: time budget {cfg.time_budget_s}s reached after step {step}")
                 break
 
-        world_tokens = all_reduce_sum([totals["rollout_tokens"], totals["prompt_tokens"], totals["trained_tokens"]], info)
+        keys = ("rollout_tokens", "prompt_tokens", "trained_tokens")
+        world_tokens = all_reduce_sum([totals[k] for k in keys], info)
         rollout_toks, prompt_toks, trained_toks = (int(x) for x in world_tokens)
-        # Generation: 2N FLOPs per prompt and completion token (forward only); training: 6N per
-        # trained token per iteration, plus 2N for the no-grad old/ref log-prob passes.
-        extra_fwd = (1 if cfg.num_iterations > 1 else 0) + (1 if cfg.beta > 0 else 0)
-        flops = 2 * n_params * (rollout_toks + prompt_toks) + 6 * n_params * trained_toks \
-            + 2 * n_params * extra_fwd * trained_toks / cfg.num_iterations
+        # The ledger records this attempt's own work (a resumed run's earlier attempts have theirs).
+        before = all_reduce_sum([totals_before[k] for k in keys], info)
+        mine = {k: int(w - b) for k, w, b in zip(keys, world_tokens, before)}
         summary = {"preset": preset, "steps": step, "tasks": families, "levels": dict(cur.levels),
                    "curriculum": cfg.curriculum, "curriculum_moves": cur.moves,
                    "curriculum_state": cur.summary(),
@@ -128,8 +132,18 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
                    "loop_s": round(time.perf_counter() - t_start, 2), "config": dataclasses.asdict(cfg),
                    "last": rec}
         meta = {"preset": preset, "stage": "rl", "step": step, "parent": "sft", "levels": dict(cur.levels)}
-        return st.finish(model, meta, summary, params=n_params, tokens=rollout_toks + prompt_toks + trained_toks,
-                         flops=flops, steps=step, rollout_tokens=rollout_toks, trained_tokens=trained_toks)
+        return st.finish(model, meta, summary, params=n_params, tokens=sum(mine.values()), flops=_flops(n_params, mine, cfg),
+                         steps=step - step_before, rollout_tokens=mine["rollout_tokens"],
+                         trained_tokens=mine["trained_tokens"])
+
+
+def _flops(n_params: int, tokens: dict, cfg: GRPOConfig) -> float:
+    """Generation: 2N FLOPs per prompt and completion token (forward only); training: 6N per
+    trained token per iteration, plus 2N for the no-grad old/ref log-prob passes."""
+    extra_fwd = (1 if cfg.num_iterations > 1 else 0) + (1 if cfg.beta > 0 else 0)
+    trained = tokens["trained_tokens"]
+    return 2 * n_params * (tokens["rollout_tokens"] + tokens["prompt_tokens"]) + 6 * n_params * trained \
+        + 2 * n_params * extra_fwd * trained / cfg.num_iterations
 
 
 def _step_metrics(step, batch, stats, cfg, families, cur, info) -> dict:

@@ -5,6 +5,9 @@ about the assistant, and optionally the user's chat data. Conversations are rend
 chat format's assistant-only loss mask and packed into rows with a block-diagonal mask (pack.py).
 A held-out slice of the conversations gives the validation loss curve.
 
+The user's chat data passes the door into training (saessak/data/ingest.py): personal data is
+masked unless `keep_pii`, and done.json's "pii" holds the counts per source.
+
 Outputs: RUN/sft/final/ (model), RUN/sft/metrics.jsonl, RUN/sft/ckpt/step_N/ (resume),
 RUN/sft/done.json, and one ledger record. Skip, resume and --force follow the stage life-cycle
 (saessak/training/lifecycle.py).
@@ -20,6 +23,7 @@ from typing import Any
 import torch
 
 from saessak import recipes
+from saessak.data.ingest import Door
 from saessak.errors import UserError
 from saessak.model.loading import load_stage
 from saessak.pretrain.config import PretrainConfig
@@ -33,23 +37,26 @@ from saessak.training.lifecycle import StageRun, completed
 from saessak.training.optim import autocast, build_optimizer, lr_at, resolve_dtype, set_lr
 
 
-def build_conversations(cfg: SFTConfig, data_file=None, hf_dataset=None, tasks_api=None) -> list[list[dict]]:
+def build_conversations(cfg: SFTConfig, data_file=None, hf_dataset=None, tasks_api=None,
+                        door: Door | None = None) -> list[list[dict]]:
+    """The project's task solutions and identity chats, plus the user's data through `door`."""
     if tasks_api is None:
         import saessak.tasks as tasks_api
     convs = sft_data.task_conversations(tasks_api.FAMILIES, cfg.task_items_per_family, cfg.seed,
                                         cfg.level_weights, tasks_api=tasks_api)
     convs += sft_data.identity_conversations(cfg.identity_items, cfg.seed)
     if data_file:
-        convs += sft_data.load_jsonl_conversations(data_file)
+        convs += sft_data.load_jsonl_conversations(data_file, door=door)
     if hf_dataset:
-        convs += sft_data.load_hf_conversations(hf_dataset)
+        convs += sft_data.load_hf_conversations(hf_dataset, door=door)
     random.Random(cfg.seed).shuffle(convs)
     return convs
 
 
 def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None, *, resume: bool = False,
-            force: bool = False, tasks_api=None, log=print, **overrides: Any) -> dict:
-    """Run (or resume, or skip) SFT; `overrides` are SFTConfig fields by name (None: the recipe's)."""
+            force: bool = False, keep_pii: bool = False, tasks_api=None, log=print, **overrides: Any) -> dict:
+    """Run (or resume, or skip) SFT; `overrides` are SFTConfig fields by name (None: the recipe's).
+    `keep_pii` trains on the user's data without masking personal data (warned, recorded)."""
     rf = RunFolder(run)
     if (done := completed(rf, "sft", force, log)) is not None:
         return done
@@ -59,7 +66,9 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
         info = st.info
         cfg.validate(info.world)
         model, tok = load_stage(rf, "pretrain", "sft", device=info.device)
-        convs = build_conversations(cfg, data_file, hf_dataset, tasks_api)
+        door = Door(keep_pii=keep_pii, stage="sft")
+        convs = build_conversations(cfg, data_file, hf_dataset, tasks_api, door=door)
+        door.report(log)
         n_val = max(1, int(len(convs) * cfg.val_fraction))
         rendered = [(r.ids, r.loss_mask) for r in (render(tok, c) for c in convs)]
         val_rows = pack(rendered[:n_val], cfg.seq_len, tok.pad_id)
@@ -76,6 +85,7 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
         if state is not None:
             step, tokens_trained = state["step"], state["tokens_trained"]
             log(f"sft: resuming from {st.resume_from} (step {step})")
+        step_before, tokens_before = step, tokens_trained  # what earlier attempts did (the ledger counts each attempt)
 
         per_rank = cfg.batch_size // info.world
         dtype = resolve_dtype(info.device, cfg.dtype or recipes.stage_config(PretrainConfig, preset, "pretrain").dtype)
@@ -132,15 +142,19 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
                 rec["val_loss"] = val_loss()
                 log(f"sft step {step}/{cfg.max_steps} loss {rec['loss']:.4f} val {rec['val_loss']:.4f} lr {lr:.2e}")
             st.metrics.log(rec)
+            st.progress(steps=step - step_before, tokens=tokens_trained - tokens_before,
+                        flops=flops_per_token * (tokens_trained - tokens_before))
             if step % cfg.ckpt_every == 0 and step < cfg.max_steps:
                 st.checkpoint(step, model, opt, {"tokens_trained": tokens_trained})
             barrier(info)
 
         summary = {"preset": preset, "steps": step, "tokens": tokens_trained,
                    "final_loss": rec.get("loss"), "final_val_loss": rec.get("val_loss"),
-                   "conversations": len(convs), "train_rows": len(train_rows), "config": dataclasses.asdict(cfg),
+                   "conversations": len(convs), "train_rows": len(train_rows), "pii": door.record(),
+                   "config": dataclasses.asdict(cfg),
                    "loop_s": round(time.perf_counter() - t_loop, 2)}
         meta = {"preset": preset, "stage": "sft", "step": step, "tokens_seen": tokens_trained, "parent": "pretrain"}
-        return st.finish(model, meta, summary, params=model.config.num_parameters(), tokens=tokens_trained,
-                         flops=flops_per_token * tokens_trained, steps=step,
+        attempt_tokens = tokens_trained - tokens_before
+        return st.finish(model, meta, summary, params=model.config.num_parameters(), tokens=attempt_tokens,
+                         flops=flops_per_token * attempt_tokens, steps=step - step_before,
                          final_val_loss=summary["final_val_loss"])

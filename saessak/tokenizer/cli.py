@@ -6,6 +6,8 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from saessak.cli import add_tag_option
+
     p = subparsers.add_parser("tokenizer", help="train the Korean byte-fallback BPE tokenizer")
     sub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION")
     t = sub.add_parser("train", help="train RUN/tokenizer/tokenizer.json on RUN/data/train.jsonl")
@@ -13,6 +15,7 @@ def register(subparsers) -> None:
     t.add_argument("--preset", default="cpu-tiny", help="preset whose vocabulary size to use (default cpu-tiny)")
     t.add_argument("--vocab-size", type=int, default=None, help="vocabulary size (overrides the preset's)")
     t.add_argument("--force", action="store_true", help="retrain even if RUN/tokenizer/done.json exists")
+    add_tag_option(t)
     t.set_defaults(func=run)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 

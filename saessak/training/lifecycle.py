@@ -13,10 +13,16 @@ One rule for all of them:
    an error.
 4. Fresh start: otherwise the leftovers of an earlier attempt (metrics, samples, a final model
    whose done marker never came) are removed, keeping only what the stage names in `keep`.
-5. Finish: the final model is saved, the ledger record appended, `done.json` written last, and
-   the checkpoints dropped (they exist only to resume).
-6. Always, on success, error or Ctrl-C: the process group is torn down and the torch thread
-   count put back as it was.
+5. Finish: the final model is saved, the ledger record closed (`done`), `done.json` written last,
+   and the checkpoints dropped (they exist only to resume).
+6. Always, on success, error or Ctrl-C: the attempt's ledger record is closed (`failed` with the
+   error class, `interrupted` on Ctrl-C or SIGTERM), the process group is torn down and the torch
+   thread count put back as it was.
+
+Every attempt is in the ledger from its start (saessak/ledger.py): the record is written on entry
+and rewritten every heartbeat with the time so far and what the loop reported through `progress`
+(tokens, FLOPs, steps), so an attempt killed outright is still there, read as `killed`. A resumed
+attempt records the step it resumed from.
 
 Inputs are checked before anything is deleted: a stage calls `begin()` once its inputs have
 loaded, so a bad input never costs the previous attempt's work. Only rank 0 writes or deletes.
@@ -31,7 +37,7 @@ from typing import Any
 import torch
 
 from saessak.errors import UserError
-from saessak.ledger import StageTimer
+from saessak.ledger import StageTimer, heartbeat_interval
 from saessak.runfolder import RunFolder
 from saessak.training.checkpoints import ckpt_root, latest_checkpoint, load_checkpoint, save_checkpoint, save_final
 from saessak.training.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
@@ -62,19 +68,35 @@ class StageRun:
         self._threads_before = torch.get_num_threads()
 
     def __enter__(self) -> "StageRun":
+        heartbeat = heartbeat_interval()  # a bad $SAESSAK_HEARTBEAT_S is an error before anything starts
         self.info = init_distributed(self.device)
-        if self.threads and self.info.device == "cpu" and self.info.world == 1:
-            torch.set_num_threads(self.threads)
-        self.metrics = MetricsLog(self.dir / "metrics.jsonl", enabled=self.info.is_main)
-        self.timer = StageTimer(self.run.root, self.stage, device=self.info.device)
+        try:
+            if self.threads and self.info.device == "cpu" and self.info.world == 1:
+                torch.set_num_threads(self.threads)
+            self.metrics = MetricsLog(self.dir / "metrics.jsonl", enabled=self.info.is_main)
+            self.timer = StageTimer(self.run.root, self.stage, device=self.info.device, heartbeat_s=heartbeat)
+        except BaseException:
+            cleanup_distributed(self.info)
+            torch.set_num_threads(self._threads_before)
+            raise
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if self.info is not None:
-                cleanup_distributed(self.info)
+            if exc is not None:
+                self.timer.fail(exc)
+            elif not self.timer.ended:
+                self.timer.finish()  # left without `finish` (no model): the attempt still ended normally
         finally:
-            torch.set_num_threads(self._threads_before)
+            try:
+                if self.info is not None:
+                    cleanup_distributed(self.info)
+            finally:
+                torch.set_num_threads(self._threads_before)
+
+    def progress(self, **facts: Any) -> None:
+        """This attempt's counts so far (tokens, flops, steps): the ledger's next heartbeat writes them."""
+        self.timer.progress(**facts)
 
     def begin(self) -> Path | None:
         """Rules 2-4: empty the folder (--force), or find the checkpoint to resume, or clear the
@@ -98,6 +120,7 @@ class StageRun:
             return None
         state = load_checkpoint(self.resume_from, model, optimizer)
         self.metrics.truncate_after(state["step"])
+        self.timer.progress(resumed_from_step=state["step"])
         return state
 
     def checkpoint(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -108,7 +131,8 @@ class StageRun:
 
     def finish(self, model: torch.nn.Module, meta: dict[str, Any], summary: dict[str, Any],
                **ledger_facts: Any) -> dict[str, Any]:
-        """Rule 5: final model, ledger record, done.json (last), checkpoints dropped."""
+        """Rule 5: final model, ledger record (status done), done.json (last), checkpoints dropped.
+        `ledger_facts` are this attempt's own (tokens and FLOPs since it started or resumed)."""
         if self.info.is_main:
             save_final(self.dir, model, meta)
             self.timer.finish(**ledger_facts)
