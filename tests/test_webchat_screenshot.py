@@ -22,7 +22,7 @@ def test_screenshot_of_a_run(micro_run, tmp_path):
     run, _ = micro_run
     out = tmp_path / "shot.png"
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "webchat_screenshot.py"), "--model", str(run),
-                        "--out", str(out), "--n", "1", "--max-tokens", "8", "--chat", "안녕하세요"],
+                        "--out", str(out), "--n", "1", "--max-level", "1", "--max-tokens", "8", "--chat", "안녕하세요"],
                        capture_output=True, text=True, timeout=240, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
