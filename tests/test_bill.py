@@ -110,7 +110,8 @@ def test_the_report_and_the_model_card_give_both_numbers(project, tmp_path):
 def test_a_benchmark_that_trains_can_put_its_cost_in_the_bill(project, tmp_path):
     bench = project / "bench-rl-step"
     r = subprocess.run([sys.executable, str(REPO / "bench" / "rl_step.py"), "--smoke", "--no-trl", "--run", str(bench)],
-                       cwd=REPO, capture_output=True, text=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
+                       cwd=REPO, capture_output=True, text=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"),
+                       check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["smoke"] is True  # still the last line
     [rec] = read_ledger(bench)

@@ -127,7 +127,7 @@ def test_cpu_records_are_priced_with_the_row_of_their_cpu(cpuinfo, row, note):
 
 def test_an_amd_run_is_priced_as_amd_in_its_report(tmp_path, monkeypatch):
     """End to end: the device a stage records on a (faked) AMD machine chooses the report's price row."""
-    import saessak.ledger as ledger
+    from saessak import ledger
     from saessak.report.build import build_report
 
     real = ledger.cpu_info

@@ -27,7 +27,7 @@ from saessak.runfolder import RunFolder
 from saessak.training.checkpoints import latest_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
-BEAT = 0.5  # the heartbeat interval of the kill tests, seconds
+BEAT = 1.0  # the heartbeat interval of the kill tests, seconds
 
 
 def _attempt_files(run: Path) -> list[Path]:
@@ -73,9 +73,8 @@ def test_an_attempt_is_recorded_at_start_kept_current_and_closed_once(tmp_path):
 @pytest.mark.parametrize("error, status", [(ValueError("bad input: x.jsonl line 3"), "failed"),
                                            (KeyboardInterrupt(), "interrupted")])
 def test_an_attempt_that_raises_keeps_its_status_and_error_class(tmp_path, error, status):
-    with pytest.raises(type(error)):
-        with StageTimer(tmp_path, "sft", heartbeat_s=0):
-            raise error
+    with pytest.raises(type(error)), StageTimer(tmp_path, "sft", heartbeat_s=0):
+        raise error
     [rec] = read_ledger(tmp_path)
     assert rec["status"] == status and rec["error"] == type(error).__name__
     if status == "failed":
@@ -106,15 +105,19 @@ def _dead_pid() -> int:
 
 def test_running_records_whose_process_is_gone_read_as_killed(tmp_path):
     now = time.time()
-    iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t))  # noqa: E731
+
+    def iso(t: float) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t))
+
+    here = socket.gethostname()
     base = {"status": "running", "wall_s": 5.0, "heartbeat_s": 1.0, "device": {"type": "cpu", "cpu_cores": 2}}
     cases = {
-        "dead-pid": dict(host=socket.gethostname(), pid=_dead_pid(), start=iso(now - 60), heartbeat=iso(now)),
-        "reused-pid": dict(host=socket.gethostname(), pid=os.getpid(), proc_start=-1, start=iso(now - 59),
-                           heartbeat=iso(now)),
-        "alive": dict(host=socket.gethostname(), pid=os.getpid(), start=iso(now - 58), heartbeat=iso(now)),
-        "elsewhere-stale": dict(host="another-node", pid=1, start=iso(now - 57), heartbeat=iso(now - 120)),
-        "elsewhere-fresh": dict(host="another-node", pid=1, start=iso(now - 56), heartbeat=iso(now - 2)),
+        "dead-pid": {"host": here, "pid": _dead_pid(), "start": iso(now - 60), "heartbeat": iso(now)},
+        "reused-pid": {"host": here, "pid": os.getpid(), "proc_start": -1, "start": iso(now - 59),
+                       "heartbeat": iso(now)},
+        "alive": {"host": here, "pid": os.getpid(), "start": iso(now - 58), "heartbeat": iso(now)},
+        "elsewhere-stale": {"host": "another-node", "pid": 1, "start": iso(now - 57), "heartbeat": iso(now - 120)},
+        "elsewhere-fresh": {"host": "another-node", "pid": 1, "start": iso(now - 56), "heartbeat": iso(now - 2)},
     }
     for name, rec in cases.items():
         write_json(tmp_path / "ledger" / f"{name}.json", {"stage": "rl", "attempt": name, **base, **rec})
@@ -224,7 +227,8 @@ def _kill_mid_run(run: Path, stage: str, argv: list[str]) -> tuple[dict, float]:
 def _resume(run: Path, argv: list[str], stage: str) -> None:
     step = int(latest_checkpoint(RunFolder(run).stage_dir(stage)).name.split("_")[1])
     r = subprocess.run([sys.executable, "-m", "saessak", *argv, "--resume", "--max-steps", str(step + 1)],
-                       cwd=REPO, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"), capture_output=True, text=True)
+                       cwd=REPO, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"), capture_output=True, text=True,
+                       check=False)
     assert r.returncode == 0, r.stderr[-3000:]
 
 
@@ -233,8 +237,9 @@ def _check_kill_and_resume(run: Path, stage: str, argv: list[str]) -> None:
 
     killed, truth = _kill_mid_run(run, stage, argv)
     assert killed["status"] == "killed" and killed["counted_from"] == "process start"
-    # The attempt's time is measured up to its last heartbeat: within one interval of the truth.
-    assert truth - BEAT - 0.25 <= killed["wall_s"] <= truth, (killed["wall_s"], truth)
+    # The attempt's time is measured up to its last heartbeat: within one interval of the truth
+    # (the process's start is known to a clock tick, hence the 0.05 s above it).
+    assert truth - BEAT <= killed["wall_s"] <= truth + 0.05, (killed["wall_s"], truth)
     assert killed.get("steps", 0) >= 1 and killed["tokens"] > 0 and killed["flops"] > 0  # progress so far
     _resume(run, argv, stage)
     bill = build_bill([run.parent])

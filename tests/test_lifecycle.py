@@ -100,14 +100,13 @@ def test_every_attempt_is_in_the_ledger_from_its_start_with_how_it_ended(tmp_pat
 
     rf = RunFolder(tmp_path)
     model = tiny_model()
-    with pytest.raises(RuntimeError, match="out of memory"):
-        with StageRun(rf, "sft") as st:
-            [running] = read_ledger(tmp_path)  # written on entry, before any work
-            assert running["status"] == "running" and running["stage"] == "sft"
-            st.begin()
-            st.checkpoint(3, model, build_optimizer(model, 1e-3), {"tokens_trained": 30})
-            st.progress(steps=3, tokens=30, flops=1e6)
-            raise RuntimeError("out of memory")
+    with pytest.raises(RuntimeError, match="out of memory"), StageRun(rf, "sft") as st:
+        [running] = read_ledger(tmp_path)  # written on entry, before any work
+        assert running["status"] == "running" and running["stage"] == "sft"
+        st.begin()
+        st.checkpoint(3, model, build_optimizer(model, 1e-3), {"tokens_trained": 30})
+        st.progress(steps=3, tokens=30, flops=1e6)
+        raise RuntimeError("out of memory")
     with StageRun(rf, "sft") as st:  # the next attempt resumes from the checkpoint the first one left
         st.begin()
         st.restore(model, build_optimizer(model, 1e-3))
