@@ -38,8 +38,9 @@ def pick_items(model: Path, n: int, seed: int, max_level: int, split: str) -> li
     from saessak.tasks import registry
 
     families = ["josa", "spacing"]
-    if (model / "pretrain").is_dir() or (model / "base").is_dir():
-        families = recipes.stage_config(GRPOConfig, RunFolder(model).preset(), "rl").families(registry)
+    run = RunFolder(model)
+    if run.stage_dir("pretrain").is_dir():
+        families = recipes.stage_config(GRPOConfig, run.preset(), "rl").families(registry)
     items = []
     for task in families:
         for level in range(1, max_level + 1):

@@ -16,7 +16,6 @@ interval straddles L. "No drop by more than 2 points" is "at least -2" read the 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 from saessak.errors import UserError
@@ -24,14 +23,10 @@ from saessak.io import md_table, pct, read_json, read_json_or_none, read_jsonl
 from saessak.runfolder import LEGACY_NAMES, MODEL_STAGES, REPORTED_SPLIT, RunFolder
 
 
-def results_path(rf: RunFolder, split: str = "test") -> Path:
-    return rf.eval_results(split)
-
-
 def reported_split(rf: RunFolder) -> str:
     """The split a run's report reads: the sealed `final` split once the run has results on it,
     else `test` (a run made before `final` existed)."""
-    return REPORTED_SPLIT if results_path(rf, REPORTED_SPLIT).exists() else "test"
+    return REPORTED_SPLIT if rf.eval_results(REPORTED_SPLIT).exists() else "test"
 
 
 def judge(diff: float, half: float | None, line: float) -> str:
@@ -59,7 +54,7 @@ def direction(diff: float, half: float | None) -> str:
 
 def read_results(rf: RunFolder, split: str = "test") -> dict:
     """{stage: result} of a run ({} when nothing was evaluated); old stage names are read as today's."""
-    p = results_path(rf, split)
+    p = rf.eval_results(split)
     results = read_json(p) if p.exists() else {}
     if not isinstance(results, dict):
         raise UserError(f"{p}: expected a JSON object of results by stage")

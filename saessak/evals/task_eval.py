@@ -20,7 +20,7 @@ from typing import Any
 from saessak import recipes
 from saessak.errors import UserError
 from saessak.evals.config import EvalConfig, parse_levels
-from saessak.evals.results import read_results, results_path
+from saessak.evals.results import read_results
 from saessak.io import file_sha256, write_json
 from saessak.ledger import StageTimer
 from saessak.model.loading import load_stage
@@ -122,13 +122,6 @@ def evaluate_model(model, tokenizer, tasks_api, families: list[str], n: int, k: 
 
 
 def _items_sha(examples: list[dict]) -> str:
-    import hashlib
-
-    blob = "\n".join(f"{ex['prompt']}\t{ex['answer']}" for ex in examples)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
-def _items_sha(examples: list[dict]) -> str:
     blob = "\n".join(f"{ex['prompt']}\t{ex['answer']}" for ex in examples)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
@@ -160,7 +153,7 @@ def run_eval_tasks(run: str, stage: str, *, force: bool = False, tasks_api=None,
     if existing and not force and existing.get("n") == cfg.n and existing.get("k") == cfg.k \
             and existing.get("seed") == cfg.seed and sorted(existing.get("tasks", {})) == sorted(families) \
             and existing.get("levels", "all") == (levels or "all") and existing.get("model_sha256") == model_sha:
-        log(f"eval: {results_path(rf, cfg.split)} already has '{stage}' (n={cfg.n}, k={cfg.k}, seed={cfg.seed}); "
+        log(f"eval: {rf.eval_results(cfg.split)} already has '{stage}' (n={cfg.n}, k={cfg.k}, seed={cfg.seed}); "
             "skipping (--force to redo)")
         return existing
     # In the ledger from here on (loading the model is part of the cost); an error ends it as failed.
@@ -175,7 +168,7 @@ def run_eval_tasks(run: str, stage: str, *, force: bool = False, tasks_api=None,
         # Re-read right before writing: another stage's eval may have finished meanwhile.
         merged = read_results(rf, cfg.split)
         merged[stage] = result
-        write_json(results_path(rf, cfg.split), merged)
+        write_json(rf.eval_results(cfg.split), merged)
         params = model.config.num_parameters()
         timer.finish(params=params, tokens=result["generated_tokens"],
                      flops=2 * params * result["generated_tokens"], n=cfg.n, k=cfg.k)
