@@ -14,12 +14,13 @@ The last stdout line is one JSON object with the key figures.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._lib.record import add_record_args, emit  # noqa: E402  (first: it notes the load before the work)
 
 
 def cpu_tiny_model():
@@ -96,6 +97,7 @@ def main() -> None:
     ap.add_argument("--G", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    add_record_args(ap)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -113,9 +115,25 @@ def main() -> None:
     }
     for name, r in results.items():
         print(f"{name:>18}: {r['tok_s']:>9.1f} tok/s  ({r['tokens']} tokens in {r['wall_s']:.2f} s)")
-    print(json.dumps({"bench": "engine_generate", "quick": args.quick, "smoke": args.smoke, "prompts": P, "G": args.G, "new_tokens": N,
-                      "threads": torch.get_num_threads(), **results,
-                      "speedup_vs_hf": round(results["ours_fp32"]["tok_s"] / results["hf_generate_fp32"]["tok_s"], 2)}))
+    emit("engine_generate", {"bench": "engine_generate", "quick": args.quick, "smoke": args.smoke, "prompts": P, "G": args.G,
+                             "new_tokens": N, "threads": torch.get_num_threads(), **results,
+                             "speedup_vs_hf": round(results["ours_fp32"]["tok_s"] / results["hf_generate_fp32"]["tok_s"], 2)},
+         args)
+
+
+def render(r: dict) -> str:
+    """The record as docs/BENCHMARKS.md shows it (scripts/docs_figures.py)."""
+    from saessak.io import md_table
+
+    names = {"ours_fp32": "saessak engine, fp32", "ours_bf16": "saessak engine, bf16 weights copy",
+             "hf_generate_fp32": "transformers `generate`, fp32, batched"}
+    base = r["hf_generate_fp32"]["tok_s"]
+    rows = [[label, f"{r[k]['tokens']:,}", f"{r[k]['wall_s']:.2f}", f"{r[k]['tok_s']:,.1f}", f"{r[k]['tok_s'] / base:.2f}x"]
+            for k, label in names.items()]
+    return "\n".join([f"{r['prompts']} prompts x G={r['G']}, {r['new_tokens']} new tokens, {r['threads']} torch thread(s)"
+                      + (" (--quick)" if r.get("quick") else "") + ".", "",
+                      md_table(["", "tokens", "wall s", "tokens/s", "vs transformers"], rows), "",
+                      f"saessak's engine: **{r['speedup_vs_hf']:.2f}x** transformers `generate` (fp32 against fp32)."])
 
 
 if __name__ == "__main__":

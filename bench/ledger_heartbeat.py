@@ -37,7 +37,6 @@ Output keys (last stdout line, one JSON object):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -48,6 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._lib.record import add_record_args, emit  # noqa: E402  (first: it notes the load before the work)
 from saessak import tasks  # noqa: E402
 from saessak.io import append_jsonl  # noqa: E402
 from saessak.ledger import DEFAULT_HEARTBEAT_S, HEARTBEAT_ENV, StageTimer, read_ledger  # noqa: E402
@@ -107,6 +107,7 @@ def main() -> None:
                     help="steps of each micro pretraining stage (default: long enough for the default interval to beat)")
     ap.add_argument("--fast-interval", type=float, default=0.01, help="the small heartbeat interval, seconds")
     ap.add_argument("--smoke", action="store_true", help="one round of 2 steps: every path, in seconds (tests)")
+    add_record_args(ap)
     args = ap.parse_args()
     rounds, max_steps, writes = (1, 2, 10) if args.smoke else (args.rounds, args.max_steps, 500)
     configs = {"off": 0.0, "default": DEFAULT_HEARTBEAT_S, "fast": args.fast_interval}
@@ -179,7 +180,41 @@ def main() -> None:
         "projected_from_fast_pct": round(100 * fast_cost / 1000 / DEFAULT_HEARTBEAT_S, 5) if fast_cost is not None else None,
         "threads": __import__("torch").get_num_threads(),
     }
-    print(json.dumps(result))
+    emit("ledger_heartbeat", result, args)
+
+
+def render(r: dict) -> str:
+    """The record as docs/BENCHMARKS.md shows it (scripts/docs_figures.py)."""
+    from saessak.io import md_table
+
+    def rel(key: str, unit: str = "s") -> str:
+        return f"{r[key]:.2f} {unit}"
+
+    rows = [
+        ["stage wall time, median", rel("stage_s_off"), f"{rel('stage_s_default')} ({r['overhead_default_pct']:+.1f} %)",
+         f"{rel('stage_s_fast')} ({r['overhead_fast_pct']:+.1f} %)"],
+        ["stage wall time, fastest", "", f"{r['min_overhead_default_pct']:+.1f} %", f"{r['min_overhead_fast_pct']:+.1f} %"],
+        ["training loop (steps only), median", rel("loop_s_off"),
+         f"{rel('loop_s_default')} ({r['loop_overhead_default_pct']:+.1f} %)",
+         f"{rel('loop_s_fast')} ({r['loop_overhead_fast_pct']:+.1f} %)"],
+        ["CPU seconds the attempt recorded, median", rel("cpu_s_off"),
+         f"{rel('cpu_s_default')} ({r['cpu_overhead_default_pct']:+.1f} %)",
+         f"{rel('cpu_s_fast')} ({r['cpu_overhead_fast_pct']:+.1f} %)"],
+        ["heartbeats per stage", "0", f"{r['beats_default']:g}", f"{r['beats_fast']:g}"],
+    ]
+    in_stage = [c for c in (r.get("min_beat_cost_in_stage_ms"), r.get("fast_beat_cost_ms")) if c is not None]
+    return "\n".join([
+        f"{r['rounds']} round(s) of {r['max_steps']:,}-step micro pretraining stages, {r['threads']} torch threads.", "",
+        md_table(["figure", "heartbeat off", f"every {r['default_interval_s']:g} s (default)",
+                  f"every {r['fast_interval_s']:g} s"], rows), "",
+        f"- Noise between identical stages with the heartbeat off: {r['noise_off_pct']:.1f} % (wall), "
+        f"{r['loop_noise_off_pct']:.1f} % (loop). A default-interval overhead smaller than that is not resolved.",
+        f"- One beat written on its own: **{r['beat_cost_ms']:.2f} ms**"
+        + (f"; inside a running stage (the fast runs' extra loop time over their beats, fastest and median): "
+           f"{min(in_stage):.2f}-{max(in_stage):.2f} ms" if in_stage else "") + ".",
+        f"- At one beat per {r['default_interval_s']:g} s that is **{r['projected_overhead_default_pct']:.4f} %** of stage "
+        "time (from the beat written alone)" + (f", {r['projected_from_fast_pct']:.4f} % from the in-stage cost"
+                                                if r.get("projected_from_fast_pct") is not None else "") + "."])
 
 
 if __name__ == "__main__":

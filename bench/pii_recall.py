@@ -17,7 +17,6 @@ The last stdout line is one JSON object: smoke, identifiers, overall_recall, rec
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._lib.record import add_record_args, emit  # noqa: E402  (first: it notes the load before the work)
+from saessak.io import md_table
 from saessak.pii import PII_TYPES, find_pii
 from tests.pii_numbers import LAYOUTS, dense_set
 
@@ -49,6 +50,7 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="5 documents per layout, in a second (tests)")
     ap.add_argument("--per-layout", type=int, default=200, help="documents per layout (default 200)")
     ap.add_argument("--seed", type=int, default=0)
+    add_record_args(ap)
     args = ap.parse_args()
     per_layout = 5 if args.smoke else args.per_layout
     if per_layout < 1:
@@ -105,8 +107,22 @@ def main() -> int:
         "naive_regex_recall_by_type": {t: rate(naive_found[t], total[t]) for t in NAIVE},
         "scan_s": round(scan_s, 3),
     }
-    print(json.dumps(result))
+    emit("pii_recall", result, args)
     return 0
+
+
+def render(r: dict) -> str:
+    """The record as docs/BENCHMARKS.md shows it (scripts/docs_figures.py)."""
+    naive = r["naive_regex_recall_by_type"]
+    types = list(r["recall_by_type"])
+    rows = [[t, f"{r['identifiers_by_type'][t]:,}", f"{r['recall_by_type'][t]:.3f}",
+             f"{naive[t]:.3f}" if t in naive else "—"] for t in types]
+    rows.append(["**all**", f"**{r['identifiers']:,}**", f"**{r['overall_recall']:.3f}**", "—"])
+    layouts = ", ".join(f"{k} {v:.3f}" for k, v in r["recall_by_layout"].items())
+    return "\n".join([
+        md_table(["type", "identifiers", "saessak recall", "`\\b` regexes (their types only)"], rows), "",
+        f"{r['documents']:,} documents (seed {r['seed']}); wrong type: {r['wrong_type']}, entities found "
+        f"where none was put: {r['extra_entities']}; scan time {r['scan_s']} s. Recall by layout: {layouts}."])
 
 
 if __name__ == "__main__":

@@ -22,13 +22,14 @@ object: ours, baseline, ratio, unit, plus the rest.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench._lib.record import add_record_args, emit  # noqa: E402  (first: it notes the load before the work)
 
 import torch  # noqa: E402
 
@@ -103,6 +104,7 @@ def main() -> None:
     ap.add_argument("--mfu-preset", default="cpu-small", help="shape of the MFU measurement")
     ap.add_argument("--compile", action="store_true", help="also time ours under torch.compile (slow warm-up)")
     ap.add_argument("--smoke", action="store_true", help="micro shape, one step each: every path in seconds (tests)")
+    add_record_args(ap)
     args = ap.parse_args()
     if args.smoke:
         args.quick, args.preset, args.mfu_preset = True, "micro", "micro"
@@ -195,7 +197,40 @@ def main() -> None:
     for k, v in tok_s.items():
         print(f"{k:>14}: {v:9.1f} tok/s  ({med[k] * 1000:.0f} ms/step)")
     print(f"{'cpu-small':>14}: {small_tok_s:9.1f} tok/s  MFU {100 * result['mfu_shape_vs_bf16_peak']:.1f}% of bf16 peak")
-    print(json.dumps(result))
+    emit("pretrain_throughput", result, args)
+
+
+LABELS = {"ours": "**ours, as the speedrun runs it**", "hf_fp32": "HF `LlamaForCausalLM`, plain loop, fp32 (baseline)",
+          "hf_bf16": "HF `LlamaForCausalLM`, plain loop, bf16 autocast", "ours_eager": "ours eager",
+          "ours_eager_bf16": "ours eager, bf16 autocast", "ours_eager_fp32": "ours eager, fp32",
+          "ours_compiled": "ours under `torch.compile`"}
+
+
+def render(r: dict) -> str:
+    """The record as docs/BENCHMARKS.md shows it (scripts/docs_figures.py)."""
+    from saessak.io import md_table
+
+    base = r["tok_per_s"]["hf_fp32"]
+    how = f"{r['ours_dtype']}" + (", `torch.compile`" if r.get("ours_compiled") else "")
+    rows = [[LABELS.get(k, k) + (f" ({how})" if k == "ours" else ""), f"{v:,.0f}", f"{v / base:.2f}x"]
+            for k, v in r["tok_per_s"].items()]
+    target = "met" if r["ratio"] >= 2.0 else "missed"
+    figures = [["measured matmul peak, bf16 / fp32", f"{r['peak_gflops_bf16']:.1f} / {r['peak_gflops_fp32']:.1f} GFLOP/s"],
+               [f"ours at {r['shape']}: MFU vs bf16 peak / fp32 peak", f"{100 * r['mfu_vs_bf16_peak']:.1f} % / "
+                                                                        f"{100 * r['mfu_vs_fp32_peak']:.1f} %"],
+               [f"ours at {r['mfu_shape']} ({r['mfu_shape_dtype']}, batch {r['mfu_shape_batch'][0]} x "
+                f"{r['mfu_shape_batch'][1]}{', compiled' if r['mfu_shape_compiled'] else ''}): tokens/s",
+                f"{r['mfu_shape_tok_per_s']:,.0f}"],
+               [f"ours at {r['mfu_shape']}: MFU vs bf16 peak / fp32 peak",
+                f"{100 * r['mfu_shape_vs_bf16_peak']:.1f} % / {100 * r['mfu_shape_vs_fp32_peak']:.1f} %"],
+               ["AMX", "yes" if r["amx"] else "no"]]
+    if r.get("compile_first_step_s") is not None:
+        figures.append(["`torch.compile` first step (one-off)", f"{r['compile_first_step_s']:.1f} s"])
+    return "\n".join([f"{r['shape']} shape ({r['params'] / 1e6:.1f} M parameters), batch {r['batch'][0]} x {r['batch'][1]}, "
+                      f"{r['threads']} torch threads" + (" (--quick)" if r.get("quick") else "") + ".", "",
+                      md_table(["contender", "tokens/s", "vs HF fp32"], rows), "",
+                      md_table(["figure", "value"], figures), "",
+                      f"Target, ours >= 2x the HF fp32 loop: **{target}** ({r['ratio']:.2f}x)."])
 
 
 if __name__ == "__main__":

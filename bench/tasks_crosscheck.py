@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._lib.record import add_record_args, emit  # noqa: E402  (first: it notes the load before the work)
 
 
 def throughput(n: int) -> dict:
@@ -42,6 +48,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: every check in seconds (tests)")
     parser.add_argument("--corpus", help="a run's data/val.jsonl: also check josa on its nouns and "
                                          "grade spacing items cut from it")
+    add_record_args(parser)
     args = parser.parse_args()
     from saessak.tasks import crosscheck
 
@@ -83,18 +90,63 @@ def main() -> None:
         "josa_kiwi_dictionary_rate": josa["kiwi_dictionary"]["rate"],
         "josa_kiwi_dictionary_checked": josa["kiwi_dictionary"]["checked"],
         "josa_digits_acronyms_rate": josa["digits_and_acronyms"]["rate"],
+        "josa_digits_acronyms_checked": josa["digits_and_acronyms"]["checked"],
         "josa_corpus_rate": josa["corpus"]["rate"] if "corpus" in josa else None,
+        "josa_corpus_checked": josa["corpus"]["checked"] if "corpus" in josa else None,
         "kiwi_raw_digits_agree_of_101": josa["kiwi_raw_digits_0_100_agree"],
         "numbers_table": f"{table['agree']}/{table['checked']}",
         "numbers_round_trip_rate": numbers["sino_agree"] / numbers["sino_checked"],
+        "numbers_round_trip_checked": numbers["sino_checked"],
         "num2words_sino_rate": n2w["sino_agree"] / n2w["sino_checked"] if n2w else None,
+        "num2words_sino_checked": n2w["sino_checked"] if n2w else None,
         "num2words_table": f"{n2w['table_agree']}/{n2w['table_checked']}" if n2w else None,
         "calendar_datetime_rate": calendar["examples_agree"] / calendar["examples_checked"],
+        "calendar_checked": calendar["examples_checked"],
         "arith_expression_rate": arith["agree"] / arith["checked"],
+        "arith_checked": arith["checked"],
+        "sample_per_s": {t: r["sample_per_s"] for t, r in speed.items()},
         "solve_grade_per_s": {t: r["solve_and_grade_per_s"] for t, r in speed.items()},
         "wall_s": round(time.perf_counter() - t0, 1),
     }
-    print(json.dumps(summary, ensure_ascii=False))
+    emit("tasks_crosscheck", summary, args)
+
+
+def render(r: dict) -> str:
+    """The record as docs/BENCHMARKS.md shows it (scripts/docs_figures.py)."""
+    from saessak.io import md_table
+
+    def agree(rate: float | None, checked: int | None) -> list[str]:
+        return ["—", "not run"] if rate is None else [f"{checked:,}" if checked else "—", f"**{100 * rate:.1f} %**"]
+
+    def fraction(text: str | None) -> list[str]:
+        if not text:
+            return ["—", "not run (num2words not installed)"]
+        a, n = (int(x) for x in text.split("/"))
+        return [f"{n:,}", f"{100 * a / n:.0f} %"]
+
+    rows = [
+        ["josa on nouns of Kiwi's dictionary x 8 particle pairs", "kiwipiepy `Kiwi.join`",
+         *agree(r["josa_kiwi_dictionary_rate"], r["josa_kiwi_dictionary_checked"])],
+        ["josa on nouns Kiwi finds in the --corpus file x 8", "`Kiwi.join`",
+         *agree(r["josa_corpus_rate"], r.get("josa_corpus_checked"))],
+        ["josa on digits and acronyms (Kiwi given the spoken reading) x 8", "`Kiwi.join`",
+         *agree(r["josa_digits_acronyms_rate"], r.get("josa_digits_acronyms_checked"))],
+        ["what a user would get: `Kiwi.join` on raw digits 0..100 + 을", "spoken-reading rule", "101",
+         f"{100 * r['kiwi_raw_digits_agree_of_101'] / 101:.0f} %"],
+        ["numbers, hand-checked table", "by hand", *fraction(r["numbers_table"])],
+        ["numbers, Sino reading -> digits round trip", "`parse_sino`",
+         *agree(r["numbers_round_trip_rate"], r.get("numbers_round_trip_checked"))],
+        ["num2words Sino readings (spaces ignored)", "ours",
+         *agree(r["num2words_sino_rate"], r.get("num2words_sino_checked"))],
+        ["num2words on the hand-checked table", "by hand", *fraction(r["num2words_table"])],
+        ["calendar answers", "`datetime`", *agree(r["calendar_datetime_rate"], r.get("calendar_checked"))],
+        ["arith answers", "exact evaluation of the recorded expression",
+         *agree(r["arith_expression_rate"], r.get("arith_checked"))],
+    ]
+    speed = md_table(["family", "sampled per s", "worked solution + grading per s"],
+                     [[t, f"{(r.get('sample_per_s') or {}).get(t, 0):,}", f"{v:,}"] for t, v in r["solve_grade_per_s"].items()])
+    return "\n".join([md_table(["check", "reference", "checked", "agreement"], rows), "",
+                      f"Speed (one process; {r['wall_s']} s for the whole run):", "", speed])
 
 
 if __name__ == "__main__":

@@ -15,11 +15,18 @@ date, the machine and the command that produced them. Blocks: `speedrun-summary`
 `speedrun-summary-ko` (README.ko.md), `webchat` (README.md: what the screenshot shows, from the
 JSON scripts/webchat_screenshot.py writes beside it), `speedrun-time` (docs/BENCHMARKS.md) and `final-split` (docs/RESULTS.md). A file
 that lacks a block's markers is an error naming the file and the block.
+
+Benchmarks the same way: a full (or --quick) run of a script in bench/ leaves its record in
+bench/results/<bench>.json (its JSON line plus date, command, commit, machine and load; see
+bench/_lib/record.py), and each record becomes the block `bench-<bench>` in docs/BENCHMARKS.md,
+drawn by that bench's own `render(result)`. A record without its block, or a block without its
+record, is an error. Without --run only the benchmark blocks are written.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
@@ -28,22 +35,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from saessak.io import md_table, write_text
+from saessak.errors import UserError
+from saessak.io import md_table, read_json, write_text
 
 BLOCKS = {"speedrun-summary": ("README.md",), "speedrun-summary-ko": ("README.ko.md",),
           "webchat": ("README.md",), "speedrun-time": ("docs/BENCHMARKS.md",), "final-split": ("docs/RESULTS.md",)}
+BENCH_DOC = "docs/BENCHMARKS.md"
 SCREENSHOT_JSON = "docs/img/webchat.json"  # written beside the picture by scripts/webchat_screenshot.py
 NO_DROP = -0.02  # "no family drops by more than 2 points", the line for families RL does not train
 GAIN = 0.10  # the most a trained family is asked to gain (or a third of the SFT model's remaining error)
-
-
-def _read(path: Path) -> dict:
-    if not path.exists():
-        raise SystemExit(f"error: {path}: missing (run the speedrun to the end first)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"error: {path}: not valid JSON ({e})") from None
 
 
 def _short(commit: str | None) -> str:
@@ -63,8 +63,8 @@ def _num(x: float, digits: int = 1) -> str:
 
 def facts(run: Path) -> dict:
     """Everything the blocks show, read from the run folder (nothing typed, nothing estimated)."""
-    report, speed = _read(run / "report.json"), _read(run / "speedrun.json")
-    rl_done = _read(run / "rl" / "done.json")
+    report, speed = read_json(run / "report.json"), read_json(run / "speedrun.json")
+    rl_done = read_json(run / "rl" / "done.json")
     from saessak.evals.results import judge
 
     records = report["ledger"]["records"]
@@ -193,6 +193,52 @@ def final_split(f: dict) -> str:
 RENDER = {"webchat": webchat, "speedrun-summary": speedrun_summary, "speedrun-summary-ko": speedrun_summary_ko, "speedrun-time": speedrun_time, "final-split": final_split}
 
 
+def _bench_module(bench: str):
+    path = REPO / "bench" / f"{bench}.py"
+    if not path.is_file():
+        raise UserError(f"{path}: no such benchmark script (named by its record's 'bench' field)")
+    spec = importlib.util.spec_from_file_location(f"_bench_{bench}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "render", None)):
+        raise UserError(f"{path}: has no render(result) to draw its record for the docs")
+    return module
+
+
+def bench_block(rec: dict) -> str:
+    """One benchmark record as its docs block: when, where, how loaded, by what command, then the
+    bench's own tables, then the JSON line it printed."""
+    m, load = rec.get("machine") or {}, rec.get("load_avg_1m") or {}
+    where = f"{m.get('cpu', 'unknown CPU')}, {m.get('cpu_cores', '?')} cores"
+    if m.get("torch"):
+        where += f", torch {m['torch']}, torch threads {m.get('torch_threads', '?')}"
+    body = _bench_module(rec["bench"]).render(rec["result"])
+    head = f"Measured {rec['date']} on {where}"
+    if load:
+        head += f"; 1-minute load average {load.get('start', '?')} at the start, {load.get('end', '?')} at the end"
+    head += f"; commit `{_short(rec.get('commit'))}`" + (f"; {_num(rec['wall_s'], 0)} s" if rec.get("wall_s") else "")
+    head += f". Command: `{rec['command']}`" + (f" ({rec['note']})" if rec.get("note") else "") + "."
+    return "\n".join([head, "", body.rstrip(), "",
+                      "Last line of the run:", "", "`" + json.dumps(rec["result"], ensure_ascii=False) + "`"])
+
+
+def bench_blocks(results: Path, root: Path) -> dict[str, str]:
+    """Block name -> body for every record in `results`; a block in the docs without a record is an error."""
+    blocks = {}
+    for path in sorted(results.glob("*.json")) if results.is_dir() else []:
+        rec = read_json(path)
+        for key in ("bench", "date", "command", "result"):
+            if key not in rec:
+                raise UserError(f"{path}: field '{key}' missing (not a record written by bench/_lib/record.py)")
+        blocks[f"bench-{rec['bench']}"] = bench_block(rec)
+    doc = (root / BENCH_DOC).read_text(encoding="utf-8")
+    orphans = sorted(set(re.findall(r"<!-- figures:(bench-[\w-]+) begin", doc)) - set(blocks))
+    if orphans:
+        raise UserError(f"{root / BENCH_DOC}: block(s) {', '.join(orphans)} have no record in {results} "
+                        "(run the benchmark, or remove the block with its section)")
+    return blocks
+
+
 def rewrite(text: str, name: str, body: str, where: str) -> str:
     pattern = re.compile(rf"(<!-- figures:{re.escape(name)} begin[^>]*-->\n)(.*?)(<!-- figures:{re.escape(name)} end -->)",
                          re.DOTALL)
@@ -205,20 +251,32 @@ def rewrite(text: str, name: str, body: str, where: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", required=True, help="a finished speedrun's run folder")
+    ap.add_argument("--run", help="a finished speedrun's run folder (without it, only the benchmark blocks are written)")
+    ap.add_argument("--bench-results", help="the benchmark records (default: ROOT/bench/results)")
     ap.add_argument("--root", default=str(REPO), help="the tree whose docs are written (default: this repository)")
-    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 when a block differs from the run")
+    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 when a block differs from its source")
     args = ap.parse_args(argv)
-    run, root = Path(args.run), Path(args.root)
-    if not run.is_dir():
-        raise SystemExit(f"error: --run {run}: no such folder")
-    f = facts(run)
-    shot = root / SCREENSHOT_JSON
-    if shot.exists():
-        f["webchat"] = _read(shot)
+    root = Path(args.root)
+    results = Path(args.bench_results) if args.bench_results else root / "bench" / "results"
+    bodies: dict[str, tuple[str, tuple[str, ...]]] = {}
+    try:
+        if args.run:
+            run = Path(args.run)
+            if not run.is_dir():
+                raise SystemExit(f"error: --run {run}: no such folder")
+            try:
+                f = facts(run)
+            except UserError as e:
+                raise SystemExit(f"error: {e} (a speedrun finished to its end is needed)") from None
+            shot = root / SCREENSHOT_JSON
+            if shot.exists():
+                f["webchat"] = read_json(shot)
+            bodies.update({name: (RENDER[name](f), files) for name, files in BLOCKS.items()})
+        bodies.update({name: (body, (BENCH_DOC,)) for name, body in bench_blocks(results, root).items()})
+    except UserError as e:
+        raise SystemExit(f"error: {e}") from None
     stale = []
-    for name, files in BLOCKS.items():
-        body = RENDER[name](f)
+    for name, (body, files) in bodies.items():
         for rel in files:
             path = root / rel
             text = path.read_text(encoding="utf-8")
@@ -228,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.check:
                     write_text(path, new)
     if args.check and stale:
-        print("stale: " + ", ".join(stale) + f" (run scripts/docs_figures.py --run {run})", file=sys.stderr)
+        again = " ".join(["scripts/docs_figures.py"] + (["--run", args.run] if args.run else []))
+        print("stale: " + ", ".join(stale) + f" (run {again})", file=sys.stderr)
         return 1
     print(("up to date" if not stale else "rewrote " + ", ".join(stale)) if not args.check else "up to date")
     return 0
