@@ -71,8 +71,10 @@ def test_default_build_from_cached_sources(fake_cache, tmp_path):
     run = tmp_path / "run"
     summary = build_corpus(run / "data")
     out = run / "data"
-    assert sorted(p.name for p in out.iterdir()) == ["data_card.json", "data_card.md", "done.json", "train.jsonl",
-                                                     "val.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["data_card.json", "data_card.md", "done.json", "logs",
+                                                     "train.jsonl", "val.jsonl"]
+    assert (out / "logs/write/completions/00000").exists()  # datatrove's logs stay in the run folder
+    assert not (run / "work").exists()  # the task files are gone once the folder is complete
     docs = read_split(out)
     assert {d["source"] for d in docs} == {"debian-ko", "kolaw"}
     assert all(set(d) == {"id", "source", "text"} for d in docs)

@@ -110,3 +110,23 @@ def test_bad_vocab_size_with_force_keeps_the_finished_stage(run, capsys):
     assert "--vocab-size 100" in capsys.readouterr().err
     assert (run / "tokenizer" / "done.json").exists()
     assert (run / "tokenizer" / "tokenizer.json").read_bytes() == before
+
+
+def test_max_chars_bounds_the_training_sample(run, tmp_path):
+    from saessak.data.split import iter_docs
+    from saessak.tokenizer.stage import sample_texts
+
+    train = run / "data" / "train.jsonl"
+    docs = [d["text"] for d in iter_docs(train)]
+    total = sum(map(len, docs))
+    assert list(sample_texts(train, total, total)) == docs  # a corpus within the bound is used whole
+    bound = total // 4
+    sample = list(sample_texts(train, bound, total))
+    assert 0 < sum(map(len, sample)) <= bound
+    assert sample == list(sample_texts(train, bound, total))  # seeded: the same sample every time
+    positions = [docs.index(t) for t in sample]
+    assert positions[-1] > len(docs) // 2  # spread over the split, not its first quarter
+    assert main(["tokenizer", "train", "--run", str(run), "--vocab-size", "600", "--max-chars", str(bound)]) == 0
+    done = json.loads((run / "tokenizer" / "done.json").read_text())
+    assert done["max_chars"] == bound and done["train_docs"] == len(sample)
+    assert main(["tokenizer", "train", "--run", str(run), "--force", "--max-chars", "0"]) == 2

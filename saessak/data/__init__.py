@@ -5,11 +5,12 @@
 - htmltext.py       prose out of HTML help pages; licence.py reads Debian copyright files
 - clean.py          NFC, control characters, line and document filters
 - ingest.py         the door into training: every outside text (corpus, SFT chat data, ...) is PII-masked and counted there
-- dedup.py          exact and MinHash near-duplicate removal
+- dedup.py          the Korean parts of dedup: the exact key, character shingles, the MinHash settings
+- pipeline.py       the datatrove steps and stages (read, boilerplate, filter + PII, exact and MinHash dedup, write)
 - split.py          the train/val split by document hash, and reading a run's split files
 - source_report.py  per-source counts, measured while the corpus is built
 - card.py           data_card.json / data_card.md, and the summary the report and model card carry
-- build.py          `build_corpus`: the pipeline end to end (PII masking through ingest.py)
+- build.py          `build_corpus`: runs the stages on an executor, sums the task counts into the card
 - cli.py            `saessak data fetch|build`
 
 `build_corpus` is imported on first use, so `saessak --help` (which imports `saessak.data.cli`)

@@ -1,66 +1,153 @@
 """`build_corpus`: sources -> clean -> filter -> PII mask -> dedup -> split -> run folder `data/`.
 
-PII is masked before anything is written, through the door into training (data/ingest.py;
-`keep_pii` opts out, loudly, and the card and done.json say so); the output folder is built under
-a temporary name and renamed into place whole, so a killed build leaves nothing that looks complete.
+The work runs as datatrove stages (saessak/data/pipeline.py) on a local, Slurm or Ray executor,
+in RUN/work/data/ (task files, datatrove's logs and completion markers): a killed build, run again
+with the same command, skips the tasks that finished. PII is masked before anything is written,
+through the door into training (data/ingest.py; `keep_pii` opts out, loudly, and the card and
+done.json say so). The output folder is assembled from the task shards under a temporary name and
+renamed into place whole, so a killed build leaves nothing that looks complete; the work folder
+is removed once it is (datatrove's logs move into RUN/data/logs/).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import shutil
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from saessak.data.card import make_card, render_markdown, totals
-from saessak import hangul
-from saessak.data.clean import CleanConfig, document_drop_reason, filter_lines, frequent_lines, normalize, split_long
-from saessak.data.dedup import MinHashLSH, exact_key
+from saessak.data.clean import CleanConfig
+from saessak.data.dedup import MINHASH
 from saessak.data.ingest import Door
 from saessak.data.inputs import HFDataset, LocalInput
+from saessak.data.source_report import SourceReport
 from saessak.data.sources import DEFAULT_SOURCES, resolve_sources
-from saessak.data.split import SPLIT_METHOD, VAL_FRACTION, assign_splits
+from saessak.data.split import SPLIT_METHOD, VAL_FRACTION
 from saessak.errors import UserError
-from saessak.io import atomic_dir, file_sha256, read_json, write_json, write_text
+from saessak.io import atomic_dir, file_sha256, read_json, read_json_or_none, write_json, write_text
 from saessak.ledger import StageTimer
 
-MINHASH = {"num_perm": 128, "bands": 16, "shingle": 5, "threshold": 0.8}
+EXECUTORS = ("local", "slurm", "ray")
+TASK_BYTES = 32 * 2**20  # default --tasks: one task per 32 MB of input (at least one per worker beyond that)
 
 
 def _stderr(msg: str) -> None:
     print(f"[data] {msg}", file=sys.stderr, flush=True)
 
 
-def _collect(src, max_docs: int | None, cfg: CleanConfig, log: Callable[[str], None], door: Door):
-    """Read one source, clean it and apply line and document filters. Returns (report, candidates)."""
-    report = src.report()
-    docs: list[tuple[str, str]] = []
-    for raw in src.documents(report, max_docs):
-        report.documents_in += 1
-        report.characters_in += len(raw.text) if raw.chars_in is None else raw.chars_in
-        pieces = split_long(normalize(raw.text), cfg.max_doc_chars)
-        if len(pieces) == 1:
-            docs.append((raw.id, pieces[0]))
-        else:
-            docs.extend((f"{raw.id}#p{i}", p) for i, p in enumerate(pieces))
-    boilerplate = frequent_lines([t for _, t in docs], cfg)
-    candidates = []
-    for doc_id, text in docs:
-        text = filter_lines(text, boilerplate, cfg, report.lines_dropped)
-        reason = document_drop_reason(text, cfg)
-        if reason:
-            report.documents_dropped[reason] += 1
-            continue
-        masked, pii = door.scan(text)  # counted in the card only if the document is written
-        candidates.append((f"{src.name}:{doc_id}", masked, pii))
-    log(f"{src.name}: {report.documents_in} documents read, {len(candidates)} pass the filters")
-    return report, candidates
-
-
 def _file_entry(path: Path) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def default_workers() -> int:
+    from saessak.ledger import _cores
+
+    return _cores() or 1
+
+
+def default_tasks(units: list, workers: int) -> int:
+    size = sum(n for _, _, n in units)
+    want = math.ceil(size / TASK_BYTES)
+    if want > 1:
+        want = max(want, workers)
+    return max(1, min(len(units), want))
+
+
+def work_dir(out: Path) -> Path:
+    """RUN/work/data: the resumable state of a build of RUN/data (outside RUN/data, which appears whole)."""
+    return out.parent / "work" / out.name
+
+
+def _executor(kind: str, pipeline: list, tasks: int, workers: int, logs: Path, options: dict[str, Any], name: str):
+    if kind == "local":
+        from datatrove.executor import LocalPipelineExecutor
+
+        class Quiet(LocalPipelineExecutor):
+            # datatrove prints every task's log to stderr for local rank 0; ours keeps stderr for errors
+            # (each task's full log is in WORK/logs/<stage>/logs/).
+            def _run_for_rank(self, rank, local_rank=0, node_rank=-1):
+                return super()._run_for_rank(rank, local_rank + 1, node_rank)
+
+            def run(self):
+                if self.workers > 1:
+                    import multiprocess
+
+                    # The fork server imports the pipeline once; each worker of each stage forks from it
+                    # instead of importing datatrove and saessak again (seconds per worker).
+                    multiprocess.get_context(self.start_method).set_forkserver_preload(["saessak.data.pipeline"])
+                    return super().run()
+                # One at a time: in this process, without the manager process datatrove starts for a
+                # pool (seconds per stage, most of a small build's time).
+                from copy import deepcopy
+
+                pipeline = self.pipeline
+                for rank in self.get_incomplete_ranks():
+                    self.pipeline = deepcopy(pipeline)
+                    self._run_for_rank(rank)
+                self.pipeline = pipeline
+
+        return Quiet(pipeline, tasks=tasks, workers=max(1, min(workers, tasks)), logging_dir=str(logs))
+    if kind == "slurm":
+        from datatrove.executor import SlurmPipelineExecutor
+
+        activate = Path(sys.prefix) / "bin" / "activate"  # the jobs run this Python's venv, if it is one
+        opts = {"time": "24:00:00", "partition": "cpu", "job_name": f"saessak-data-{name}",
+                **({"venv_path": str(activate)} if activate.exists() else {}), **options}
+        return SlurmPipelineExecutor(pipeline, tasks=tasks, logging_dir=str(logs), **opts)
+    try:
+        from datatrove.executor import RayPipelineExecutor
+        import ray  # noqa: F401
+    except ImportError:
+        raise UserError("--executor ray: the 'ray' package is not installed (pip install 'ray[default]')") from None
+    return RayPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(logs), **options)
+
+
+def _merge_reports(srcs: list, work: Path) -> list[SourceReport]:
+    """The per-task reports summed into one SourceReport per source (exact counts over all tasks)."""
+    from collections import Counter
+
+    from saessak.data.pipeline import read_reports
+
+    reports = [s.report() for s in srcs]
+    for task in read_reports(work, "read"):
+        for k, part in task.items():
+            r = reports[int(k)]
+            if not r.origin and part["origin"]:
+                r.origin, r.licence = part["origin"], part["licence"]
+            elif part["licence"] and not r.licence:
+                r.licence = part["licence"]
+            r.files += part["files"]
+            r.skipped += part["skipped_files"]
+            for key in ("bytes_in", "documents_in", "characters_in"):
+                setattr(r, key, getattr(r, key) + part[key])
+            r.lines_dropped.update(part["lines_dropped"])
+    candidates: Counter = Counter()
+    for task in read_reports(work, "filter"):
+        for k, c in task.items():
+            reports[int(k)].lines_dropped.update(c["lines_dropped"])
+            reports[int(k)].documents_dropped.update(c["documents_dropped"])
+            candidates[int(k)] += c["candidates"].get("n", 0)
+    unique: Counter = Counter()
+    for task in read_reports(work, "unique"):
+        unique.update({int(k): v for k, v in task.items()})
+    for task in read_reports(work, "write"):
+        for k, s in task["sources"].items():
+            r = reports[int(k)]
+            r.documents_out += s["documents_out"]
+            r.characters_out += s["characters_out"]
+            r.hangul_syllables_out += s["hangul_syllables_out"]
+            r.pii_masked.update(s["pii"])
+    for i, r in enumerate(reports):
+        r.dedup_removed["exact"] = candidates[i] - unique[i]
+        r.dedup_removed["near"] = unique[i] - r.documents_out
+    return reports
 
 
 def build_corpus(
@@ -77,11 +164,19 @@ def build_corpus(
     config: CleanConfig | None = None,
     log: Callable[[str], None] = _stderr,
     keep_pii: bool = False,
+    workers: int | None = None,
+    tasks: int | None = None,
+    executor: str = "local",
+    executor_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build RUN/data (train.jsonl, val.jsonl, data_card.json/.md, done.json); returns done.json's summary.
 
     With no sources, inputs or dataset, the default sources are used. Otherwise exactly the named
     ones. An existing complete build is kept unless `force`. `keep_pii` writes personal data unmasked.
+    `workers` (default: the machine's cores) run `tasks` (default: one per 32 MB of input) at a time
+    on the local executor; `executor` "slurm" submits the stages as dependent job arrays and returns
+    (run the same command again when they finish), "ray" runs them on a Ray cluster. `executor_options`
+    go to datatrove's executor as they are (partition, time, cpus_per_task, ...).
     """
     out = Path(out_dir)
     done_path = out / "done.json"
@@ -92,6 +187,11 @@ def build_corpus(
         raise UserError(f"--max-docs {max_docs}: must be at least 1")
     if not 0.0 <= val_fraction < 1.0:
         raise UserError(f"val_fraction {val_fraction}: must be in [0, 1)")
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor {executor}: must be one of {', '.join(EXECUTORS)}")
+    for name, n in (("--workers", workers), ("--tasks", tasks)):
+        if n is not None and n < 1:
+            raise UserError(f"{name} {n}: must be at least 1")
     cfg = config or CleanConfig()
     inputs = list(inputs)
     if sources is None and not inputs and not hf_dataset:
@@ -103,44 +203,47 @@ def build_corpus(
         srcs.append(src)
     if hf_dataset:
         srcs.append(HFDataset(hf_dataset, text_field))
+        srcs[-1]._open()  # a missing dataset or config is a user error now, not a failed task
     command = command or f"build_corpus({str(out)!r}, sources={sources!r}, inputs={inputs!r}, " \
                          f"hf_dataset={hf_dataset!r}, max_docs={max_docs!r}, seed={seed!r})"
+    workers = workers or default_workers()
 
     # The attempt is in the ledger from here on; an error ends it as failed (saessak/ledger.py).
     with StageTimer(out.parent, "data") as timer:
-        door = Door(keep_pii=keep_pii, stage="data")
-        reports, candidates = [], []
-        for i, src in enumerate(srcs):
-            report, cands = _collect(src, max_docs, cfg, log, door)
-            reports.append(report)
-            candidates.extend((i, *c) for c in cands)
+        door = Door(keep_pii=keep_pii, stage="data")  # warns once here with --keep-pii
+        units = [(i, unit, size) for i, src in enumerate(srcs) for unit, size in src.units(max_docs)]
+        tasks = tasks or default_tasks(units, workers)
+        settings = {"clean": asdict(cfg), "minhash": MINHASH, "max_docs": max_docs, "seed": seed,
+                    "text_field": text_field, "keep_pii": keep_pii}
+        work = work_dir(out)
+        plan = {"sources": [s.name for s in srcs], "units": hashlib.sha256(json.dumps(units).encode()).hexdigest(),
+                "settings": settings, "val_fraction": val_fraction, "tasks": tasks}
+        if work.exists() and (force or read_json_or_none(work / "plan.json") != plan):
+            log(f"{work}: {'--force' if force else 'a different build was started here'}; starting over")
+            shutil.rmtree(work)
+        if not (work / "plan.json").exists():
+            write_json(work / "plan.json", plan)
+        else:
+            log(f"{work}: resuming (finished tasks are skipped)")
 
-        # Dedup across all sources in a fixed order (sources as given, documents in source order).
-        seen: set[bytes] = set()
-        lsh = MinHashLSH(num_perm=MINHASH["num_perm"], bands=MINHASH["bands"], shingle=MINHASH["shingle"],
-                         threshold=MINHASH["threshold"], seed=seed)
-        kept = []
-        for i, doc_id, text, pii in candidates:
-            key = exact_key(text)
-            if key in seen:
-                reports[i].dedup_removed["exact"] += 1
-                continue
-            seen.add(key)
-            if not lsh.add_if_new(text):
-                reports[i].dedup_removed["near"] += 1
-                continue
-            kept.append((i, doc_id, text, pii))
-        for i, _, text, pii in kept:
-            r = reports[i]
-            r.documents_out += 1
-            r.characters_out += len(text)
-            r.hangul_syllables_out += hangul.syllables(text)
-            (r.pii_kept if keep_pii else r.pii_masked).update(pii)
+        os.environ.setdefault("TQDM_DISABLE", "1")  # datatrove's progress bars; read when tqdm is first imported
+        from saessak.data.pipeline import stages
+
+        pipeline = stages(work, sources=srcs, units=units, tasks=tasks, max_docs=max_docs, cfg=cfg,
+                          keep_pii=keep_pii, seed=seed, val_fraction=val_fraction)
+        log(f"{len(units)} input units from {len(srcs)} source(s) -> {tasks} task(s), {executor} executor"
+            + (f", {workers} worker(s)" if executor == "local" else ""))
+        if not _run_stages(pipeline, executor, workers, work, executor_options or {}, log):
+            return {"submitted": True, "work": str(work)}
+
+        reports = _merge_reports(srcs, work)
         for r in reports:
+            if keep_pii:
+                r.pii_kept, r.pii_masked = r.pii_masked, type(r.pii_masked)()
             door.announce(r.name, r.pii_kept if keep_pii else r.pii_masked, log)
         source_json = [r.to_json() for r in reports]
-        if not kept:
-            t = totals(source_json)
+        t = totals(source_json)
+        if not t["documents_out"]:
             skips = [f"{s['path']}: {s['reason']}" for r in reports for s in r.skipped][:5]
             raise UserError(
                 f"empty corpus after filtering: {t['documents_in']} documents read from "
@@ -148,25 +251,15 @@ def build_corpus(
                 f"duplicates {t['dedup_removed']}, skipped {t['skipped_files']}"
                 + (f" ({'; '.join(skips)})" if skips else "")
             )
-
-        splits = assign_splits([t for _, _, t, _ in kept], seed=seed, val_fraction=val_fraction)
-        split_stats = {s: {"documents": 0, "characters": 0} for s in ("train", "val")}
         with atomic_dir(out) as tmp:
             os.chmod(tmp, 0o755)  # mkdtemp makes it private; the corpus is meant to be read by other stages
-            files = {s: open(tmp / f"{s}.jsonl", "w", encoding="utf-8") for s in ("train", "val")}
-            try:
-                for (i, doc_id, text, _), split in zip(kept, splits):
-                    files[split].write(json.dumps({"id": doc_id, "source": reports[i].name, "text": text},
-                                                  ensure_ascii=False) + "\n")
-                    split_stats[split]["documents"] += 1
-                    split_stats[split]["characters"] += len(text)
-            finally:
-                for f in files.values():
-                    f.close()
-            settings = {"clean": asdict(cfg), "minhash": MINHASH, "max_docs": max_docs, "seed": seed,
-                        "text_field": text_field, "keep_pii": keep_pii}
+            split_stats = _assemble(work, tmp, tasks)
+            if (work / "logs").exists():
+                shutil.copytree(work / "logs", tmp / "logs")  # datatrove's per-stage logs and stats
             split = {"method": SPLIT_METHOD, "seed": seed, "val_fraction": val_fraction, **split_stats}
             outputs = {f"{s}.jsonl": _file_entry(tmp / f"{s}.jsonl") for s in ("train", "val")}
+            settings = {**settings, "engine": {"name": "datatrove", "executor": executor, "tasks": tasks,
+                                               "workers": workers if executor == "local" else None}}
             card = make_card(command=command, settings=settings, sources=source_json, split=split, outputs=outputs)
             write_json(tmp / "data_card.json", card)
             write_text(tmp / "data_card.md", render_markdown(card))
@@ -181,11 +274,93 @@ def build_corpus(
                 "pii_kept": t["pii_kept"],
             }
             write_json(tmp / "done.json", summary)  # last: marks the folder complete
+        shutil.rmtree(work, ignore_errors=True)
+        if work.parent.exists() and not any(work.parent.iterdir()):
+            work.parent.rmdir()
         timer.finish(
             documents=t["documents_out"], characters=t["characters_out"], bytes_in=t["bytes_in"],
             documents_in=t["documents_in"], hangul_syllables=t["hangul_syllables_out"], pii_masked=t["pii_masked"],
-            sources=[r.name for r in reports],
+            sources=[r.name for r in reports], tasks=tasks, executor=executor,
         )
     log(f"wrote {out}: train {split_stats['train']['documents']} docs / {split_stats['train']['characters']:,} chars, "
         f"val {split_stats['val']['documents']} docs / {split_stats['val']['characters']:,} chars")
     return summary
+
+
+def _run_stages(pipeline: list, executor: str, workers: int, work: Path, options: dict, log) -> bool:
+    """Run (local, Ray) or submit (Slurm) the stages; True when every task of every stage is done."""
+    if executor == "slurm":
+        if (work / "submitted.json").exists():
+            left = {name: len(_executor("local", p, n, 1, work / "logs" / name, {}, name).get_incomplete_ranks())
+                    for name, p, n in pipeline}
+            if not any(left.values()):
+                return True
+            raise UserError(f"{work}: Slurm jobs still running or failed ({sum(left.values())} tasks left: "
+                            f"{', '.join(f'{k} {v}' for k, v in left.items() if v)}); run this command again when "
+                            f"they finish, or delete {work / 'submitted.json'} to submit the unfinished tasks again")
+        prev = None
+        for name, p, n in pipeline:
+            ex = _executor("slurm", p, n, workers, work / "logs" / name, options, name)
+            ex.depends = prev
+            prev = ex
+        prev.run()  # launches the whole chain of dependent job arrays
+        write_json(work / "submitted.json", {"stages": [name for name, _, _ in pipeline]})
+        log(f"submitted {len(pipeline)} dependent Slurm job arrays (scripts: {work / 'logs'}/*/launch_script.slurm); "
+            "run the same command again when they finish to write the corpus")
+        return False
+    main_tasks = pipeline[0][2]
+    from loguru import logger  # datatrove's logger: this process prints warnings; tasks log to WORK/logs
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    for name, p, n in pipeline:
+        # A one-task build is small: its 12 MinHash bucket tasks run in this process, not in a pool.
+        ex = _executor(executor, p, n, workers if main_tasks > 1 else 1, work / "logs" / name, options, name)
+        left = ex.get_incomplete_ranks()
+        if left:
+            t0 = time.perf_counter()
+            ex.run()
+            log(f"stage {name}: {len(left)} of {n} task(s) in {time.perf_counter() - t0:.1f} s"
+                + (f" ({n - len(left)} done before)" if len(left) < n else ""))
+            if ex.get_incomplete_ranks():
+                raise UserError(f"stage {name}: tasks failed; see {work / 'logs' / name / 'logs'}")
+    return True
+
+
+def _assemble(work: Path, tmp: Path, tasks: int) -> dict[str, dict[str, int]]:
+    """train.jsonl and val.jsonl from the task shards, in task order. When no document scored into
+    val, the lowest-scored one goes there (a tiny corpus still gets a validation set)."""
+    from saessak.data.pipeline import read_reports, task_path
+
+    reports = read_reports(work, "write")
+    stats = {s: {"documents": 0, "characters": 0} for s in ("train", "val")}
+    for r in reports:
+        for s in r["sources"].values():
+            stats["val"]["documents"] += s["val_documents"]
+            stats["val"]["characters"] += s["val_characters"]
+            stats["train"]["documents"] += s["documents_out"] - s["val_documents"]
+            stats["train"]["characters"] += s["characters_out"] - s["val_characters"]
+    moved = None  # (rank, line) of the train document that goes to val instead
+    if stats["val"]["documents"] == 0 and stats["train"]["documents"] >= 2:
+        score, rank, line, chars = min((r["best_train"][0], rank, r["best_train"][1], r["best_train"][2])
+                                       for rank, r in enumerate(reports) if r["best_train"])
+        moved = (rank, line)
+        for key, delta in (("documents", 1), ("characters", chars)):
+            stats["train"][key] -= delta
+            stats["val"][key] += delta
+    moved_line = None
+    with open(tmp / "train.jsonl", "w", encoding="utf-8") as train:
+        for rank in range(tasks):
+            with open(task_path(work, "out/train", rank), encoding="utf-8") as f:
+                for i, line in enumerate(f):
+                    if moved == (rank, i):
+                        moved_line = line
+                    else:
+                        train.write(line)
+    with open(tmp / "val.jsonl", "w", encoding="utf-8") as val:
+        for rank in range(tasks):
+            with open(task_path(work, "out/val", rank), encoding="utf-8") as f:
+                shutil.copyfileobj(f, val)
+        if moved_line is not None:
+            val.write(moved_line)
+    return stats

@@ -17,6 +17,18 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _key_value(value: str) -> tuple[str, object]:
+    key, sep, raw = value.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{value!r}: expected KEY=VALUE")
+    for cast in (int, float):
+        try:
+            return key.strip(), cast(raw)
+        except ValueError:
+            pass
+    return key.strip(), raw
+
+
 def _run_folder(args: argparse.Namespace) -> str:
     """The run folder a build belongs to: the one holding --out (RUN/data)."""
     from pathlib import Path
@@ -49,7 +61,18 @@ def register(subparsers) -> None:
     b.add_argument("--text-field", default="text", help="text field of .jsonl/.parquet/dataset rows (default: text)")
     b.add_argument("--max-docs", type=_positive_int, help="read at most N documents from each source (quick builds)")
     b.add_argument("--seed", type=int, default=0, help="salts the train/val split and MinHash (default 0)")
-    b.add_argument("--force", action="store_true", help="rebuild even if OUT/done.json exists")
+    b.add_argument("--force", action="store_true", help="rebuild even if OUT/done.json exists (and start the "
+                                                         "work in RUN/work/data over)")
+    b.add_argument("--workers", type=_positive_int, help="tasks run at once by the local executor (default: the "
+                                                         "machine's cores)")
+    b.add_argument("--tasks", type=_positive_int, help="tasks the input is cut into (default: one per 32 MB of "
+                                                       "input, at least one per worker for a larger input)")
+    b.add_argument("--executor", choices=("local", "slurm", "ray"), default="local",
+                   help="datatrove executor: local processes (default), Slurm job arrays (submits and returns; run "
+                        "the same command again when the jobs finish), or a Ray cluster")
+    b.add_argument("--executor-option", action="append", default=[], metavar="KEY=VALUE", type=_key_value,
+                   help="passed to datatrove's Slurm/Ray executor as it is, e.g. partition=cpu, time=12:00:00, "
+                        "cpus_per_task=2, mem_per_cpu_gb=4, qos=low (repeatable)")
     add_keep_pii_option(b)
     add_tag_option(b, run_of=_run_folder)
     b.set_defaults(func=run_build)
@@ -80,6 +103,13 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--seed", str(args.seed)]
     if args.force:
         parts.append("--force")
+    for flag in ("workers", "tasks"):
+        if getattr(args, flag) is not None:
+            parts += [f"--{flag}", str(getattr(args, flag))]
+    if args.executor != "local":
+        parts += ["--executor", args.executor]
+    for key, value in args.executor_option:
+        parts += ["--executor-option", f"{key}={value}"]
     if args.keep_pii:
         parts.append("--keep-pii")
     return shlex.join(parts)
@@ -92,7 +122,11 @@ def run_build(args: argparse.Namespace) -> int:
     summary = build_corpus(
         args.out, sources=sources, inputs=args.input, hf_dataset=args.hf_dataset, text_field=args.text_field,
         max_docs=args.max_docs, seed=args.seed, force=args.force, keep_pii=args.keep_pii,
-        command=command_line(args),
+        command=command_line(args), workers=args.workers, tasks=args.tasks, executor=args.executor,
+        executor_options=dict(args.executor_option),
     )
+    if summary.get("submitted"):
+        print(f"data: Slurm jobs submitted (work in {summary['work']}); run the same command again when they finish")
+        return 0
     print(f"data: train {summary['train']['documents']} docs, val {summary['val']['documents']} docs -> {args.out}")
     return 0

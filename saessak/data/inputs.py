@@ -1,13 +1,15 @@
 """User corpora: local files (--input) and Hugging Face datasets (--hf-dataset).
 
-Local: `.txt` and `.md` (one document per file), `.jsonl` (one document per line, text in a
-configurable field), `.parquet` (one document per row, same field), or folders of them. Bad files
-(unreadable, binary, invalid UTF-8, empty, no text field) are skipped with the reason recorded;
-a path that does not exist is a user error.
+Local: `.txt` and `.md` (one document per file), `.jsonl` / `.jsonl.gz` (one document per line, text
+in a configurable field, streamed), `.parquet` (one document per row, same field, read in batches),
+or folders of them. Bad files (unreadable, binary, invalid UTF-8, empty, no text field) are skipped
+with the reason recorded; in a JSONL file, bad lines (not UTF-8, not JSON, no text field) are
+dropped and counted; a path that does not exist is a user error.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -17,8 +19,14 @@ from typing import Iterator
 
 from saessak.data.source_report import RawDoc, SourceReport
 from saessak.errors import UserError
+from saessak.io import file_sha256
 
-SUPPORTED_SUFFIXES = (".txt", ".md", ".jsonl", ".parquet")
+SUPPORTED_SUFFIXES = (".txt", ".md", ".jsonl", ".jsonl.gz", ".parquet")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".jsonl.gz" if name.endswith(".jsonl.gz") else path.suffix.lower()
 
 
 def _looks_binary(data: bytes) -> bool:
@@ -46,62 +54,106 @@ class LocalInput:
             return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
         return [root]
 
+    def units(self, max_docs: int | None) -> list[tuple[str | None, int]]:
+        """(file, bytes) per file, the pieces a parallel build hands out to its tasks; with `max_docs`
+        one piece for the whole input (the first N documents in file order are one task's job)."""
+        files = [(str(p), p.stat().st_size if p.exists() else 0) for p in self.files()]
+        return files if max_docs is None else [(None, sum(n for _, n in files))]
+
+    def read(self, unit: str | None, report: SourceReport, max_docs: int | None) -> Iterator[RawDoc]:
+        return self.documents(report, max_docs) if unit is None else self._file(Path(unit), report)
+
     def documents(self, report: SourceReport, max_docs: int | None) -> Iterator[RawDoc]:
-        root = Path(self.path)
         produced = 0
         for path in self.files():
-            rel = str(path.relative_to(root)) if root.is_dir() else path.name
-            if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-                report.skip(rel, f"unsupported file type '{path.suffix}' (use {', '.join(SUPPORTED_SUFFIXES)})")
-                continue
-            try:
-                data = path.read_bytes()
-            except OSError as e:
-                report.skip(rel, f"unreadable: {e.strerror or e}")
-                continue
-            report.files.append({"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-            report.bytes_in += len(data)
-            if not data:
-                report.skip(rel, "empty file")
-                continue
-            if path.suffix.lower() == ".parquet":
-                docs = self._parquet(path, rel, report)
-            else:
-                if _looks_binary(data):
-                    report.skip(rel, "binary file (NUL bytes)")
-                    continue
-                try:
-                    text = data.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    report.skip(rel, f"invalid UTF-8 at byte {e.start}")
-                    continue
-                if path.suffix.lower() == ".jsonl":
-                    docs = self._jsonl(text, rel, report)
-                else:
-                    docs = iter([RawDoc(rel, text)])
-            for doc in docs:
+            for doc in self._file(path, report):
                 if max_docs is not None and produced >= max_docs:
                     return
                 produced += 1
                 yield doc
 
-    def _jsonl(self, text: str, rel: str, report: SourceReport) -> Iterator[RawDoc]:
+    def _file(self, path: Path, report: SourceReport) -> Iterator[RawDoc]:
+        """The documents of one file; a bad file is skipped with its reason (module docstring)."""
+        root = Path(self.path)
+        rel = str(path.relative_to(root)) if root.is_dir() else path.name
+        suffix = _suffix(path)
+        if suffix not in SUPPORTED_SUFFIXES:
+            report.skip(rel, f"unsupported file type '{path.suffix}' (use {', '.join(SUPPORTED_SUFFIXES)})")
+            return
+        if suffix in (".jsonl", ".jsonl.gz"):
+            yield from self._jsonl(path, rel, report)
+            return
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            report.skip(rel, f"unreadable: {e.strerror or e}")
+            return
+        report.files.append({"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        report.bytes_in += len(data)
+        if not data:
+            report.skip(rel, "empty file")
+            return
+        if suffix == ".parquet":
+            yield from self._parquet(path, rel, report)
+            return
+        if _looks_binary(data):
+            report.skip(rel, "binary file (NUL bytes)")
+            return
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            report.skip(rel, f"invalid UTF-8 at byte {e.start}")
+            return
+        yield RawDoc(rel, text)
+
+    def _jsonl(self, path: Path, rel: str, report: SourceReport) -> Iterator[RawDoc]:
+        """Streamed line by line (memory does not grow with the file); bad lines are counted, not fatal."""
         found = False
-        bad_lines = missing = 0
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                bad_lines += 1
-                continue
-            value = obj.get(self.text_field) if isinstance(obj, dict) else None
-            if not isinstance(value, str):
-                missing += 1
-                continue
-            found = True
-            yield RawDoc(f"{rel}:{n}", value)
+        bad_lines = missing = bad_utf8 = 0
+        digest, size, opened = hashlib.sha256(), 0, False
+        try:
+            with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as f:
+                opened = True
+                for n, raw in enumerate(f, 1):
+                    digest.update(raw)
+                    size += len(raw)
+                    if n == 1 and _looks_binary(raw):
+                        report.skip(rel, "binary file (NUL bytes)")
+                        digest = None  # hash the whole file below, not the part read
+                        return
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        bad_utf8 += 1
+                        continue
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError:
+                        bad_lines += 1
+                        continue
+                    value = obj.get(self.text_field) if isinstance(obj, dict) else None
+                    if not isinstance(value, str):
+                        missing += 1
+                        continue
+                    found = True
+                    yield RawDoc(f"{rel}:{n}", value)
+        except (OSError, EOFError) as e:  # unreadable, or a truncated/corrupt .gz
+            report.skip(rel, f"unreadable: {getattr(e, 'strerror', None) or e}")
+            return
+        finally:
+            if digest is None:
+                size = path.stat().st_size
+            if opened:
+                sha = digest.hexdigest() if digest is not None else file_sha256(path)
+                report.files.append({"path": rel, "bytes": size, "sha256": sha})
+                report.bytes_in += size
+        if size == 0:
+            report.skip(rel, "empty file")
+            return
+        if bad_utf8:
+            report.skip(rel, f"{bad_utf8} line(s) not valid UTF-8")
         if bad_lines:
             report.skip(rel, f"{bad_lines} line(s) not valid JSON")
         if not found:
@@ -173,6 +225,12 @@ class HFDataset:
             raise UserError(f"--hf-dataset {self.spec}: not found ({e})") from None
         except (ValueError, ConnectionError, OSError) as e:  # bad config/split, no network
             raise UserError(f"--hf-dataset {self.spec}: cannot load ({type(e).__name__}: {e})") from None
+
+    def units(self, max_docs: int | None) -> list[tuple[None, int]]:
+        return [(None, 0)]  # streamed by one task
+
+    def read(self, unit: None, report: SourceReport, max_docs: int | None) -> Iterator[RawDoc]:
+        return self.documents(report, max_docs)
 
     def documents(self, report: SourceReport, max_docs: int | None) -> Iterator[RawDoc]:
         ds = self._open()

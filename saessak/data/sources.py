@@ -37,37 +37,51 @@ class DebianDocs:
     def report(self) -> SourceReport:
         return SourceReport(self.name, "debian")
 
-    def documents(self, report: SourceReport, max_docs: int | None) -> Iterator[RawDoc]:
-        deb = cache.fetch_deb(self.package)  # a cache hit costs one stat
+    def _root(self) -> Path:
+        return cache.fetch_deb(self.package).root / self.doc_dir  # a cache hit costs one stat
+
+    def _describe(self, report: SourceReport) -> None:
+        deb = cache.fetch_deb(self.package)
         copyright_file = deb.root / "usr/share/doc" / self.package / "copyright"
         copyright_text = copyright_file.read_text(encoding="utf-8", errors="replace")
         report.origin = {"package": deb.package, "version": deb.version, "deb_file": deb.deb_file,
                          "deb_sha256": deb.deb_sha256, "doc_dir": self.doc_dir}
         report.licence = {"name": licence_from_copyright(copyright_text), "default_source": self.default,
                           "note": self.note, "copyright_file_sha256": hashlib.sha256(copyright_file.read_bytes()).hexdigest()}
-        root = deb.root / self.doc_dir
-        files = sorted(root.glob(self.pattern))
-        if max_docs is not None:
-            files = files[:max_docs]
-        for path in files:
-            data = path.read_bytes()
-            rel = str(path.relative_to(root))
-            report.files.append({"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-            report.bytes_in += len(data)
-            try:
-                html = data.decode("utf-8")
-            except UnicodeDecodeError as e:
-                report.skip(rel, f"invalid UTF-8 at byte {e.start}")
-                continue
-            paragraphs = html_paragraphs(html)
-            kept = []
-            for para in paragraphs:
-                if hangul_share(para) >= self.min_paragraph_hangul_share:
-                    kept.append(para)
-                else:
-                    report.lines_dropped["low_hangul_paragraph"] += 1
-            extracted = sum(len(p) for p in paragraphs) + max(0, len(paragraphs) - 1)  # joined by newlines
-            yield RawDoc(rel, "\n".join(kept), chars_in=extracted)
+
+    def units(self, max_docs: int | None) -> list[tuple[str, int]]:
+        """(file, bytes) per HTML page, in order: the pieces a parallel build hands out to its tasks."""
+        root = self._root()
+        files = sorted(root.glob(self.pattern))[:max_docs]
+        return [(str(p.relative_to(root)), p.stat().st_size) for p in files]
+
+    def read(self, unit: str, report: SourceReport, max_docs: int | None) -> Iterator[RawDoc]:
+        """The document of one page (`unit` from `units`)."""
+        if not report.origin:
+            self._describe(report)
+        path = self._root() / unit
+        data = path.read_bytes()
+        report.files.append({"path": unit, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        report.bytes_in += len(data)
+        try:
+            html = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            report.skip(unit, f"invalid UTF-8 at byte {e.start}")
+            return
+        paragraphs = html_paragraphs(html)
+        kept = []
+        for para in paragraphs:
+            if hangul_share(para) >= self.min_paragraph_hangul_share:
+                kept.append(para)
+            else:
+                report.lines_dropped["low_hangul_paragraph"] += 1
+        extracted = sum(len(p) for p in paragraphs) + max(0, len(paragraphs) - 1)  # joined by newlines
+        yield RawDoc(unit, "\n".join(kept), chars_in=extracted)
+
+    def documents(self, report: SourceReport, max_docs: int | None) -> Iterator[RawDoc]:
+        self._describe(report)
+        for unit, _ in self.units(max_docs):
+            yield from self.read(unit, report, max_docs)
 
 
 _CHAPTER = re.compile(r"^\s*(제\d+장\s.*|부칙.*)$", re.M)
@@ -95,6 +109,12 @@ class KolawConstitution:
         report.origin = {"wheel": wheel.wheel.name, "wheel_sha256": wheel.wheel_sha256, "member": self.member}
         with zipfile.ZipFile(wheel.wheel) as z:
             return z.read(self.member)
+
+    def units(self, max_docs: int | None) -> list[tuple[None, int]]:
+        return [(None, 0)]  # one small file: one task reads it
+
+    def read(self, unit: None, report: SourceReport, max_docs: int | None) -> Iterator[RawDoc]:
+        return self.documents(report, max_docs)
 
     def documents(self, report: SourceReport, max_docs: int | None) -> Iterator[RawDoc]:
         data = self._read(report)

@@ -8,8 +8,9 @@ Layout (`RUN/pretrain/shards/`, built under a temporary name and renamed whole):
     val_000000.bin      ...
 
 Each document is `<s>` followed by its tokens; documents are concatenated whole (never cut
-apart or interleaved) in an order shuffled from the seed, so a training window may span a
-document boundary, marked by `<s>`, but the stream order itself is deterministic.
+apart or interleaved) in an order shuffled from the seed (within each range of about 64 MB of
+text, one shard file per range, the ranges in a seeded order: `build_shards`), so a training
+window may span a document boundary, marked by `<s>`, but the stream order itself is deterministic.
 `SequenceSampler` cuts each shard into windows of seq_len+1 tokens (inputs and shifted targets,
 consecutive windows share one token) and visits them in a seeded permutation per epoch.
 """
@@ -19,76 +20,161 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from saessak.data.split import iter_docs
 from saessak.errors import UserError
 from saessak.io import atomic_dir
 
-SHARD_TOKENS = 1 << 26  # tokens per shard file (128 MiB at uint16); bounds memory while building
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
 
 
+RANGE_BYTES = 64 * 2**20  # text per tokenization job: bounds a worker's memory whatever the corpus size
+
+
 def build_shards(out_dir: str | os.PathLike, tokenizer, tokenizer_sha: str, splits: dict[str, Path],
-                 seed: int, batch_docs: int = 512) -> dict:
-    """Tokenize each split (`{"train": path, "val": path}`) into shards under `out_dir`, atomically."""
+                 seed: int, batch_docs: int = 512, workers: int | None = None,
+                 range_bytes: int = RANGE_BYTES) -> dict:
+    """Tokenize each split (`{"train": path, "val": path}`) into shards under `out_dir`, atomically.
+
+    Each split file is cut at line ends into ranges of about `range_bytes`; each range is one job
+    (`workers` at a time, default: the cores), read on its own, its documents shuffled with the seed
+    and the range number, and written as one shard file, so memory is bounded by the range size,
+    not the corpus. Finished ranges are kept in `<out_dir>.work/` and skipped when a killed build is
+    run again; the folder appears only when every range is done. A split of one range gives the
+    same token stream as a whole-split shuffle with the same seed.
+    """
+    out_dir = Path(out_dir)
     dtype = token_dtype(tokenizer.vocab_size)
     meta: dict = {"format": "saessak-token-shards-v1", "dtype": dtype.name, "vocab_size": tokenizer.vocab_size,
                   "tokenizer_sha256": tokenizer_sha, "seed": seed, "bos_id": tokenizer.bos_id, "splits": {}}
+    work = out_dir.with_name(out_dir.name + ".work")
+    stamp = {"tokenizer_sha256": tokenizer_sha, "seed": seed, "range_bytes": range_bytes,
+             "inputs": {s: [str(p), Path(p).stat().st_size] for s, p in splits.items()}}
+    if work.exists() and _read_json(work / "stamp.json") != stamp:
+        shutil.rmtree(work)  # another tokenizer, seed or input: nothing there can be reused
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "stamp.json").write_text(json.dumps(stamp))
+    jobs = []
+    for split, path in splits.items():
+        for i, (a, b) in enumerate(_ranges(Path(path), range_bytes)):
+            jobs.append((str(path), a, b, split, i, seed, dtype.name, batch_docs, str(work)))
+    todo = [j for j in jobs if not (work / f"{j[3]}_{j[4]:06d}.json").exists()]
+    workers = min(workers or os.cpu_count() or 1, len(todo))
+    if workers > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(
+                workers, initializer=_init_worker, initargs=(tokenizer.hf.to_str(), tokenizer.bos_id)) as pool:
+            list(pool.imap_unordered(_tokenize_range, todo))
+    else:
+        _init_worker(None, tokenizer.bos_id, tokenizer)
+        for job in todo:
+            _tokenize_range(job)
     with atomic_dir(out_dir) as tmp:
         for split, path in splits.items():
-            texts = [d["text"] for d in iter_docs(path) if d["text"].strip()]
-            if not texts:
+            done = [json.loads((work / f"{split}_{j[4]:06d}.json").read_text()) for j in jobs if j[3] == split]
+            done = [d for d in done if d["tokens"]]
+            if not done:
                 raise UserError(f"{path}: the {split} split has no text")
-            # Shuffle documents (not tokens) so the stream mixes sources but keeps each one whole.
-            order = np.random.default_rng([seed, _split_salt(split)]).permutation(len(texts))
-            writer = _ShardWriter(tmp, split, dtype)
-            n_bytes = 0
-            for start in range(0, len(order), batch_docs):
-                chunk = [texts[i] for i in order[start:start + batch_docs]]
-                n_bytes += sum(len(t.encode("utf-8")) for t in chunk)
-                for ids in tokenizer.encode_batch(chunk):
-                    writer.add([tokenizer.bos_id, *ids])
-            files, counts = writer.close()
-            meta["splits"][split] = {"files": files, "tokens": counts, "docs": len(texts), "bytes": n_bytes}
+            # Ranges in a seeded order, documents shuffled inside each: the stream mixes the corpus.
+            order = np.random.default_rng([seed, _split_salt(split), len(done)]).permutation(len(done)) \
+                if len(done) > 1 else [0]
+            files, counts = [], []
+            for k, i in enumerate(order):
+                name = f"{split}_{k:06d}.bin"
+                os.replace(work / done[i]["file"], tmp / name)
+                files.append(name)
+                counts.append(done[i]["tokens"])
+            meta["splits"][split] = {"files": files, "tokens": counts, "docs": sum(d["docs"] for d in done),
+                                     "bytes": sum(d["bytes"] for d in done)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
     return meta
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _ranges(path: Path, range_bytes: int) -> list[tuple[int, int]]:
+    """[start, end) byte ranges of `path`, each ending at a line end."""
+    size = path.stat().st_size
+    out, start = [], 0
+    with open(path, "rb") as f:
+        while start < size:
+            f.seek(min(start + range_bytes, size))
+            if f.tell() < size:
+                f.readline()  # on to the end of the line the cut fell in
+            end = min(f.tell(), size)
+            out.append((start, end))
+            start = end
+    return out or [(0, 0)]
+
+
+_TOK: dict = {}
+
+
+def _init_worker(tokenizer_json: str | None, bos_id: int, tokenizer=None) -> None:
+    if tokenizer is None:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        from saessak.tokenizer.bpe import Tokenizer
+
+        tokenizer = Tokenizer(HFTokenizer.from_str(tokenizer_json))
+    _TOK.update(tok=tokenizer, bos=bos_id)
+
+
+def _tokenize_range(job) -> None:
+    """One range of one split -> WORK/<split>_<range>.bin and, last, its .json (the job is done)."""
+    path, a, b, split, index, seed, dtype_name, batch_docs, work = job
+    tok, bos = _TOK["tok"], _TOK["bos"]
+    texts = []
+    with open(path, "rb") as f:
+        f.seek(a)
+        while f.tell() < b:
+            at = f.tell()
+            raw = f.readline()
+            if not raw:
+                break
+            line = raw.decode("utf-8").strip()
+            if not line:
+                continue
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError:
+                doc = None
+            if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
+                raise UserError(f"{path}: line at byte {at}: each line must be an object with a string 'text' field")
+            if doc["text"].strip():
+                texts.append(doc["text"])
+    rng_key = [seed, _split_salt(split)] if index == 0 else [seed, _split_salt(split), index]
+    order = np.random.default_rng(rng_key).permutation(len(texts))
+    name = f"{split}_{index:06d}.bin"
+    n_tokens = n_bytes = 0
+    with open(Path(work) / (name + ".tmp"), "wb") as out:
+        for start in range(0, len(order), batch_docs):
+            chunk = [texts[i] for i in order[start:start + batch_docs]]
+            n_bytes += sum(len(t.encode("utf-8")) for t in chunk)
+            ids = [x for e in tok.encode_batch(chunk) for x in (bos, *e)]
+            np.asarray(ids, dtype=np.dtype(dtype_name)).tofile(out)
+            n_tokens += len(ids)
+    os.replace(Path(work) / (name + ".tmp"), Path(work) / name)
+    (Path(work) / f"{split}_{index:06d}.json").write_text(json.dumps(
+        {"file": name, "tokens": n_tokens, "docs": len(texts), "bytes": n_bytes}))
 
 
 def _split_salt(split: str) -> int:
     return int.from_bytes(hashlib.sha256(split.encode()).digest()[:4], "little")
-
-
-class _ShardWriter:
-    def __init__(self, folder: Path, split: str, dtype: np.dtype):
-        self.folder, self.split, self.dtype = folder, split, dtype
-        self.buf: list[int] = []
-        self.files: list[str] = []
-        self.counts: list[int] = []
-
-    def add(self, ids: list[int]) -> None:
-        self.buf.extend(ids)
-        if len(self.buf) >= SHARD_TOKENS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self.buf:
-            return
-        name = f"{self.split}_{len(self.files):06d}.bin"
-        np.asarray(self.buf, dtype=self.dtype).tofile(self.folder / name)
-        self.files.append(name)
-        self.counts.append(len(self.buf))
-        self.buf = []
-
-    def close(self) -> tuple[list[str], list[int]]:
-        self._flush()
-        return self.files, self.counts
 
 
 def read_meta(shard_dir: str | os.PathLike) -> dict:

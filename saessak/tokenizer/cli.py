@@ -15,6 +15,9 @@ def register(subparsers) -> None:
     t.add_argument("--preset", default="cpu-tiny", help="preset whose vocabulary size to use (default cpu-tiny)")
     t.add_argument("--vocab-size", type=int, default=None, help="vocabulary size (overrides the preset's)")
     t.add_argument("--force", action="store_true", help="retrain even if RUN/tokenizer/done.json exists")
+    t.add_argument("--max-chars", type=int, default=None, metavar="N",
+                   help="train BPE on at most N characters sampled evenly from the train split "
+                        "(default 1,000,000,000; a smaller corpus is used whole)")
     add_tag_option(t)
     t.set_defaults(func=run)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -26,7 +29,10 @@ def run(args: argparse.Namespace) -> int:
 
     recipe = recipes.get(args.preset)
     vocab_size = args.vocab_size if args.vocab_size is not None else recipe.shape.vocab_size
-    summary = train_stage(args.run, vocab_size=vocab_size, preset=recipe.name, force=args.force)
+    from saessak.tokenizer.stage import DEFAULT_MAX_CHARS
+
+    summary = train_stage(args.run, vocab_size=vocab_size, preset=recipe.name, force=args.force,
+                          max_chars=args.max_chars if args.max_chars is not None else DEFAULT_MAX_CHARS)
     if summary.get("skipped"):
         print(f"tokenizer: {args.run}/tokenizer is complete (done.json); use --force to retrain")
     else:
