@@ -79,6 +79,15 @@ def setting(default: Any = dataclasses.MISSING, help: str | None = None, *, fact
     return field(default=default, metadata=meta)
 
 
+def check_min(cfg: Any, names: tuple[str, ...], low: float, rule: str, *, strict: bool = False) -> None:
+    """A user error naming the option and its value when one of `cfg`'s fields `names` is below
+    `low` (or not above it, with `strict`): `--max-steps 0: must be at least 1`."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value < low or (strict and value == low):
+            raise UserError(f"--{name.replace('_', '-')} {value}: {rule}")
+
+
 def parse_mapping(text: str, option: str, key=str, example: str = "name=1") -> dict:
     """The text form of a mapping field: `a=1,b=0.5` -> {"a": 1.0, "b": 0.5} (keys through `key`)."""
     out = {}

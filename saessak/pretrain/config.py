@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from saessak.errors import UserError
-from saessak.recipes import setting
+from saessak.recipes import check_min, setting
 
 DTYPES = ("auto", "bf16", "fp32")
 
@@ -31,12 +31,8 @@ class PretrainConfig:
     seed: int = setting(1337, "seed of the weights and the data order")
 
     def validate(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
-        for name in ("val_every", "ckpt_every"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be 0 (off) or more")
+        check_min(self, ("max_steps", "batch_size", "grad_accum"), 1, "must be at least 1")
+        check_min(self, ("val_every", "ckpt_every"), 0, "must be 0 (off) or more")
         if self.dtype not in DTYPES:
             raise UserError(f"--dtype {self.dtype!r}: must be auto, bf16 or fp32")
 

@@ -7,8 +7,9 @@
     RUN/pretrain/samples.json   greedy continuations of a few Korean prompts
     RUN/pretrain/done.json      summary, written last
 
-Runs alone or under `torchrun --nproc_per_node=N` (DDP): each rank takes its own slice of every
-global micro-batch, rank 0 writes files. Skip, resume and --force follow the stage life-cycle
+Runs alone or under `torchrun --nproc_per_node=N` (DDP, or FSDP2 with --fsdp): each rank takes its
+own slice of every global micro-batch, rank 0 writes files (under FSDP every rank writes its shards
+of a checkpoint). Skip, resume and --force follow the stage life-cycle
 (saessak/training/lifecycle.py); the token shards survive a fresh start and are checked against
 the tokenizer.
 """
@@ -37,15 +38,18 @@ from saessak.training.distributed import all_reduce_sum, barrier, broadcast_obje
 from saessak.training.lifecycle import StageRun, completed
 from saessak.training.metrics import Progress, peak_flops
 from saessak.training.optim import build_optimizer, lr_at, resolve_dtype, set_lr, train_step
+from saessak.training.parallel import Parallel, build_model, full_weights
 
 STAGE = "pretrain"
 
 
 def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = False, device: str | None = None,
-                 samples: bool = True, quiet: bool = False, **overrides: Any) -> dict[str, Any]:
+                 samples: bool = True, quiet: bool = False, parallel: Parallel | None = None,
+                 **overrides: Any) -> dict[str, Any]:
     """Run (or resume, or skip) the pretraining stage; returns the done.json summary.
 
-    `overrides` are PretrainConfig fields by name (None: the preset's recipe value).
+    `overrides` are PretrainConfig fields by name (None: the preset's recipe value); `parallel`
+    is --fsdp and --activation-checkpointing (saessak/training/parallel.py).
     """
     p = recipes.stage_config(PretrainConfig, preset, "pretrain", overrides)
     p.validate()
@@ -57,7 +61,10 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
     tok_sha = file_sha256(rf.tokenizer_json)
     splits = {s: require_split(rf.root, s, "pretrain") for s in ("train", "val")}
 
-    with StageRun(rf, STAGE, force=force, resume=resume, device=device, keep=("shards",)) as st:
+    par = parallel or Parallel()
+    if par.fsdp and p.compile:
+        raise UserError("--compile with --fsdp: not supported yet; leave one of them out")
+    with StageRun(rf, STAGE, force=force, resume=resume, device=device, keep=("shards",), parallel=par) as st:
         info = st.info
         p = dataclasses.replace(p, dtype=resolve_dtype(info.device, p.dtype))
         shard_dir = st.dir / "shards"
@@ -82,9 +89,8 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
         token_bytes = torch.from_numpy(shards.token_byte_lengths(tok))
 
         torch.manual_seed(p.seed)
-        model = Llama(cfg)
-        model.init_weights(p.seed)
-        model.to(info.device)
+        # Sharded before the optimizer (it holds the shards); under FSDP no rank builds the whole model.
+        model = build_model(lambda: Llama(cfg), lambda m: m.init_weights(p.seed), info, par, p.dtype)
         optimizer = build_optimizer(model, p.lr, p.weight_decay)
 
         start_step, tokens_before = 0, 0
@@ -181,14 +187,18 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
             "dtype": p.dtype,
             "compile": p.compile,
             "world_size": W,
+            "parallel": "fsdp" if par.fsdp else ("ddp" if info.distributed else "single"),
+            "activation_checkpointing": par.activation_checkpointing,
             "device": info.device,
             "seed": p.seed,
             "resumed_from_step": start_step or None,
             "train_split": {k: meta["splits"]["train"][k] for k in ("docs", "bytes")},
         }
-        if info.is_main and samples:
-            summary["samples"] = generate_samples(model, tok, info.device, max_new_tokens=min(48, T // 2))
-            write_json(st.dir / "samples.json", summary["samples"])
+        if samples:
+            with full_weights(model):  # every rank gathers (FSDP); rank 0 generates
+                if info.is_main:
+                    summary["samples"] = generate_samples(model, tok, info.device, max_new_tokens=min(48, T // 2))
+                    write_json(st.dir / "samples.json", summary["samples"])
         final_meta = {"preset": preset, "stage": STAGE, "step": p.max_steps, "tokens_seen": total_tokens,
                       "val_bpb": final_val, "seed": p.seed, "tokenizer_sha256": tok_sha}
         st.finish(model, final_meta, summary, preset=preset, params=cfg.num_parameters(), tokens=tokens_run,

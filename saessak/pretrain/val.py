@@ -36,9 +36,14 @@ def evaluate_bpb(model, val_shards, token_bytes, seq_len: int, max_tokens: int, 
     was_training = model.training
     model.eval()
     batch = 8
+    # Under FSDP every forward is a collective: each rank runs as many batches as rank 0 (which has
+    # the most windows), a rank out of windows scoring one with weight 0.
+    n_batches = -(-len(windows[::info.world]) // batch)
     with torch.no_grad():
-        for i in range(0, len(mine), batch):
-            group = mine[i: i + batch]
+        for i in range(0, n_batches * batch, batch):
+            group, weight = mine[i: i + batch], 1
+            if not group:
+                group, weight = windows[:1], 0
             # Windows at the end of a shard may be shorter: pad targets with -100 (ignored).
             x = torch.zeros(len(group), seq_len, dtype=torch.long)
             y = torch.full((len(group), seq_len), -100, dtype=torch.long)
@@ -49,8 +54,8 @@ def evaluate_bpb(model, val_shards, token_bytes, seq_len: int, max_tokens: int, 
             with autocast(info.device, dtype):
                 per_tok = model(x, targets=y, loss_reduction="none")
             b = token_bytes.to(info.device)[y.clamp(min=0)] * (y >= 0)
-            nats += float((per_tok.float() * (b > 0)).sum())
-            nbytes += int(b.sum())
+            nats += weight * float((per_tok.float() * (b > 0)).sum())
+            nbytes += weight * int(b.sum())
     model.train(was_training)
     nats, nbytes = all_reduce_sum([nats, float(nbytes)], info)
     return nats / (math.log(2) * nbytes) if nbytes else float("nan")

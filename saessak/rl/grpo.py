@@ -4,6 +4,9 @@ optimizer steps that apply it to a batch of graded groups.
 Gradients are summed over micro-batches and over ranks by an explicit all-reduce (not a DDP
 wrapper): ranks may keep different numbers of informative groups after dynamic sampling, and
 every loss term is already divided by the global normaliser, so the sum is the global gradient.
+Under FSDP every forward and backward is a collective, so each rank runs as many micro-batches
+as the busiest one (idle ones with no counted token), and FSDP's averaging over ranks is undone
+by scaling the loss by the world size.
 
 Advantages (`scale_rewards`, as TRL names it):
     A_i = r_i - mean(group)                  ("none": Dr. GRPO; no std scaling)
@@ -27,7 +30,8 @@ from dataclasses import dataclass
 import torch
 
 from saessak.rl.config import LOSS_TYPES, SCALE_REWARDS
-from saessak.training.distributed import DistInfo, all_reduce_grads
+from saessak.training.distributed import DistInfo, all_reduce_grads, all_reduce_max
+from saessak.training.parallel import clip_grad_norm, is_fsdp
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, scale_rewards: str = "group",
@@ -158,10 +162,13 @@ def _micro_tensors(seqs: list[Seq], pad_id: int, device):
 
 def completion_logprobs(model, ids, targets, mask, temperature: float, with_entropy: bool = False):
     """Log-probs [B, T-1] of the targets where mask is 1 (0 elsewhere), computed only at those
-    positions so the vocabulary projection skips the prompt; optional mean entropy there."""
-    h = model.hidden_states(ids)[:, :-1]
+    positions so the vocabulary projection skips the prompt; optional mean entropy there. A sharded
+    (FSDP) model runs its whole forward: only `forward` gathers its root's parameters."""
     where = mask.bool()
-    logits = model.lm_head(h[where])
+    if is_fsdp(model):
+        logits = model(ids)[:, :-1][where]
+    else:
+        logits = model.lm_head(model.hidden_states(ids)[:, :-1][where])
     logp_flat = torch.log_softmax(logits.float() / temperature, dim=-1)
     picked = logp_flat.gather(-1, targets[where].unsqueeze(-1)).squeeze(-1)
     logp = torch.zeros(mask.shape, dtype=picked.dtype, device=picked.device)
@@ -194,6 +201,12 @@ def update(model, ref_model, optimizer, seqs: list[Seq], cfg, pad_id: int, devic
     torchrun (`info`), gradients are summed over ranks before each step."""
     micro = [seqs[i:i + cfg.micro_batch_size] for i in range(0, len(seqs), cfg.micro_batch_size)]
     tensors = [_micro_tensors(m, pad_id, device) for m in micro]
+    fsdp = is_fsdp(model)
+    if fsdp:
+        n = int(all_reduce_max(len(tensors), info))
+        idle = _micro_tensors([Seq([pad_id], [pad_id], 0.0, False)], pad_id, device)
+        tensors += [idle] * (n - len(tensors))
+    scale = info.world if fsdp else 1
     old, ref = [], []
     with torch.no_grad():
         for ids, tgt, mask, _ in tensors:
@@ -206,15 +219,17 @@ def update(model, ref_model, optimizer, seqs: list[Seq], cfg, pad_id: int, devic
              "grad_norm": 0.0, "trained_tokens": 0.0}
     for it in range(cfg.num_iterations):
         for (ids, tgt, mask, adv), old_lp, ref_lp in zip(tensors, old, ref):
-            if mask.sum() == 0:
+            n_tok = float(mask.sum())
+            if n_tok == 0 and not fsdp:
                 continue
             logp, ent = completion_logprobs(model, ids, tgt, mask, cfg.temperature, with_entropy=(it == 0))
             parts = policy_loss(logp, old_lp if old_lp is not None else logp.detach(), adv, mask,
                                 epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
                                 max_completion_length=cfg.max_completion_length, beta=cfg.beta,
                                 ref_logp=ref_lp, token_normaliser=norm)
-            parts.loss.backward()
-            n_tok = float(mask.sum())
+            (parts.loss * scale).backward()
+            if n_tok == 0:  # an idle micro-batch (FSDP): it only kept this rank in step
+                continue
             stats["trained_tokens"] += float(ids.numel())
             if it == cfg.num_iterations - 1:
                 # Clipping can only act once the policy has moved off the sampling policy.
@@ -225,9 +240,9 @@ def update(model, ref_model, optimizer, seqs: list[Seq], cfg, pad_id: int, devic
                 stats["loss"] += float(parts.loss.detach())
                 if parts.kl is not None:
                     stats["kl_sum"] += float(parts.kl.detach()) * n_tok
-        if info is not None:
+        if info is not None and not fsdp:
             all_reduce_grads(model, info)
-        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+        stats["grad_norm"] = clip_grad_norm(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return stats

@@ -58,8 +58,12 @@ def draw_examples(tasks_api, order: list[tuple[str, int]], seed: int) -> list[di
 
 
 def collect(sampler, tokenizer, tasks_api, cfg, curriculum, need: int, step: int,
-            rank: int, offset: int) -> RolloutBatch:
-    """Sample and grade groups until `need` informative ones are kept (see module docstring)."""
+            rank: int, offset: int, world: int = 1) -> RolloutBatch:
+    """Sample and grade groups until `need` informative ones are kept (see module docstring).
+
+    The first round is one global draw of `need x world` prompts (and their sampling seeds) cut
+    into the ranks' slices, so the same global batch comes out whatever the number of ranks (as
+    long as every rank's curriculum agrees); refill rounds are each rank's own."""
     G = cfg.num_generations
     batch = RolloutBatch(kept=[], generated=[], next_offset=offset)
     t0 = time.perf_counter()
@@ -70,9 +74,16 @@ def collect(sampler, tokenizer, tasks_api, cfg, curriculum, need: int, step: int
         if deficit <= 0:
             break
         n_prompts = deficit if rnd == 0 else 2 * deficit
+        mine = slice(0, n_prompts)
         seed = stable_hash("rl-step", cfg.seed, step, rank, rnd) % (2**31)
+        sample_seed = seed
+        if rnd == 0:  # the global draw (rank 0's seed), this rank's slice of it
+            seed = stable_hash("rl-step", cfg.seed, step, 0, rnd) % (2**31)
+            mine = slice(rank * n_prompts, (rank + 1) * n_prompts)
+            sample_seed = seed + rank * n_prompts * G
+            n_prompts *= world
         order = curriculum.plan(n_prompts, seed, draw_offset, cfg.level_mix)
-        examples = draw_examples(tasks_api, order, seed)
+        examples = draw_examples(tasks_api, order, seed)[mine]
         draw_offset += n_prompts
         prompts = [prompt_ids(tokenizer, prompt_messages(ex)) for ex in examples]
         # Leave room for the completion inside the model's context.
@@ -80,7 +91,7 @@ def collect(sampler, tokenizer, tasks_api, cfg, curriculum, need: int, step: int
         prompts = [p[-room:] if len(p) > room else p for p in prompts]
         flat = [p for p in prompts for _ in range(G)]
         outs = sampler.sample(flat, max_tokens=cfg.max_completion_length, temperature=cfg.temperature,
-                              top_k=cfg.top_k, top_p=cfg.top_p, seed=seed)
+                              top_k=cfg.top_k, top_p=cfg.top_p, seed=sample_seed)
         batch.completion_tokens += sum(len(o.token_ids) for o in outs)
         for i, ex in enumerate(examples):
             comps = outs[i * G:(i + 1) * G]

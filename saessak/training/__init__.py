@@ -1,8 +1,9 @@
 """Training machinery the model stages share (pretrain, SFT, RL), applied from outside the model.
 
 - distributed.py  torchrun: process group (gloo/NCCL), DDP, collectives
+- parallel.py     FSDP2 sharding, activation checkpointing, gathering full weights, peak memory
 - optim.py        AdamW, LR schedule, mixed precision, one optimizer step with accumulation
-- checkpoints.py  resumable checkpoints RUN/<stage>/ckpt/step_N/ and the final model
+- checkpoints.py  resumable checkpoints RUN/<stage>/ckpt/step_N/ (sharded with DCP under FSDP), the final model
 - metrics.py      metrics.jsonl, the progress line, the measured peak for MFU
 - lifecycle.py    the one stage life-cycle: skip, force, resume or fresh start, finish, clean-up
 """

@@ -31,8 +31,9 @@ class DistInfo:
         return self.world > 1
 
 
-def init_distributed(device: str | None = None) -> DistInfo:
-    """Read torchrun's environment; start the process group when there is more than one process.
+def init_distributed(device: str | None = None, group: bool = False) -> DistInfo:
+    """Read torchrun's environment; start the process group when there is more than one process
+    (or when `group` asks for one: FSDP under torchrun with a single process).
 
     `device` None picks CUDA when available. Under torchrun on CUDA each process takes
     `cuda:LOCAL_RANK`; on CPU each process gets an equal share of the cores, so N processes do
@@ -48,7 +49,7 @@ def init_distributed(device: str | None = None) -> DistInfo:
     if device.startswith("cuda"):
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
-    if world > 1:
+    if world > 1 or group:
         import torch.distributed as dist
 
         if not device.startswith("cuda"):
@@ -60,7 +61,10 @@ def init_distributed(device: str | None = None) -> DistInfo:
 
 
 def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
-    if not info.distributed:
+    """DDP over the ranks; a model FSDP has sharded already is returned as it is."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not info.distributed or isinstance(model, FSDPModule):
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -110,6 +114,17 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's value, in rank order, on every rank."""
+    if not info.distributed:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * info.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_object(obj: Any, info: DistInfo) -> Any:
     """Rank 0's value on every rank (e.g. an error message or a path decided by rank 0)."""
     if not info.distributed:
@@ -122,7 +137,7 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
 
 
 def cleanup_distributed(info: DistInfo) -> None:
-    if info.distributed:
+    if "WORLD_SIZE" in os.environ:  # torchrun: the group this process started, even with one rank
         import torch.distributed as dist
 
         if dist.is_initialized():

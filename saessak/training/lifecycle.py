@@ -39,9 +39,11 @@ import torch
 from saessak.errors import UserError
 from saessak.ledger import StageTimer, heartbeat_interval
 from saessak.runfolder import RunFolder
-from saessak.training.checkpoints import ckpt_root, latest_checkpoint, load_checkpoint, save_checkpoint, save_final
-from saessak.training.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+from saessak.training.checkpoints import (ckpt_root, latest_checkpoint, load_checkpoint, save_checkpoint, save_final,
+                                          save_sharded_checkpoint)
+from saessak.training.distributed import DistInfo, barrier, cleanup_distributed, gather_objects, init_distributed
 from saessak.training.metrics import MetricsLog
+from saessak.training.parallel import Parallel, full_state_dict, is_fsdp, peak_memory_bytes
 
 
 def completed(run: RunFolder, stage: str, force: bool, log=None) -> dict[str, Any] | None:
@@ -57,8 +59,10 @@ class StageRun:
     """One attempt at a training stage; use as `with StageRun(...) as st:` (rule 6 on exit)."""
 
     def __init__(self, run: RunFolder, stage: str, *, force: bool = False, resume: bool = False,
-                 device: str | None = None, threads: int | None = None, keep: tuple[str, ...] = ()):
+                 device: str | None = None, threads: int | None = None, keep: tuple[str, ...] = (),
+                 parallel: Parallel | None = None):
         self.run = run
+        self.parallel = parallel or Parallel()
         self.stage = stage
         self.dir: Path = run.stage_dir(stage)
         self.force, self.resume = force, resume
@@ -69,7 +73,8 @@ class StageRun:
 
     def __enter__(self) -> "StageRun":
         heartbeat = heartbeat_interval()  # a bad $SAESSAK_HEARTBEAT_S is an error before anything starts
-        self.info = init_distributed(self.device)
+        self.parallel.validate()  # --fsdp without torchrun, ...: before any process group starts
+        self.info = init_distributed(self.device, group=self.parallel.fsdp)
         try:
             if self.threads and self.info.device == "cpu" and self.info.world == 1:
                 torch.set_num_threads(self.threads)
@@ -93,6 +98,15 @@ class StageRun:
                     cleanup_distributed(self.info)
             finally:
                 torch.set_num_threads(self._threads_before)
+
+    def parallel_facts(self, peaks: list[int]) -> dict[str, Any]:
+        """How the attempt was spread over its ranks, and each rank's peak memory (bytes: CUDA
+        peak allocated, or the process's peak RSS on CPU)."""
+        par = self.parallel
+        mode = "fsdp" if par.fsdp else ("ddp" if self.info.distributed else "single")
+        return {"parallel": mode, "world_size": self.info.world, "activation_checkpointing": par.activation_checkpointing,
+                "fsdp_cpu_offload": par.cpu_offload, "peak_memory_bytes_per_rank": peaks,
+                "peak_memory_kind": "cuda_max_allocated" if self.info.device.startswith("cuda") else "cpu_max_rss"}
 
     def progress(self, **facts: Any) -> None:
         """This attempt's counts so far (tokens, flops, steps): the ledger's next heartbeat writes them."""
@@ -125,17 +139,23 @@ class StageRun:
 
     def checkpoint(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                    loop_state: dict[str, Any], keep: int = 2, meta: dict[str, Any] | None = None) -> None:
-        """A resumable checkpoint at `step` (rank 0 writes it)."""
-        if self.info.is_main:
+        """A resumable checkpoint at `step` (rank 0 writes it; every rank writes its shards under FSDP)."""
+        if is_fsdp(model):
+            save_sharded_checkpoint(self.dir, step, model, optimizer, self.info, loop_state, keep=keep, meta=meta)
+        elif self.info.is_main:
             save_checkpoint(self.dir, step, model, optimizer, loop_state, keep=keep, meta=meta)
 
     def finish(self, model: torch.nn.Module, meta: dict[str, Any], summary: dict[str, Any],
                **ledger_facts: Any) -> dict[str, Any]:
         """Rule 5: final model, ledger record (status done), done.json (last), checkpoints dropped.
-        `ledger_facts` are this attempt's own (tokens and FLOPs since it started or resumed)."""
+        `ledger_facts` are this attempt's own (tokens and FLOPs since it started or resumed).
+        A sharded model is gathered one tensor at a time into rank 0's host memory and saved as
+        one ordinary safetensors file; the ledger gets every rank's peak memory."""
+        state = full_state_dict(model) if is_fsdp(model) else None  # every rank takes part
+        peaks = gather_objects(peak_memory_bytes(self.info.device), self.info)
         if self.info.is_main:
-            save_final(self.dir, model, meta)
-            self.timer.finish(**ledger_facts)
+            save_final(self.dir, model, meta, state=state)
+            self.timer.finish(**ledger_facts, **self.parallel_facts(peaks))
             self.run.mark_done(self.stage, summary)
             shutil.rmtree(ckpt_root(self.dir), ignore_errors=True)
         barrier(self.info)

@@ -17,6 +17,7 @@ import torch
 
 from saessak.errors import UserError
 from saessak.model.checkpoint import unwrap
+from saessak.training.parallel import clip_grad_norm, set_gradient_sync
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1,
@@ -94,8 +95,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_b
 
     `loss_fn(model, batch)` returns the loss of one micro-batch (a mean over its tokens); each is
     divided by the number of micro-batches, so the step's gradient is the mean over them. Under DDP
-    gradients are synchronised only on the last micro-batch (no_sync before), then averaged over
-    ranks by DDP. `grad_clip` <= 0 disables clipping (the norm is still reported).
+    and FSDP gradients are synchronised only on the last micro-batch (no_sync before), then
+    averaged over ranks. `grad_clip` <= 0 disables clipping (the norm is still reported).
     """
     batches = list(micro_batches)
     if not batches:
@@ -104,15 +105,11 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_b
     total = 0.0
     optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(batches):
-        sync = i == n - 1
-        ctx = model.no_sync() if (not sync and hasattr(model, "no_sync")) else contextlib.nullcontext()
-        with ctx:
+        with set_gradient_sync(model, i == n - 1):
             with autocast(device, dtype):
                 loss = loss_fn(model, batch)
             (loss / n).backward()
         total += float(loss.detach())
-    params = [p for p in model.parameters() if p.grad is not None]
-    max_norm = grad_clip if grad_clip > 0 else float("inf")
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # torch picks foreach where it is fast
+    norm = clip_grad_norm(model.parameters(), grad_clip)  # torch picks foreach where it is fast
     optimizer.step()
-    return StepResult(loss=total / n, grad_norm=float(norm))
+    return StepResult(loss=total / n, grad_norm=norm)
