@@ -28,6 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._lib.record import add_record_args, emit  # noqa: E402  (first: it notes the load before the work)
+from bench._lib.step_timer import step_timer  # noqa: E402
+
 import torch  # noqa: E402
 
 import saessak.tasks as tasks  # noqa: E402
@@ -79,6 +82,7 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="every part at G=2, 8 tokens, in seconds (tests)")
     ap.add_argument("--run", default=None, metavar="DIR",
                     help="record the benchmark's cost as a `bench` attempt in DIR's ledger (saessak bill counts it)")
+    add_record_args(ap)
     args = ap.parse_args()
     if args.run is None:
         measure(args)
@@ -106,7 +110,7 @@ def measure(args) -> None:
 
     from saessak.model.sampler import Sampler
 
-    result = {"smoke": args.smoke, "shape": "cpu-tiny", "params": cfg.num_parameters(), "G": G, "completion_tokens": L,
+    result = {"smoke": args.smoke, "quick": args.quick, "shape": "cpu-tiny", "params": cfg.num_parameters(), "G": G, "completion_tokens": L,
               "prompts": n_prompts, "threads": torch.get_num_threads()}
     for name, dtype in (("engine_fp32", None), ("engine_bf16", torch.bfloat16)):
         sampler = Sampler(model, tok, max_batch_size=64, dtype=dtype)
@@ -156,7 +160,33 @@ def measure(args) -> None:
         result["trl"] = "skipped (--no-trl)"
     else:
         result.update(trl_side_by_side(model, tok, examples, G, L, repeats + 1, result["rl_step_tok_per_s"]))
-    print(json.dumps(result))
+    emit("rl_step", result, args)
+
+
+def render(r: dict) -> str:
+    """The record as docs/BENCHMARKS.md shows it (scripts/docs_figures.py)."""
+    from saessak.io import md_table
+
+    n = r["prompts"] * r["G"]
+    rows = [["engine fp32, rollout tokens/s", f"{r['engine_fp32_tok_per_s']:,.0f}"],
+            ["engine bf16 weights, rollout tokens/s", f"{r['engine_bf16_tok_per_s']:,.0f}"],
+            ["no-KV-cache loop, tokens/s", f"{r['naive_no_cache_tok_per_s']:,.0f}"],
+            ["engine speed-up over the no-cache loop", f"{r['rollout_speedup_vs_naive']:.1f}x"],
+            [f"saessak RL step ({r['rl_completions']} completions)", f"**{r['rl_step_s']:.2f} s**"],
+            ["of which rollout / update", f"{r['rl_rollout_s']:.2f} s / {r['rl_update_s']:.2f} s"],
+            ["update, trained tokens/s (forward + backward)", f"{r['rl_train_tok_per_s']:,.0f}"],
+            ["saessak, completion tokens per second of step", f"{r['rl_step_tok_per_s']:,.0f}"]]
+    if "trl_step_s" in r:
+        rows += [[f"TRL {r['trl']} GRPOTrainer step, same batch", f"**{r['trl_step_s']:.2f} s**"],
+                 ["TRL, completion tokens per second of step (mean completion "
+                  f"{r['trl_completion_len_mean']:.0f} tokens)", f"{r['trl_step_tok_per_s']:,.0f}"],
+                 ["**saessak step speed-up over TRL** (completion tokens per second of step)",
+                  f"**{r['rl_step_speedup_vs_trl']:.2f}x**"]]
+    else:
+        rows.append(["TRL side by side", str(r["trl"])])
+    return "\n".join([f"{r['shape']} shape ({r['params'] / 1e6:.1f} M parameters, random weights), {r['prompts']} prompts x "
+                      f"G={r['G']} = {n} completions of up to {r['completion_tokens']} tokens, {r['threads']} torch threads"
+                      + (" (--quick)" if r.get("quick") else "") + ".", "", md_table(["", "value"], rows)])
 
 
 def trl_side_by_side(model, tok, examples, G: int, L: int, steps: int, saessak_step_tok_per_s: float) -> dict:
@@ -164,7 +194,7 @@ def trl_side_by_side(model, tok, examples, G: int, L: int, steps: int, saessak_s
     try:
         import trl
         from datasets import Dataset
-        from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+        from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:
         return {"trl": f"skipped ({e.name} not installed: pip install -e .[bench])"}
     import tempfile
@@ -181,16 +211,6 @@ def trl_side_by_side(model, tok, examples, G: int, L: int, steps: int, saessak_s
     def reward(completions, example, **_):  # what saessak's rollouts score, per completion
         return [tasks.combine_rewards(tasks.grade(json.loads(ex), c[-1]["content"]), weights)
                 for c, ex in zip(completions, example)]
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.times, self.t0 = [], 0.0
-
-        def on_step_begin(self, *a, **k):
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, *a, **k):
-            self.times.append(time.perf_counter() - self.t0)
 
     with tempfile.TemporaryDirectory() as tmp:
         rf = RunFolder(Path(tmp) / "run")
@@ -211,7 +231,7 @@ def trl_side_by_side(model, tok, examples, G: int, L: int, steps: int, saessak_s
             learning_rate=1e-4, beta=0.0, loss_type="dapo", scale_rewards="group", epsilon_high=0.28,
             temperature=1.0, use_cpu=True, bf16=False, fp16=False, report_to="none", save_strategy="no",
             logging_steps=1, shuffle_dataset=False, seed=0, dataloader_num_workers=0, disable_tqdm=True)
-        timer = StepTimer()
+        timer = step_timer()
         trainer = trl.GRPOTrainer(model=hf_model, reward_funcs=reward, args=args, train_dataset=dataset,
                                   processing_class=hf_tok, callbacks=[timer])
         trainer.train()

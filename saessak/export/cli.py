@@ -17,6 +17,9 @@ def register(subparsers) -> None:
     hf.add_argument("--out", required=True, help="output folder (replaced atomically if it holds an earlier export)")
     hf.add_argument("--prices", default=None, help="price table for the model card's cost section")
     hf.add_argument("--force", action="store_true", help="accepted for the speedrun; the export is always rewritten")
+    hf.add_argument("--adapter-only", action="store_true",
+                    help="write the LoRA adapter alone (adapter_config.json + adapter_model.safetensors) instead "
+                         "of the merged model; the stage must have been trained with --lora-r")
     hf.set_defaults(func=run_hf)
 
     gg = sub.add_parser("gguf", help="GGUF file for llama.cpp / Ollama (llama architecture)")
@@ -34,7 +37,7 @@ def register(subparsers) -> None:
 def run_hf(args) -> int:
     from saessak.export.hf import export_hf
 
-    out = export_hf(args.run, args.out, stage=args.stage, prices=args.prices)
+    out = export_hf(args.run, args.out, stage=args.stage, prices=args.prices, adapter_only=args.adapter_only)
     print(f"export hf: {out}")
     return 0
 

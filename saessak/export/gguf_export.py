@@ -23,53 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from saessak.errors import UserError
+from saessak.export.gguf_parts import interleave_rope_rows, vocab_for_gguf  # noqa: F401  (also imported from here)
 from saessak.io import atomic_path
 from saessak.ledger import StageTimer
 from saessak.model.loading import Finished, find
 from saessak.tokenizer import Tokenizer
-from saessak.tokenizer import special_tokens as st
 from saessak.tokenizer.chat_format import CHAT_TEMPLATE
-
-
-def interleave_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """Rows of each head reordered from [half0 | half1] to [h0[0], h1[0], h0[1], h1[1], ...]."""
-    out_dim = w.shape[0]
-    head_dim = out_dim // n_heads
-    return w.reshape(n_heads, 2, head_dim // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def vocab_for_gguf(tokenizer_json: Path, vocab_size: int | None = None) -> tuple[list[str], list[float], list[int]]:
-    """Tokens, scores and types of the SentencePiece-style vocabulary, indexed by id.
-
-    `vocab_size` (the model's) may exceed the tokenizer's when the embedding was padded; the
-    extra ids become unused placeholder tokens, as llama.cpp expects one entry per row.
-    """
-    from gguf import TokenType
-
-    spec = json.loads(tokenizer_json.read_text(encoding="utf-8"))
-    vocab: dict[str, int] = dict(spec["model"]["vocab"])
-    for t in spec.get("added_tokens", []):
-        vocab[t["content"]] = t["id"]
-    size = max(max(vocab.values()) + 1, vocab_size or 0)
-    tokens = [f"[PAD{i}]" for i in range(size)]
-    types = [int(TokenType.UNUSED)] * size
-    for text, i in vocab.items():
-        tokens[i] = text
-    # Rank = order of creation: merges are learnt in order and each new token gets the next id,
-    # so -id is a faithful merge priority; single characters and fixed tokens score 0.
-    scores = [0.0] * size
-    specials = set(st.SPECIAL_TOKENS)
-    for text, i in vocab.items():
-        if text == st.UNK:
-            types[i] = int(TokenType.UNKNOWN)
-        elif text in specials:
-            types[i] = int(TokenType.CONTROL)
-        elif len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
-            types[i] = int(TokenType.BYTE)
-        else:
-            types[i] = int(TokenType.NORMAL)
-            scores[i] = -float(i)
-    return tokens, scores, types
 
 
 def _tensors(checkpoint: Path, cfg: dict, outtype: str):
@@ -104,10 +63,15 @@ def export_gguf(run_dir: str | os.PathLike, out: str | os.PathLike, stage: str |
 def _write_gguf(src: Finished, out: Path, outtype: str) -> Path:
     import gguf
 
+    from saessak.export.gguf_imported import write_imported_gguf
+    from saessak.export.imported import is_imported
+
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder; give a file name such as model.gguf")
     if out.exists() and out.read_bytes()[:4] != b"GGUF":
         raise UserError(f"--out {out}: exists and is not a GGUF file; choose another path")
+    if is_imported(src):
+        return write_imported_gguf(src, out, outtype)
     cfg = json.loads((src.checkpoint / "config.json").read_text(encoding="utf-8"))
     meta_path = src.checkpoint / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}

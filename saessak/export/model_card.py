@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from saessak import __version__
 from saessak.data.card import read_summary, summary_markdown
 from saessak.evals import results
-from saessak.io import fmt
+from saessak.io import fmt, read_json_or_none
 from saessak.ledger import (
     git_commit,
     ledger_costs,
@@ -26,7 +27,7 @@ from saessak.ledger import (
     project_summary,
     read_ledger,
 )
-from saessak.model import ModelConfig
+from saessak.model.checkpoint import load_config
 from saessak.model.loading import Finished
 
 LICENSE = "apache-2.0"
@@ -53,10 +54,13 @@ def render_model_card(src: Finished, prices: str | os.PathLike | None = None,
     head = ledger["headline"]
     data = read_summary(src.run.data)
     ev = results.summary(src.run)
-    cfg = json.loads((src.checkpoint / "config.json").read_text(encoding="utf-8"))
+    mc = load_config(src.checkpoint)
+    cfg = mc.to_dict()
     meta_path = src.checkpoint / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
-    params = ModelConfig.from_dict(cfg).num_parameters()
+    params = mc.num_parameters()
+    # A run that started from an open checkpoint (saessak import hf) says so, and its own class and template.
+    origin = (read_json_or_none(src.run.final_checkpoint("pretrain") / "meta.json") or {}).get("imported_from")
     licences = _data_licences(data)
     lines = [
         "---",
@@ -69,9 +73,10 @@ def render_model_card(src: Finished, prices: str | os.PathLike | None = None,
         "",
         f"# saessak (새싹) — {src.stage} model, {fmt(params)} parameters",
         "",
-        f"A Korean-first Llama-architecture model trained end to end with saessak "
-        f"(stage `{src.stage}`, preset `{meta.get('preset') or '—'}`). "
-        "It loads with no custom code (`LlamaForCausalLM`).",
+        (f"`{Path(origin).name}` fine-tuned with saessak from the imported checkpoint (stage `{src.stage}`). "
+         if origin else f"A Korean-first Llama-architecture model trained end to end with saessak "
+         f"(stage `{src.stage}`, preset `{meta.get('preset') or '—'}`). ")
+        + f"It loads with no custom code (`{mc.architecture}`).",
         "",
         "## Use",
         "",
@@ -84,7 +89,9 @@ def render_model_card(src: Finished, prices: str | os.PathLike | None = None,
         "print(tok.decode(out[0][ids.shape[1]:], skip_special_tokens=True))",
         "```",
         "",
-        "Chat format: `<s><|system|>…<|end|><|user|>…<|end|><|assistant|>…<|end|>`; generation stops at `<|end|>`.",
+        ("Chat format: the model's own chat template (chat_template.jinja or tokenizer_config.json); generation "
+         "stops at its eos_token_id." if origin else
+         "Chat format: `<s><|system|>…<|end|><|user|>…<|end|><|assistant|>…<|end|>`; generation stops at `<|end|>`."),
         "",
         "## Model",
         "",

@@ -52,7 +52,7 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None  # same seed => same completion, whatever the batch mates
     stop: Sequence[str] = ()  # output text is cut before the first stop string
-    stop_token_ids: Sequence[int] = ()  # in addition to tokenizer.eot_id (always a stop)
+    stop_token_ids: Sequence[int] = ()  # in addition to tokenizer.stop_ids (the model's end tokens, always stops)
     logprobs: bool = False  # per generated token log-prob under the temperature-1 distribution
 
     def validate(self) -> None:
@@ -214,6 +214,7 @@ class Engine:
         self.max_seq_len = int(max_seq_len or cfg.max_position_embeddings)
         self.vocab_limit = min(cfg.vocab_size, tokenizer.vocab_size)
         self._token_bytes = token_bytes_table(tokenizer)
+        self._strip = getattr(tokenizer, "strips_first_space", True)
         self._source = model
         self._dtype = dtype
         self._source_version = None
@@ -242,7 +243,8 @@ class Engine:
         if self._dtype is None or self._dtype == src_dtype:
             if self.model is not src:
                 self.model = src
-            self.model.to(self.device)
+            if next(src.parameters()).device != self.device:  # `.to` would reshard an FSDP model
+                self.model.to(self.device)
             self._model_dtype = src_dtype
             return
         version = self._version()
@@ -284,8 +286,8 @@ class Engine:
         req = _Request(
             id=rid, prompt_ids=prompt_ids, params=params, seed=int(seed) & ((1 << 63) - 1),
             max_new=min(params.max_tokens, self.max_seq_len - len(prompt_ids)),
-            stop_ids=frozenset([self.tokenizer.eot_id, *params.stop_token_ids]), track_text=track,
-            decoder=TokenTextDecoder(self._token_bytes) if track else None,
+            stop_ids=frozenset([*self.tokenizer.stop_ids, *params.stop_token_ids]), track_text=track,
+            decoder=TokenTextDecoder(self._token_bytes, self._strip) if track else None,
             logprobs=[] if params.logprobs else None,
         )
         self._requests[rid] = req
@@ -523,7 +525,7 @@ class Engine:
             r.decoder.flush()
             text = r.decoder.emitted
         else:
-            text = decode_ids(self._token_bytes, body)
+            text = decode_ids(self._token_bytes, body, self._strip)
         r.text = text
         return self._take(r, text)
 

@@ -1,8 +1,13 @@
-"""Decoder-only transformer with the maths and parameter names of Hugging Face `LlamaForCausalLM`.
+"""Decoder-only transformer with the maths and parameter names of Hugging Face `LlamaForCausalLM`,
+`MistralForCausalLM`, `Qwen2ForCausalLM` and `Qwen3ForCausalLM`.
 
-RMSNorm, rotary embeddings (rotate-half convention), SwiGLU MLP, grouped-query attention,
-optional tied embeddings, no biases. `state_dict()` keys are exactly Llama's
-(`model.layers.0.self_attn.q_proj.weight`, ...), so export is a save with no renaming.
+RMSNorm, rotary embeddings (rotate-half convention, optionally Llama 3's frequency scaling), SwiGLU
+MLP, grouped-query attention, tied or untied embeddings. The families differ only by switches on
+`ModelConfig`: biases on q/k/v (Qwen2) or on all four projections (Llama's `attention_bias`),
+per-head RMSNorm on q and k (Qwen3), an explicit `head_dim` (Qwen3). `state_dict()` keys are
+exactly Hugging Face's (`model.layers.0.self_attn.q_proj.weight`, ...), so import and export are
+a load and a save with no renaming. Reading a Hugging Face config.json (and refusing what this
+module does not compute) is saessak/model/hf_config.py.
 
 Written for one device: distribution (DDP, FSDP) is applied from outside.
 
@@ -36,10 +41,20 @@ class ModelConfig:
     rms_norm_eps: float = 1e-5
     tie_word_embeddings: bool = True
     initializer_range: float = 0.02
+    # The switches for the imported families (defaults: saessak's own Llama).
+    architecture: str = "LlamaForCausalLM"
+    head_dim: int = 0  # 0: hidden_size // num_attention_heads
+    qkv_bias: bool = False  # bias on q/k/v projections (Qwen2; Llama's attention_bias)
+    o_bias: bool = False  # bias on the output projection (Llama's attention_bias)
+    qk_norm: bool = False  # RMSNorm over each head of q and k before RoPE (Qwen3)
+    rope_scaling: dict | None = None  # None or Llama 3's {"rope_type": "llama3", "factor", ...}
+    # The Hugging Face config.json an imported model came with: export writes it back (with the
+    # fields above kept in step) so the exported folder is the family's own class.
+    hf_config: dict | None = None
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+    def __post_init__(self):
+        if not self.head_dim:
+            self.head_dim = self.hidden_size // self.num_attention_heads
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -50,7 +65,7 @@ class ModelConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def validate(self) -> None:
-        if self.hidden_size % self.num_attention_heads:
+        if self.head_dim * self.num_attention_heads != self.hidden_size and self.hf_config is None:
             raise ValueError("hidden_size must be divisible by num_attention_heads")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError("num_attention_heads must be divisible by num_key_value_heads")
@@ -59,8 +74,10 @@ class ModelConfig:
 
     def num_parameters(self, include_embeddings: bool = True) -> int:
         h, i, L, v = self.hidden_size, self.intermediate_size, self.num_hidden_layers, self.vocab_size
+        q = self.num_attention_heads * self.head_dim
         kv = self.num_key_value_heads * self.head_dim
-        per_layer = h * h * 2 + h * kv * 2 + 3 * h * i + 2 * h
+        per_layer = h * q * 2 + h * kv * 2 + 3 * h * i + 2 * h
+        per_layer += (q + 2 * kv) * self.qkv_bias + h * self.o_bias + 2 * self.head_dim * self.qk_norm
         emb = v * h if include_embeddings else 0
         head = 0 if self.tie_word_embeddings else v * h
         return L * per_layer + emb + head + h
@@ -105,9 +122,37 @@ class RMSNorm(nn.Module):
         return self.weight * x32.to(dtype)
 
 
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin of shape [B, T, head_dim] for integer positions [B, T] (HF Llama default rope)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float() / head_dim))
+def _plain_inv_freq(head_dim: int, theta: float, device=None) -> torch.Tensor:
+    return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim))
+
+
+def rope_inv_freq(cfg: ModelConfig, device=None) -> torch.Tensor:
+    """The rotary frequencies [head_dim/2] in fp32: theta^(-2i/d), then Llama 3's scaling if set.
+
+    Llama 3 scaling keeps high frequencies (wavelength shorter than original_context /
+    high_freq_factor), divides low ones (longer than original_context / low_freq_factor) by
+    `factor`, and blends linearly in between; it changes no attention scale.
+    """
+    inv = _plain_inv_freq(cfg.head_dim, cfg.rope_theta, device)
+    rs = cfg.rope_scaling
+    if rs:
+        factor, low, high = float(rs["factor"]), float(rs["low_freq_factor"]), float(rs["high_freq_factor"])
+        context = float(rs["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / inv
+        scaled = torch.where(wavelen > context / low, inv / factor, inv)
+        blend = (context / wavelen - low) / (high - low)
+        blended = (1 - blend) * scaled / factor + blend * scaled
+        middle = (wavelen >= context / high) & (wavelen <= context / low)
+        inv = torch.where(middle, blended, scaled)
+    return inv
+
+
+def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor | int,
+                 theta: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of shape [B, T, head_dim] for integer positions [B, T] and `rope_inv_freq`
+    (or a head_dim and theta: plain RoPE)."""
+    if not isinstance(inv_freq, torch.Tensor):
+        inv_freq = _plain_inv_freq(int(inv_freq), theta, positions.device)
     freqs = positions.float()[..., None] * inv_freq  # [B, T, head_dim/2]
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos(), emb.sin()
@@ -133,15 +178,22 @@ class Attention(nn.Module):
         self.n_kv = cfg.num_key_value_heads
         self.head_dim = cfg.head_dim
         h = cfg.hidden_size
-        self.q_proj = nn.Linear(h, self.n_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=False)
-        self.o_proj = nn.Linear(self.n_heads * self.head_dim, h, bias=False)
+        self.q_proj = nn.Linear(h, self.n_heads * self.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, h, bias=cfg.o_bias)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+        self.qk_norm = cfg.qk_norm
 
     def forward(self, x, cos, sin, kv_cache: KVCache | None = None, attn_mask: torch.Tensor | None = None):
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         q = apply_rope(q, cos, sin)
         k = apply_rope(k, cos, sin)
@@ -207,8 +259,10 @@ class Llama(nn.Module):
         out_std = std / math.sqrt(2 * self.config.num_hidden_layers)
         with torch.no_grad():
             for name, p in self.named_parameters():
-                if name.endswith("layernorm.weight") or name == "model.norm.weight":
+                if name.endswith(("layernorm.weight", "_norm.weight")) or name == "model.norm.weight":
                     p.fill_(1.0)
+                elif name.endswith(".bias"):
+                    p.zero_()
                 elif name.endswith(("o_proj.weight", "down_proj.weight")):
                     p.copy_(torch.randn(p.shape, generator=gen) * out_std)
                 else:
@@ -224,7 +278,7 @@ class Llama(nn.Module):
         B, T = input_ids.shape
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).unsqueeze(0).expand(B, T)
-        cos, sin = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
+        cos, sin = rope_cos_sin(position_ids, rope_inv_freq(self.config, input_ids.device))
         x = self.model.embed_tokens(input_ids)
         for layer in self.model.layers:
             x = layer(x, cos, sin, kv_cache, attn_mask)

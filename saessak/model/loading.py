@@ -57,9 +57,10 @@ def find(path: str | os.PathLike, stage: str | None = None, *, needed_by: str,
     stage = stage_name(stage)
     run.require(stage, needed_by)
     ckpt = run.final_checkpoint(stage)
-    for name in ("config.json", "model.safetensors"):
-        if not (ckpt / name).exists():
-            raise UserError(f"{ckpt}: stage '{stage}' is marked done but has no {name}")
+    if not (ckpt / "config.json").exists():
+        raise UserError(f"{ckpt}: stage '{stage}' is marked done but has no config.json")
+    if not any((ckpt / n).exists() for n in ("model.safetensors", "model.safetensors.index.json")):
+        raise UserError(f"{ckpt}: stage '{stage}' is marked done but has no model.safetensors")
     if not run.tokenizer_json.exists():
         raise UserError(f"{run.tokenizer_json}: tokenizer not found (run `saessak tokenizer train` first)")
     return Finished(ckpt, run.tokenizer_json, f"{path.resolve().name}-{stage}", stage, run)
@@ -78,23 +79,25 @@ def check_vocab(model, tokenizer, where: str) -> None:
     if tokenizer.vocab_size > vocab:
         raise UserError(f"{where}: model vocab_size {vocab} is smaller than the tokenizer's "
                         f"{tokenizer.vocab_size}: the tokenizer does not belong to this model")
-    # Models may pad their vocabulary (to a multiple of 64, say), but not by more than that.
-    if vocab - tokenizer.vocab_size >= 256:
+    # Models may pad their vocabulary (to a multiple of 64, say; Qwen 2.5 by 271 rows of 151,936),
+    # but not by more than that.
+    if vocab - tokenizer.vocab_size >= max(256, vocab // 64):
         raise UserError(f"{where}: model vocab_size {vocab} differs from the tokenizer's "
                         f"{tokenizer.vocab_size}: the tokenizer does not belong to this model")
 
 
-def load(found: Finished, device: str = "cpu"):
-    """(model, tokenizer) of what `find` found, checked against each other."""
+def load(found: Finished, device: str = "cpu", dtype=None):
+    """(model, tokenizer) of what `find` found, checked against each other; the model in its stored
+    dtype unless `dtype` is given (an imported bf16 model stays bf16)."""
     from saessak.model.checkpoint import load_model
-    from saessak.tokenizer import Tokenizer
+    from saessak.tokenizer.imported import load_tokenizer
 
-    tokenizer = Tokenizer.load(found.tokenizer_json)
-    model = load_model(found.checkpoint, device=device)
+    tokenizer = load_tokenizer(found.tokenizer_json)
+    model = load_model(found.checkpoint, device=device, dtype=dtype)
     check_vocab(model, tokenizer, str(found.checkpoint))
     return model, tokenizer
 
 
-def load_stage(run: RunFolder, stage: str, needed_by: str, device: str = "cpu"):
+def load_stage(run: RunFolder, stage: str, needed_by: str, device: str = "cpu", dtype=None):
     """(model, tokenizer) of a finished model stage of a run."""
-    return load(find(run.root, stage, needed_by=needed_by, option="--run", checkpoint_ok=False), device)
+    return load(find(run.root, stage, needed_by=needed_by, option="--run", checkpoint_ok=False), device, dtype)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from saessak.errors import UserError
+from saessak.model.lora import LoraSettings
 from saessak.recipes import parse_mapping, setting
 from saessak.rl.curriculum import CURRICULA
 
@@ -40,7 +41,7 @@ def parse_tasks(text: str) -> tuple[str, ...]:
 
 
 @dataclass
-class GRPOConfig:
+class GRPOConfig(LoraSettings):
     max_steps: int = setting(500, "optimizer steps (a --time-budget may stop earlier)")
     prompts_per_step: int = setting(8, "prompts (groups) per step over all processes")
     num_generations: int = setting(8, "completions per prompt (G >= 2)", aliases=("-G",))

@@ -18,9 +18,14 @@ import dataclasses
 import time
 from typing import Any
 
+import torch
+
 from saessak import recipes
+from saessak.errors import UserError
 from saessak.io import append_jsonl
 from saessak.model.loading import load_stage
+from saessak.model.lora import BaseOnly, attach
+from saessak.model.lora import finish as lora_finish
 from saessak.model.sampler import Sampler
 from saessak.rl.config import GRPOConfig
 from saessak.rl.curriculum import make_curriculum
@@ -29,12 +34,14 @@ from saessak.rl.rollouts import collect
 from saessak.runfolder import RunFolder
 from saessak.training.distributed import all_reduce_max, all_reduce_sum, barrier
 from saessak.training.lifecycle import StageRun, completed
-from saessak.training.optim import build_optimizer, lr_at, set_lr
+from saessak.training.optim import build_optimizer, lr_at, resolve_dtype, set_lr
+from saessak.training.parallel import Parallel, full_weights, shard_model
 
 
 def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: bool = False, tasks_api=None,
-           log=print, **overrides: Any) -> dict:
-    """Run (or resume, or skip) GRPO; `overrides` are GRPOConfig fields by name (None: the recipe's)."""
+           log=print, parallel: Parallel | None = None, **overrides: Any) -> dict:
+    """Run (or resume, or skip) GRPO; `overrides` are GRPOConfig fields by name (None: the recipe's);
+    `parallel` is --fsdp and --activation-checkpointing (saessak/training/parallel.py)."""
     if tasks_api is None:
         import saessak.tasks as tasks_api
     rf = RunFolder(run)
@@ -42,18 +49,32 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
         return done
     preset = rf.preset(preset)
     cfg = recipes.stage_config(GRPOConfig, preset, "rl", overrides)
-    with StageRun(rf, "rl", force=force, resume=resume, threads=cfg.threads) as st:
+    par = parallel or Parallel()
+    if par.fsdp and cfg.lora_r:
+        raise UserError("--fsdp with --lora-r: not supported yet; train LoRA adapters without --fsdp")
+    with StageRun(rf, "rl", force=force, resume=resume, threads=cfg.threads, parallel=par) as st:
         info = st.info
         cfg.validate(info.world)
         families = cfg.families(tasks_api)
-        model, tok = load_stage(rf, "sft", "rl", device=info.device)
+        # Full fine-tuning keeps fp32 master weights; under LoRA the frozen base keeps its stored dtype.
+        # Under FSDP the model loads into host memory and only each rank's shards go to the device.
+        model, tok = load_stage(rf, "sft", "rl", device="cpu" if par.fsdp else info.device,
+                                dtype=None if cfg.lora_r else torch.float32)
+        lora = attach(model, cfg)
         st.begin()
         samples_path = st.dir / "samples.jsonl"
         ref_model = None
-        if cfg.beta > 0:
+        if cfg.beta > 0 and lora is not None:
+            ref_model = BaseOnly(lora)  # the SFT model is the base with the adapters off: no copy
+        elif cfg.beta > 0:
             ref_model = copy.deepcopy(model).eval()
             for p in ref_model.parameters():
                 p.requires_grad_(False)
+        # The policy and the frozen reference are both sharded under FSDP (before the optimizer).
+        dtype = resolve_dtype(info.device, None)
+        shard_model(model, info, par, dtype)
+        if ref_model is not None and par.fsdp:
+            shard_model(ref_model, info, dataclasses.replace(par, activation_checkpointing="none"), dtype)
         opt = build_optimizer(model, cfg.learning_rate, cfg.weight_decay)
         cur = make_curriculum(cfg.curriculum, families, cfg)
         step, offset, totals = 0, 0, {"rollout_tokens": 0, "prompt_tokens": 0, "trained_tokens": 0}
@@ -76,7 +97,8 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
             lr = lr_at(step, cfg.max_steps, cfg.learning_rate, cfg.warmup_steps, 1.0)  # warm-up, then constant
             set_lr(opt, lr)
             model.eval()
-            batch = collect(sampler, tok, tasks_api, cfg, cur, need, step, info.rank, offset)
+            with full_weights(model):  # FSDP: gathered once for the whole rollout, no collectives inside
+                batch = collect(sampler, tok, tasks_api, cfg, cur, need, step, info.rank, offset, info.world)
             offset = batch.next_offset
             model.train()
             assign_advantages(batch.kept, cfg)
@@ -132,7 +154,8 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
                    "loop_s": round(time.perf_counter() - t_start, 2), "config": dataclasses.asdict(cfg),
                    "last": rec}
         meta = {"preset": preset, "stage": "rl", "step": step, "parent": "sft", "levels": dict(cur.levels)}
-        return st.finish(model, meta, summary, params=n_params, tokens=sum(mine.values()), flops=_flops(n_params, mine, cfg),
+        model, footprint = lora_finish(model, lora, cfg, st.dir, str(rf.final_checkpoint("sft")), info.is_main, meta)
+        return st.finish(model, meta, summary, **footprint, tokens=sum(mine.values()), flops=_flops(n_params, mine, cfg),
                          steps=step - step_before, rollout_tokens=mine["rollout_tokens"],
                          trained_tokens=mine["trained_tokens"])
 

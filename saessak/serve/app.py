@@ -409,7 +409,7 @@ def _prompt_ids(served: ServedModel, req: GenerationRequest, chat: bool) -> list
     tok = served.tokenizer
     if chat:
         return prompt_ids(tok, req.messages)
-    return [tok.bos_id] + tok.encode(req.prompt)
+    return ([tok.bos_id] if tok.bos_id is not None else []) + tok.encode(req.prompt)  # Qwen has no bos
 
 
 def _sampling(req: GenerationRequest, choice: int):

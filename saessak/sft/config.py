@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from saessak.errors import UserError
-from saessak.recipes import parse_mapping, setting
+from saessak.model.lora import LoraSettings
+from saessak.recipes import check_min, parse_mapping, setting
 from saessak.tasks.base import LEVELS
 
 
@@ -16,7 +17,7 @@ def parse_level_weights(text: str) -> dict[int, float]:
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(LoraSettings):
     max_steps: int = setting(800, "optimizer steps")
     batch_size: int = setting(16, "packed rows per optimizer step (over all processes)")
     seq_len: int = setting(256, "tokens per packed row")
@@ -38,9 +39,7 @@ class SFTConfig:
                                 choices=("auto", "bf16", "fp32"))
 
     def validate(self, world: int = 1) -> None:
-        for name in ("max_steps", "batch_size", "seq_len", "eval_every", "ckpt_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+        check_min(self, ("max_steps", "batch_size", "seq_len", "eval_every", "ckpt_every"), 1, "must be at least 1")
         if self.batch_size % world:
             raise UserError(f"sft batch_size {self.batch_size}: not divisible by the {world} processes")
         if not 0 < self.val_fraction < 1:

@@ -26,6 +26,8 @@ from saessak import recipes
 from saessak.data.ingest import Door
 from saessak.errors import UserError
 from saessak.model.loading import load_stage
+from saessak.model.lora import attach
+from saessak.model.lora import finish as lora_finish
 from saessak.pretrain.config import PretrainConfig
 from saessak.runfolder import RunFolder
 from saessak.sft import data as sft_data
@@ -35,6 +37,7 @@ from saessak.tokenizer.chat_format import render
 from saessak.training.distributed import all_reduce_sum, barrier, wrap_ddp
 from saessak.training.lifecycle import StageRun, completed
 from saessak.training.optim import autocast, build_optimizer, lr_at, resolve_dtype, set_lr
+from saessak.training.parallel import Parallel, clip_grad_norm, shard_model
 
 
 def build_conversations(cfg: SFTConfig, data_file=None, hf_dataset=None, tasks_api=None,
@@ -54,18 +57,25 @@ def build_conversations(cfg: SFTConfig, data_file=None, hf_dataset=None, tasks_a
 
 
 def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None, *, resume: bool = False,
-            force: bool = False, keep_pii: bool = False, tasks_api=None, log=print, **overrides: Any) -> dict:
+            force: bool = False, keep_pii: bool = False, tasks_api=None, log=print, parallel: Parallel | None = None,
+            **overrides: Any) -> dict:
     """Run (or resume, or skip) SFT; `overrides` are SFTConfig fields by name (None: the recipe's).
-    `keep_pii` trains on the user's data without masking personal data (warned, recorded)."""
+    `keep_pii` trains on the user's data without masking personal data (warned, recorded);
+    `parallel` is --fsdp and --activation-checkpointing (saessak/training/parallel.py)."""
     rf = RunFolder(run)
     if (done := completed(rf, "sft", force, log)) is not None:
         return done
     preset = rf.preset(preset)
     cfg = recipes.stage_config(SFTConfig, preset, "sft", overrides)
-    with StageRun(rf, "sft", force=force, resume=resume) as st:
+    par = parallel or Parallel()
+    with StageRun(rf, "sft", force=force, resume=resume, parallel=par) as st:
         info = st.info
         cfg.validate(info.world)
-        model, tok = load_stage(rf, "pretrain", "sft", device=info.device)
+        # Full fine-tuning keeps fp32 master weights; under LoRA the frozen base keeps its stored dtype.
+        # Under FSDP the model loads into host memory and only each rank's shards go to the device.
+        model, tok = load_stage(rf, "pretrain", "sft", device="cpu" if par.fsdp else info.device,
+                                dtype=None if cfg.lora_r else torch.float32)
+        lora = attach(model, cfg)
         door = Door(keep_pii=keep_pii, stage="sft")
         convs = build_conversations(cfg, data_file, hf_dataset, tasks_api, door=door)
         door.report(log)
@@ -78,6 +88,8 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
         st.begin()
 
         model.train()
+        dtype = resolve_dtype(info.device, cfg.dtype or recipes.stage_config(PretrainConfig, preset, "pretrain").dtype)
+        shard_model(model, info, par, dtype)  # before the optimizer: it holds the shards
         ddp_model = wrap_ddp(model, info)
         opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
         step, tokens_trained = 0, 0
@@ -88,7 +100,6 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
         step_before, tokens_before = step, tokens_trained  # what earlier attempts did (the ledger counts each attempt)
 
         per_rank = cfg.batch_size // info.world
-        dtype = resolve_dtype(info.device, cfg.dtype or recipes.stage_config(PretrainConfig, preset, "pretrain").dtype)
         flops_per_token = model.config.flops_per_token(cfg.seq_len)
         log(f"sft: preset={preset} conversations={len(convs)} train_rows={len(train_rows)} "
             f"val_rows={len(val_rows)} steps={cfg.max_steps} batch={cfg.batch_size}x{cfg.seq_len}")
@@ -104,11 +115,15 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
             model.eval()
             total, count = 0.0, 0
             with torch.no_grad():
-                for i in range(info.rank, len(val_rows), cfg.batch_size):
-                    idx = torch.arange(i, min(i + per_rank, len(val_rows)))
-                    s, n = loss_on(val_rows.batch(idx))
-                    total += float(s)
-                    count += n
+                # Each global batch of rows split over the ranks like a training batch; a rank past the
+                # end scores row 0 with weight 0 (under FSDP every rank must run every forward).
+                for i in range(0, len(val_rows), cfg.batch_size):
+                    first = i + info.rank * per_rank
+                    idx = torch.arange(first, max(first, min(first + per_rank, len(val_rows))))
+                    weight = 1 if len(idx) else 0
+                    s, n = loss_on(val_rows.batch(idx if len(idx) else torch.arange(1)))
+                    total += weight * float(s)
+                    count += weight * n
             total, count = all_reduce_sum([total, count], info)
             model.train()
             return total / max(1, count)
@@ -130,7 +145,7 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
             (n_global,) = all_reduce_sum([n_local], info)
             # DDP averages gradients over ranks; multiply back so the result is sum / n_global.
             (loss_sum * info.world / max(1.0, n_global)).backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            gnorm = clip_grad_norm(model.parameters(), cfg.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
@@ -155,6 +170,7 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
                    "loop_s": round(time.perf_counter() - t_loop, 2)}
         meta = {"preset": preset, "stage": "sft", "step": step, "tokens_seen": tokens_trained, "parent": "pretrain"}
         attempt_tokens = tokens_trained - tokens_before
-        return st.finish(model, meta, summary, params=model.config.num_parameters(), tokens=attempt_tokens,
+        model, footprint = lora_finish(model, lora, cfg, st.dir, str(rf.final_checkpoint("pretrain")), info.is_main, meta)
+        return st.finish(model, meta, summary, **footprint, tokens=attempt_tokens,
                          flops=flops_per_token * attempt_tokens, steps=step - step_before,
                          final_val_loss=summary["final_val_loss"])

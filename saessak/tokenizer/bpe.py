@@ -83,7 +83,27 @@ def _byte_tokens_as_vocab(tok):
     return out
 
 
-class Tokenizer:
+class TextMethods:
+    """Encoding and decoding through the `tokenizers` object `self.hf`; shared by saessak's tokenizer
+    and an imported model's (saessak/tokenizer/imported.py). encode() never adds special tokens."""
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.hf.token_to_id(token)
+
+    def id_to_token(self, i: int) -> str | None:
+        return self.hf.id_to_token(i)
+
+
+class Tokenizer(TextMethods):
     """Wrapper with the ids every stage needs. encode() never adds BOS: callers add it explicitly."""
 
     def __init__(self, hf_tokenizer):
@@ -100,6 +120,16 @@ class Tokenizer:
         self.eot_id = ids[st.END_OF_TURN]
         self.role_ids = {role: ids[tok] for role, tok in st.ROLE_TOKENS.items()}
         self.special_ids = frozenset(ids.values())
+        # What every tokenizer carries (an imported model's too, saessak/tokenizer/imported.py): the
+        # chat template, the special tokens it reads, the ids that end a reply.
+        from saessak.tokenizer.chat_format import CHAT_TEMPLATE
+
+        self.chat_template = CHAT_TEMPLATE
+        self.template_vars = {"bos_token": st.BOS, "eos_token": st.END_OF_TURN, "pad_token": st.PAD,
+                              "unk_token": st.UNK}
+        self.stop_ids = frozenset([self.eot_id])
+        self.strips_first_space = True  # the decoder's Strip removes the space Metaspace put first
+        self.source = "saessak's tokenizer"
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
@@ -120,17 +150,3 @@ class Tokenizer:
 
         write_text(path, self.hf.to_str(pretty=True))
 
-    def encode(self, text: str) -> list[int]:
-        return self.hf.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
-
-    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
-        return self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
-
-    def token_to_id(self, token: str) -> int | None:
-        return self.hf.token_to_id(token)
-
-    def id_to_token(self, i: int) -> str | None:
-        return self.hf.id_to_token(i)

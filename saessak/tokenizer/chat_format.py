@@ -1,20 +1,22 @@
-"""Render conversations to token ids in the saessak chat format (see saessak/tokenizer/special_tokens.py).
+"""Conversations to token ids through the model's own chat template; saessak's format is one of them.
+
+saessak's template (see saessak/tokenizer/special_tokens.py), the one a model trained here uses:
 
     <s><|system|>{system}<|end|><|user|>{user}<|end|><|assistant|>{reply}<|end|>
 
-`render(tokenizer, messages, add_generation_prompt)` returns ids and a loss mask that is 1 only on
-assistant content and its closing <|end|> (what SFT trains on). Each message's content is encoded
-on its own; because the tokenizer splits on special tokens before anything else and prepends "▁"
-to every text segment, the result equals encoding the whole rendered string at once, which is
-what Hugging Face `apply_chat_template` does with CHAT_TEMPLATE (tested in tests/test_chat_format.py).
+An imported model brings its own (ChatML for Qwen, Llama 3's headers, Mistral's [INST], ...).
+Every tokenizer carries `chat_template`; `render(tokenizer, messages, add_generation_prompt)`
+renders it as Hugging Face `apply_chat_template` does and returns ids with a loss mask that is 1
+only on each assistant reply and the end token that closes it (saessak/tokenizer/chat_template.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from saessak.tokenizer import special_tokens as st
+from saessak.tokenizer.chat_template import Rendered, render as render_template
 from saessak.errors import UserError
+
+__all__ = ["CHAT_TEMPLATE", "Rendered", "prompt_ids", "render", "render_text", "validate_messages"]
 
 ROLES = ("system", "user", "assistant")
 
@@ -26,12 +28,6 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
-
-
-@dataclass
-class Rendered:
-    ids: list[int]
-    loss_mask: list[int]
 
 
 def validate_messages(messages, where: str = "messages") -> list[dict]:
@@ -60,22 +56,8 @@ def render_text(messages: list[dict], add_generation_prompt: bool = False) -> st
 
 
 def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> Rendered:
-    messages = validate_messages(messages)
-    ids = [tokenizer.bos_id]
-    mask = [0]
-    for m in messages:
-        content = tokenizer.encode(m["content"]) if m["content"] else []
-        trained = 1 if m["role"] == "assistant" else 0
-        ids.append(tokenizer.role_ids[m["role"]])
-        mask.append(0)
-        ids.extend(content)
-        mask.extend([trained] * len(content))
-        ids.append(tokenizer.eot_id)
-        mask.append(trained)
-    if add_generation_prompt:
-        ids.append(tokenizer.role_ids["assistant"])
-        mask.append(0)
-    return Rendered(ids, mask)
+    """Ids of the conversation in the tokenizer's own chat template, with the assistant-only loss mask."""
+    return render_template(tokenizer, validate_messages(messages), add_generation_prompt)
 
 
 def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:

@@ -22,7 +22,14 @@ _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
 def token_bytes_table(tokenizer) -> list[bytes]:
-    """The bytes each token id contributes to decoded text (b"" for special tokens)."""
+    """The bytes each token id contributes to decoded text (b"" for special tokens); a tokenizer of
+    another kind (byte-level BPE, saessak/tokenizer/imported.py) brings its own table."""
+    own = getattr(tokenizer, "token_bytes", None)
+    return own() if own is not None else metaspace_bytes_table(tokenizer)
+
+
+def metaspace_bytes_table(tokenizer) -> list[bytes]:
+    """The table of a SentencePiece-style vocabulary: "▁" is a space, <0xNN> is that byte."""
     table = []
     for i in range(tokenizer.vocab_size):
         piece = tokenizer.id_to_token(i)
@@ -37,17 +44,18 @@ def token_bytes_table(tokenizer) -> list[bytes]:
 class TokenTextDecoder:
     """Push token ids, get text deltas; `emitted` is all text so far."""
 
-    def __init__(self, table: list[bytes]):
+    def __init__(self, table: list[bytes], strip_first_space: bool = True):
         self.table = table
+        self._strip = strip_first_space
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         self._started = False
         self.emitted = ""
 
     def _add(self, text: str) -> str:
         if not self._started and text:
-            # the tokenizer's decoder strips the one space that starts the whole text
+            # a SentencePiece-style decoder strips the one space that starts the whole text
             self._started = True
-            if text[0] == " ":
+            if self._strip and text[0] == " ":
                 text = text[1:]
         self.emitted += text
         return text
@@ -62,8 +70,8 @@ class TokenTextDecoder:
         return self._add(self._utf8.decode(b"", final=True))
 
 
-def decode_ids(table: list[bytes], ids) -> str:
-    d = TokenTextDecoder(table)
+def decode_ids(table: list[bytes], ids, strip_first_space: bool = True) -> str:
+    d = TokenTextDecoder(table, strip_first_space)
     d.push(ids)
     d.flush()
     return d.emitted
