@@ -30,6 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench._lib.record import add_record_args, emit  # noqa: E402  (first: it notes the load before the work)
+
 QUESTIONS = [
     "안녕하세요, 자기소개를 해 주세요.", "서울의 봄 날씨는 어떤가요?", "사과 3개와 배 2개는 모두 몇 개예요?",
     "내일이 화요일이면 오늘은 무슨 요일이에요?", "한국어 띄어쓰기 규칙을 설명해 주세요.",
@@ -72,23 +74,31 @@ def free_port() -> int:
 
 # -- our server --------------------------------------------------------------------------------
 
+async def sse_chunks(client, url: str, body: dict):
+    """POST a streaming request; yield (seconds since the request was sent, chunk object) for each SSE
+    event, or (None, None) once if the answer is not 200. Also used by bench/serve_vs_vllm.py."""
+    t0 = time.perf_counter()
+    async with client.stream("POST", url, json=body) as r:
+        if r.status_code != 200:
+            yield None, None
+            return
+        async for line in r.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                yield time.perf_counter() - t0, json.loads(line[6:])
+
+
 async def one_stream(client, url: str, question: str, max_tokens: int, seed: int) -> dict:
     body = {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens, "stream": True,
             "temperature": 0.7, "seed": seed, "stream_options": {"include_usage": True}}
-    t0 = time.perf_counter()
     ttft, tokens = None, 0
-    async with client.stream("POST", url, json=body) as r:
-        if r.status_code != 200:
+    async for t, obj in sse_chunks(client, url, body):
+        if obj is None:
             return {"ok": False}
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            obj = json.loads(line[6:])
-            if obj.get("usage"):
-                tokens = obj["usage"]["completion_tokens"]
-            for ch in obj.get("choices", []):
-                if ttft is None and (ch["delta"].get("content") or ch["finish_reason"]):
-                    ttft = time.perf_counter() - t0
+        if obj.get("usage"):
+            tokens = obj["usage"]["completion_tokens"]
+        for ch in obj.get("choices", []):
+            if ttft is None and (ch["delta"].get("content") or ch["finish_reason"]):
+                ttft = t
     return {"ok": tokens > 0, "ttft": ttft, "tokens": tokens}
 
 
@@ -227,6 +237,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
     ap.add_argument("--smoke", action="store_true", help="1 and 2 clients, 4 tokens: every path in seconds (tests)")
+    add_record_args(ap)
     args = ap.parse_args()
 
     levels = [1, 2] if args.smoke else [1, 8, 32]
@@ -263,7 +274,26 @@ def main() -> None:
         f"speedup_at_{levels[-1]}": round(ours[str(levels[-1])]["tok_s"] / hf[str(levels[-1])]["tok_s"], 2),
         "failed_requests": sum(v["failed"] for v in ours.values()),
     }
-    print(json.dumps(summary))
+    emit("serve_throughput", summary, args)
+
+
+def render(r: dict) -> str:
+    """The record as docs/BENCHMARKS.md shows it (scripts/docs_figures.py)."""
+    from saessak.io import md_table
+
+    rows = []
+    for c, o in r["ours"].items():
+        h = r["hf_sequential"][c]
+        rows.append([c, f"{o['tok_s']:,.1f}", f"{o['ttft_p50_s']:.3f} / {o['ttft_p99_s']:.3f}", f"{h['tok_s']:,.1f}",
+                     f"{h['ttft_p50_s']:.2f} / {h['ttft_p99_s']:.2f}", f"{o['tok_s'] / h['tok_s']:.1f}x"])
+    top = max(r["ours"], key=int)
+    speedup = r[f"speedup_at_{top}"]
+    return "\n".join([f"Up to {r['max_tokens']} new tokens per request, torch threads: {r['threads'] or 'default'}"
+                      + (" (--quick: one request per client)" if r.get("quick") else "") + ".", "",
+                      md_table(["clients", "saessak tok/s", "TTFT p50 / p99 (s)", "HF sequential tok/s",
+                                "TTFT p50 / p99 (s)", "speed-up"], rows), "",
+                      f"Failed requests: {r['failed_requests']}. Target, >= 5x at {top} clients: "
+                      f"**{'met' if speedup >= 5 else 'missed'}** ({speedup:.2f}x)."])
 
 
 if __name__ == "__main__":

@@ -148,9 +148,11 @@ DEMO_CHATS = [
 ]
 
 
-def train_demo_chat_model(folder: Path, steps: int = 300, seed: int = 0, lr: float = 1e-2) -> Path:
+def train_demo_chat_model(folder: Path, steps: int = 300, seed: int = 0, lr: float = 1e-2,
+                          chats: list[tuple[str, str]] = DEMO_CHATS, **shape) -> Path:
     """A tiny model that memorises DEMO_CHATS (a few seconds), so the web page shows real Korean
-    replies with Markdown in the documentation screenshot."""
+    replies with Markdown in the documentation screenshot; or `chats` (question, answer), for a
+    teacher that knows its answers (tests/test_distill.py). `shape`: ModelConfig overrides."""
     import torch
 
     from saessak.tokenizer.chat_format import render
@@ -159,8 +161,8 @@ def train_demo_chat_model(folder: Path, steps: int = 300, seed: int = 0, lr: flo
 
     tok = tiny_tokenizer()
     torch.manual_seed(seed)
-    model = tiny_model(tok.vocab_size, seed=seed, hidden_size=96, intermediate_size=256).train()
-    turns = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in DEMO_CHATS]
+    model = tiny_model(tok.vocab_size, seed=seed, **{"hidden_size": 96, "intermediate_size": 256, **shape}).train()
+    turns = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in chats]
     # single turns, and the first two as one conversation (the screenshot asks them in a row)
     rows = [render(tok, t) for t in turns] + [render(tok, turns[0] + turns[1])]
     T = max(len(r.ids) for r in rows)

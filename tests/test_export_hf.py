@@ -189,3 +189,84 @@ def test_model_card_usage_snippet_runs(exported, capsys):
     code = code.replace("max_new_tokens=64", "max_new_tokens=4")
     exec(compile(code, "model_card_snippet", "exec"), {})
     capsys.readouterr()
+
+
+# -- prefix-aware detokenisation (how vLLM and transformers' pipeline turn a reply into text) --------
+
+PREFIX_PROMPTS = [
+    [{"role": "user", "content": "'다'에 받침이 있나요?"}],
+    [{"role": "system", "content": "너는 새싹이야."}, {"role": "user", "content": "3 더하기 4는?"}],
+    [{"role": "user", "content": "안녕하세요"}, {"role": "assistant", "content": "반갑습니다."},
+     {"role": "user", "content": "오늘은 무슨 요일?"}],
+]
+
+
+def _prefix_aware(decode, prompt, reply):
+    """text(prompt + reply) minus text(prompt): what a server that detokenizes with context sends."""
+    before = decode(prompt)
+    full = decode(prompt + reply)
+    assert full.startswith(before)
+    return full[len(before):]
+
+
+def _decode_stream(tokenizer, prompt, reply, primed):
+    """vLLM's incremental detokenizer: tokenizers' DecodeStream primed with the prompt's last
+    `primed` ids (vLLM 0.32 prefills it with the whole prompt; older versions stepped a suffix)."""
+    from tokenizers.decoders import DecodeStream
+
+    stream = DecodeStream(ids=prompt[-primed:], skip_special_tokens=True)
+    return "".join(stream.step(tokenizer, t) or "" for t in reply)
+
+
+def _replies(run):
+    """(prompt ids, reply ids, saessak's reply text): greedy replies of the micro model, and replies
+    that start with a word-boundary "▁" token, as a trained model's do."""
+    from saessak.model.engine import Engine, SamplingParams
+
+    ours = tiny_tokenizer()
+    prompts = [render(ours, m, add_generation_prompt=True).ids for m in PREFIX_PROMPTS]
+    engine = Engine(load_model(run / "sft" / "final").eval(), ours)
+    out = [(p, c.token_ids, c.text) for p, c in
+           zip(prompts, engine.generate(prompts, SamplingParams(max_tokens=24, temperature=0)))]
+    for p, text in zip(prompts, ["'다'에 받침이 없으므로 '는'을 씁니다.", "정답: 7", KOREAN_SAMPLE[1]]):
+        ids = ours.encode(text) + [ours.eot_id]
+        assert ours.id_to_token(ids[0]).startswith("\u2581")
+        out.append((p, ids, text))
+    return out
+
+
+def test_prefix_aware_decoding_of_the_export_gives_our_reply_text(exported, hf_pair):
+    from tokenizers import Tokenizer as HFTokenizer
+
+    from saessak.tokenizer.token_text import decode_ids, token_bytes_table
+
+    run, out = exported
+    tok = hf_pair[0]
+    ours = tiny_tokenizer()
+    table = token_bytes_table(ours)
+    exported_tokenizer = HFTokenizer.from_file(str(out / "tokenizer.json"))
+    trained = HFTokenizer.from_file(str(run / "tokenizer" / "tokenizer.json"))
+    for prompt, reply, text in _replies(run):
+        body = reply[:-1] if reply[-1] in (ours.eot_id, ours.eos_id) else reply
+        assert decode_ids(table, body) == text  # saessak serve's text for these ids
+        # transformers: decode(prompt + reply) minus decode(prompt), as its text-generation pipeline does
+        assert _prefix_aware(lambda ids: tok.decode(ids, skip_special_tokens=True), prompt, reply) == text
+        # tokenizers' DecodeStream, primed with a few prompt tokens or all of them (vLLM primes a suffix)
+        for primed in (4, 8, len(prompt)):
+            assert _decode_stream(exported_tokenizer, prompt, body, primed) == text
+        if ours.id_to_token(body[0]).startswith("\u2581"):
+            # the trained tokenizer's decoder puts the reply's word-boundary "▁" back as a leading space
+            assert _prefix_aware(lambda ids: trained.decode(ids, skip_special_tokens=True),
+                                 prompt, reply) == " " + text
+
+
+def test_role_markers_are_structure_not_text(hf_pair):
+    tok, _, _ = hf_pair
+    ours = tiny_tokenizer()
+    messages = [{"role": "system", "content": "너는 새싹이야."}, {"role": "user", "content": "안녕?"},
+                {"role": "assistant", "content": "반가워요"}]
+    ids = render(ours, messages).ids
+    # one id each, still matched in text (the chat template relies on it)
+    assert tok.encode("<|user|>안녕", add_special_tokens=False) == [ours.role_ids["user"]] + ours.encode("안녕")
+    assert tok.decode(ids, skip_special_tokens=True) == "너는 새싹이야.안녕?반가워요"
+    assert tok.decode(ids, skip_special_tokens=False) == "<s>너는 새싹이야.<|end|>안녕?<|end|>반가워요<|end|>"

@@ -2,7 +2,8 @@
 
     config.json             LlamaForCausalLM config (our ModelConfig maps 1:1 onto it)
     model.safetensors       the checkpoint as saved (parameter names are already Llama's)
-    tokenizer.json          the trained tokenizer, unchanged
+    tokenizer.json          the trained tokenizer; role markers made non-special text-less tokens so every
+                            decoder drops the word-boundary "▁" a reply starts with (see export_tokenizer)
     tokenizer_config.json   PreTrainedTokenizerFast, special tokens, Jinja chat_template
     special_tokens_map.json
     generation_config.json  end-of-turn <|end|> (and </s>) stop generation
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -60,6 +62,47 @@ def hf_config(cfg: dict, token_ids: dict[str, int]) -> dict:
     }
 
 
+def _prepends_to_every_segment(pre_tokenizer: dict | None) -> bool:
+    """Whether the pre-tokenizer is (or contains) Metaspace prepending "▁" to every text segment."""
+    if not pre_tokenizer:
+        return False
+    parts = pre_tokenizer.get("pretokenizers", [pre_tokenizer])
+    return any(p.get("type") == "Metaspace" and p.get("prepend_scheme") == "always" for p in parts)
+
+
+def export_tokenizer(spec: dict) -> dict:
+    """The run's tokenizer.json as the export writes it (same vocabulary, merges and encoding).
+
+    Why: our Metaspace pre-tokenizer prepends "▁" to every text segment, including each message's
+    content after its role marker, so a reply's first token carries a word-boundary "▁". The
+    trained decoder strips only the one space that starts the whole text, which is enough for
+    saessak (it decodes a reply on its own) but not for servers that detokenize with the prompt as
+    context (vLLM's DecodeStream, transformers' text-generation pipeline: text(prompt + reply) minus
+    text(prompt)): there the "▁" sits mid-text and becomes a leading space of every reply.
+    `skip_special_tokens` removes special tokens before the decoder runs, so the decoder cannot
+    know where a segment began. Hence the role markers (<|system|>, <|user|>, <|assistant|>) become
+    non-special added tokens (still one id each, still matched in text, so the chat template's ids
+    are unchanged), and a decoder step after Fuse deletes each marker together with the one space
+    that the pre-tokenizer put after it: role markers never appear in decoded text, and a segment
+    decodes the same whether or not the prompt is decoded with it. <|end|>, <s>, </s> stay special.
+    A tokenizer that does not prepend to every segment, or whose decoder is not the Fuse-based
+    sequence saessak trains, is returned unchanged.
+    """
+    decoder = spec.get("decoder") or {}
+    steps = decoder.get("decoders") if decoder.get("type") == "Sequence" else None
+    roles = [t for t in st.ROLE_TOKENS.values() if any(a["content"] == t for a in spec.get("added_tokens", []))]
+    fuse = [i for i, d in enumerate(steps or []) if d.get("type") == "Fuse"]
+    if not (roles and fuse and _prepends_to_every_segment(spec.get("pre_tokenizer"))):
+        return spec
+    spec = json.loads(json.dumps(spec))  # a copy
+    for tok in spec["added_tokens"]:
+        if tok["content"] in roles:
+            tok["special"] = False
+    pattern = "(?:" + "|".join(re.escape(t) for t in roles) + ") ?"
+    spec["decoder"]["decoders"].insert(fuse[0] + 1, {"type": "Replace", "pattern": {"Regex": pattern}, "content": ""})
+    return spec
+
+
 def tokenizer_config(max_length: int) -> dict:
     return {
         # Loads tokenizer.json as it is: no slow-tokenizer conversion, no extra normaliser.
@@ -68,7 +111,8 @@ def tokenizer_config(max_length: int) -> dict:
         "eos_token": st.END_OF_TURN,  # what a chat model ends its turn with
         "pad_token": st.PAD,
         "unk_token": st.UNK,
-        "additional_special_tokens": [st.EOS, st.SYSTEM, st.USER, st.ASSISTANT],
+        # The role markers are added tokens but not special ones (see export_tokenizer).
+        "additional_special_tokens": [st.EOS],
         # Our encoder never adds BOS; the chat template writes it explicitly.
         "add_bos_token": False,
         "add_eos_token": False,
@@ -81,7 +125,7 @@ def tokenizer_config(max_length: int) -> dict:
 
 def special_tokens_map() -> dict:
     return {"bos_token": st.BOS, "eos_token": st.END_OF_TURN, "pad_token": st.PAD, "unk_token": st.UNK,
-            "additional_special_tokens": [st.EOS, st.SYSTEM, st.USER, st.ASSISTANT]}
+            "additional_special_tokens": [st.EOS]}
 
 
 def generation_config(token_ids: dict[str, int]) -> dict:
@@ -116,8 +160,10 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, stage: str | None = None,
-              prices: str | os.PathLike | None = None) -> Path:
-    """Write the HF folder for `stage` of `run_dir` at `out` (replacing an earlier export there)."""
+              prices: str | os.PathLike | None = None, adapter_only: bool = False) -> Path:
+    """Write the HF folder for `stage` of `run_dir` at `out` (replacing an earlier export there);
+    an imported model's run or `adapter_only` go through saessak/export/imported.py."""
+    from saessak.export import imported
     from saessak.export.model_card import render_model_card
 
     src = find(run_dir, stage, needed_by="export", option="--run", checkpoint_ok=False)
@@ -125,14 +171,21 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, stage: str | N
     # The export is an attempt of its own in the run's ledger (a bad --out ends it as failed); the
     # model card prices every attempt before it.
     with StageTimer(src.run.root, "export", facts={"format": "hf", "model_stage": src.stage, "out": str(out)}) as timer:
-        guard_output(out, must_contain="tokenizer_config.json")
+        guard_output(out, must_contain="adapter_config.json" if adapter_only else "tokenizer_config.json")
+        if adapter_only or imported.is_imported(src):
+            card = render_model_card(src, prices=prices, exclude_attempt=timer.attempt)
+            with atomic_dir(out) as tmp:
+                (imported.write_adapter if adapter_only else imported.write_model)(src, tmp)
+                (tmp / "README.md").write_text(card, encoding="utf-8")
+            return out
         cfg = json.loads((src.checkpoint / "config.json").read_text(encoding="utf-8"))
         ids = _token_ids(src.tokenizer_json)
         # Before touching `out`: a bad run fails early.
         card = render_model_card(src, prices=prices, exclude_attempt=timer.attempt)
         with atomic_dir(out) as tmp:
             shutil.copyfile(src.checkpoint / "model.safetensors", tmp / "model.safetensors")
-            shutil.copyfile(src.tokenizer_json, tmp / "tokenizer.json")
+            spec = json.loads(src.tokenizer_json.read_text(encoding="utf-8"))
+            _write_json(tmp / "tokenizer.json", export_tokenizer(spec))
             _write_json(tmp / "config.json", hf_config(cfg, ids))
             _write_json(tmp / "tokenizer_config.json", tokenizer_config(cfg["max_position_embeddings"]))
             _write_json(tmp / "special_tokens_map.json", special_tokens_map())
