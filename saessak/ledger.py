@@ -23,6 +23,9 @@ row by the recorded device (`PriceTable.cpu_row`, `PriceTable.gpu_row`):
     rental cost  = device-hours x hourly price           (what a cloud bill would say)
     energy kWh   = device-hours x device watts / 1000 x PUE   (nameplate power: an upper bound)
     power cost   = energy kWh x electricity price         (what running your own box would cost)
+    teacher cost = prompt tokens x USD/M in + completion tokens x USD/M out, for a record with a
+                   `teacher` (`saessak distill`): the price it was given, else the [teacher.NAME] row
+                   whose `match` is in the model name; added to the rental cost
 
 Every price must be present and non-negative; a bad table is a UserError naming the key. The
 project's bill (`project_costs`) is the same pricing over every run folder under a directory.
@@ -67,8 +70,9 @@ STALE_SLACK_S = 10.0
 ATTEMPTS_DIR = "ledger"  # RUN/ledger/<attempt>.json
 STATUSES = ("running", "done", "failed", "interrupted", "killed")
 FAILED_STATUSES = ("failed", "interrupted", "killed")
-# The stages that build a run's model: its headline cost (`headline_attempts`).
-HEADLINE_STAGES = ("data", "tokenizer", *MODEL_STAGES)
+# The stages that build a run's model: its headline cost (`headline_attempts`). `distill` (the
+# teacher's traces the student is fine-tuned on) is part of what the model cost.
+HEADLINE_STAGES = ("data", "tokenizer", "distill", *MODEL_STAGES)
 
 
 class Terminated(KeyboardInterrupt):
@@ -492,6 +496,7 @@ LEGACY_CPU_ROW = "intel_sapphire_rapids"
 _CPU_FLAT_KEYS = ("name", "usd_per_hour", "vcpus", "watts", "price_source", "watts_source")
 _CPU_NUMBERS = ["usd_per_hour", "vcpus", "watts"]
 _GPU_NUMBERS = ["usd_per_hour", "watts", "peak_bf16_tflops"]
+_TEACHER_NUMBERS = ["usd_per_mtok_in", "usd_per_mtok_out"]
 _REQUIRED_NUMBERS = [("currency", "usd_to_krw"), ("electricity", "krw_per_kwh"), ("electricity", "pue")]
 # Names that tell the vendor when the record has no vendor id (older records).
 _VENDOR_NAMES = {"amd": r"\bAMD\b|EPYC|Ryzen|Threadripper|Opteron", "intel": r"\bIntel\b|Xeon|Core\(TM\)"}
@@ -554,6 +559,15 @@ class PriceTable:
             described += f" ({device.get('cpu_vendor')}, family {device['cpu_family']}, model {device.get('cpu_model_number')})"
         why = f"same vendor ({vendor})" if vendor and row.get("vendor") == vendor else "vendor unknown, first row"
         return key, row, f"priced as {row.get('name', key)}, the nearest row: no [cpu.*] row matches {described}; {why}"
+
+    def teacher_row(self, model: str | None) -> tuple[str, dict[str, Any]] | None:
+        """The [teacher.X] row (USD per million tokens) whose `match` substrings occur in the model
+        name, or None."""
+        name = (model or "").lower()
+        for key, row in self.data.get("teacher", {}).items():
+            if any(str(p).lower() in name for p in row.get("match", [key])):
+                return key, row
+        return None
 
     def gpu_row(self, gpu_name: str | None) -> tuple[str, dict[str, Any]]:
         """The [gpu.X] row whose `match` substrings occur in the CUDA device name."""
@@ -660,6 +674,12 @@ def validate_prices(data: dict, source: str) -> None:
             raise UserError(f"price table {source}: 'gpu.{name}' must be a table")
         for key in _GPU_NUMBERS:
             _check_number(source, f"gpu.{name}.{key}", row.get(key))
+    teachers = data.get("teacher", {})
+    if not isinstance(teachers, dict) or not all(isinstance(r, dict) for r in teachers.values()):
+        raise UserError(f"price table {source}: 'teacher' must be a table of [teacher.NAME] rows")
+    for name, row in teachers.items():
+        for key in _TEACHER_NUMBERS:
+            _check_number(source, f"teacher.{name}.{key}", row.get(key))
 
 
 def load_prices(override: str | os.PathLike | None = None) -> PriceTable:
@@ -700,7 +720,8 @@ def record_cost(record: dict[str, Any], prices: PriceTable) -> dict[str, Any]:
         watts_per_unit = float(row["watts"]) / float(row["vcpus"])
         row_key = key if key == "cpu" else f"cpu.{key}"
     device_hours = wall_h * units
-    usd = device_hours * usd_per_unit_hour
+    teacher = teacher_cost(record, prices)
+    usd = device_hours * usd_per_unit_hour + teacher["teacher_usd"]
     kwh = device_hours * watts_per_unit / 1000.0 * prices.pue
     return {
         "device_hours": device_hours,
@@ -712,7 +733,8 @@ def record_cost(record: dict[str, Any], prices: PriceTable) -> dict[str, Any]:
         "price_source": row.get("price_source", ""),
         "price_row": row_key,
         "priced_as": row.get("name", key),
-        "price_note": note,
+        "price_note": "; ".join(n for n in (note, teacher.pop("teacher_note")) if n) or None,
+        **teacher,
         "energy_kwh": kwh,
         "cost_usd": usd,
         "cost_krw": usd * prices.usd_to_krw,
@@ -720,9 +742,32 @@ def record_cost(record: dict[str, Any], prices: PriceTable) -> dict[str, Any]:
     }
 
 
+def teacher_cost(record: dict[str, Any], prices: PriceTable) -> dict[str, Any]:
+    """The money a record's teacher tokens cost (`saessak distill`), with the price used; zero for
+    any other record. Not priced (and said so) when neither the record nor the table has a price."""
+    t = record.get("teacher")
+    if not isinstance(t, dict):
+        return {"teacher_usd": 0.0, "teacher_note": None}
+    tokens_in, tokens_out = _num(t.get("prompt_tokens")), _num(t.get("completion_tokens"))
+    if t.get("usd_per_mtok_in") is not None and t.get("usd_per_mtok_out") is not None:
+        rates, source = (_num(t["usd_per_mtok_in"]), _num(t["usd_per_mtok_out"])), str(t.get("price_source") or "record")
+    else:
+        found = prices.teacher_row(t.get("model"))
+        if found is None:
+            return {"teacher_usd": 0.0, "teacher_price": None,
+                    "teacher_note": f"teacher tokens of '{t.get('model')}' not priced (no --teacher-price-per-mtok, "
+                                    "no [teacher.*] row matches)"}
+        key, row = found
+        rates, source = (float(row["usd_per_mtok_in"]), float(row["usd_per_mtok_out"])), f"teacher.{key}"
+    usd = (tokens_in * rates[0] + tokens_out * rates[1]) / 1e6
+    return {"teacher_usd": usd, "teacher_price": {"usd_per_mtok_in": rates[0], "usd_per_mtok_out": rates[1],
+                                                  "source": source}, "teacher_note": None}
+
+
 # ----------------------------------------------------------------------------- sums
 
-SUM_KEYS = ["wall_s", "cpu_s", "tokens", "flops", "device_hours", "energy_kwh", "cost_usd", "cost_krw", "power_cost_krw"]
+SUM_KEYS = ["wall_s", "cpu_s", "tokens", "flops", "device_hours", "energy_kwh", "cost_usd", "cost_krw", "power_cost_krw",
+            "teacher_usd"]
 
 
 def _num(x: Any) -> float:
@@ -814,6 +859,15 @@ def statuses_text(statuses: dict[str, int]) -> str:
     return ", ".join(f"{statuses[s]} {s}" for s in STATUSES if statuses.get(s)) or "—"
 
 
+def _teacher_text(r: dict[str, Any]) -> str:
+    """One distill attempt's teacher tokens and their price, in a few words."""
+    t, price = r["teacher"], r.get("teacher_price")
+    priced = (f"USD {fmt(r.get('teacher_usd'), 4)} at {fmt(price['usd_per_mtok_in'])}/{fmt(price['usd_per_mtok_out'])} "
+              f"per M ({price['source']})" if price else "not priced")
+    return (f"{r['stage']} `{t.get('model')}` at {t.get('host')}: {fmt(_num(t.get('prompt_tokens')))} prompt + "
+            f"{fmt(_num(t.get('completion_tokens')))} completion tokens, {priced}")
+
+
 def markdown_table(ledger: dict) -> str:
     rows = []
     for stage, s in ledger["stages"].items():
@@ -833,6 +887,10 @@ def markdown_table(ledger: dict) -> str:
             f"{r.get('stage')} {r.get('status')}" + (f" ({r['error']})" if r.get("error") else "")
             + f", {fmt(_num(r.get('wall_s')), 1)} s" + (f"; not measured: {r['unmeasured']}" if r.get("unmeasured") else "")
             for r in lost) + "."
+    teachers = [r for r in ledger.get("records", []) if isinstance(r.get("teacher"), dict)]
+    if teachers:
+        out += ("\n\nTeacher tokens (`saessak distill`, in the rows above): "
+                + "; ".join(_teacher_text(r) for r in teachers) + ".")
     notes = ledger.get("price_notes") or []
     if notes:
         out += "\n\n" + " ".join(n[0].upper() + n[1:] + "." for n in notes)

@@ -1,7 +1,9 @@
 """The report's personal-data section: identifiers masked per source at the door into training.
 
 Reads what the stages recorded (saessak/data/ingest.py): the data card's per-source counts (the
-corpus build) and RUN/sft/done.json's "pii" (the user's chat data). A source whose data went in
+corpus build), RUN/sft/done.json's "pii" (the user's chat data) and RUN/distill/done.json's "pii"
+(the teacher's replies and the user's prompts in the distilled dataset) and "pii_sent" (what left
+the machine). A source whose data went in
 unmasked (`--keep-pii`) is listed with what it kept and said so in bold.
 
 `pii_facts(run)` gives the dict report.json keeps under "pii"; `pii_lines(facts)` renders it (the
@@ -34,20 +36,27 @@ def pii_facts(run: RunFolder) -> dict[str, Any]:
         keep = bool(data.get("keep_pii"))
         for s in data.get("sources", []):
             rows.append(_row("data", str(s.get("name", "?")), keep, s.get("pii_kept" if keep else "pii_masked")))
-    sft = read_json_or_none(run.done_path("sft"))
-    if isinstance(sft, dict):
-        pii = sft.get("pii")
+    sent = None
+    for stage in ("distill", "sft"):  # the stages whose done.json holds a `Door.record()` as "pii"
+        done = read_json_or_none(run.done_path(stage))
+        if not isinstance(done, dict):
+            continue
+        pii = done.get("pii")
         if isinstance(pii, dict):
             keep = bool(pii.get("keep_pii"))
             per_source = pii.get("kept" if keep else "masked")
             for source, counts in (per_source.items() if isinstance(per_source, dict) else ()):
-                rows.append(_row("sft", str(source), keep, counts))
+                rows.append(_row(stage, str(source), keep, counts))
             if not per_source:
-                generated_only.append("sft")
+                generated_only.append(stage)
         else:
-            unrecorded.append("sft")
+            unrecorded.append(stage)
+        if stage == "distill" and isinstance(done.get("pii_sent"), dict):
+            total = done["pii_sent"].get("total")
+            sent = {"host": (done.get("teacher") or {}).get("host"), "allow_pii": bool(done.get("allow_pii")),
+                    "counts": _row(stage, "sent", False, total)["counts"]}
     return {"sources": rows, "keep_pii": any(r["keep_pii"] for r in rows), "generated_only": generated_only,
-            "unrecorded": unrecorded}
+            "unrecorded": unrecorded, "sent_to_teacher": sent}
 
 
 def pii_lines(facts: dict[str, Any] | None) -> list[str]:
@@ -63,6 +72,12 @@ def pii_lines(facts: dict[str, Any] | None) -> list[str]:
             [[r["stage"], f"`{r['source']}`", f"{r['total']:,} {'**kept unmasked (--keep-pii)**' if r['keep_pii'] else 'masked'}",
               counts_text(r["counts"])] for r in rows]))
         lines.append("")
+    sent = facts.get("sent_to_teacher")
+    if sent:
+        n = sum(sent["counts"].values())
+        how = "**sent unmasked (--allow-pii)**" if sent["allow_pii"] else "masked before they were sent"
+        lines += [(f"Prompts sent to the distillation teacher (`{sent['host']}`): {n:,} identifiers {how} "
+                   f"({counts_text(sent['counts'])})."), ""]
     if facts.get("keep_pii"):
         lines += ["**Some data went into training with its personal data unmasked (`--keep-pii`).**", ""]
     for stage in facts.get("generated_only") or []:
