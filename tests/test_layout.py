@@ -16,10 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "saessak"
 
 # The pipeline, in dependency order: a stage may import the ones before it.
-STAGE_ORDER = ["pii", "data", "tokenizer", "model", "training", "pretrain", "tasks", "sft", "rl", "evals",
-               "serve", "export", "report"]
+STAGE_ORDER = ["pii", "data", "tokenizer", "model", "training", "pretrain", "tasks", "distill", "sft", "rl",
+               "evals", "serve", "export", "report"]
 # Stages a user runs as a command: each has its own cli.py.
-COMMAND_STAGES = ["pii", "data", "tokenizer", "pretrain", "tasks", "sft", "rl", "evals", "serve", "export", "report"]
+COMMAND_STAGES = ["pii", "data", "tokenizer", "pretrain", "tasks", "distill", "sft", "rl", "evals", "serve", "export", "report"]
 SHARED = {"__init__", "__main__", "cli", "errors", "io", "runfolder", "ledger", "recipes", "speedrun", "hangul"}
 
 
