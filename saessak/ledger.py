@@ -283,11 +283,21 @@ class StageTimer:
         self.record: dict[str, Any] | None = None
         self.ended = False
         if self.enabled:
-            self._write(self._snapshot("running"))
-            if self.heartbeat_s > 0:
-                self._thread = threading.Thread(target=self._beat, name=f"saessak-ledger-{stage}", daemon=True)
-                self._thread.start()
+            # SIGTERM is caught before the start record exists: once a reader can see the attempt, a
+            # SIGTERM ends it as `interrupted`, never as a record left `running` (read as killed).
             self._catch_sigterm()
+            try:
+                self._write(self._snapshot("running"))
+            except BaseException:
+                self._release_sigterm()
+                raise
+            try:
+                if self.heartbeat_s > 0:
+                    self._thread = threading.Thread(target=self._beat, name=f"saessak-ledger-{stage}", daemon=True)
+                    self._thread.start()
+            except BaseException as e:  # a SIGTERM here, after the start record: still end it as interrupted
+                self.fail(e)
+                raise
 
     # --- while it runs
     def progress(self, **facts: Any) -> None:
