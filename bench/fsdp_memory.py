@@ -47,7 +47,8 @@ def worker(mode: str, shape: dict, steps: int, batch: int, seq: int) -> None:
     from saessak.model.llama import Llama, ModelConfig
     from saessak.training.distributed import gather_objects, init_distributed, wrap_ddp
     from saessak.training.optim import build_optimizer, train_step
-    from saessak.training.parallel import Parallel, build_model, peak_memory_bytes
+    from saessak.ledger import peak_memory_bytes
+    from saessak.training.parallel import Parallel, build_model
 
     info = init_distributed(None)
     cfg = ModelConfig(**shape)

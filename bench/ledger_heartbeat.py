@@ -187,19 +187,16 @@ def render(r: dict) -> str:
     """The record as docs/BENCHMARKS.md shows it (scripts/docs_figures.py)."""
     from saessak.io import md_table
 
-    def rel(key: str, unit: str = "s") -> str:
-        return f"{r[key]:.2f} {unit}"
+    def medians(label: str, kind: str, overhead: str) -> list[str]:
+        """A median row: the off time, then each interval's time with its overhead over off."""
+        return [label, f"{r[f'{kind}_s_off']:.2f} s",
+                *(f"{r[f'{kind}_s_{c}']:.2f} s ({r[f'{overhead}overhead_{c}_pct']:+.1f} %)" for c in ("default", "fast"))]
 
     rows = [
-        ["stage wall time, median", rel("stage_s_off"), f"{rel('stage_s_default')} ({r['overhead_default_pct']:+.1f} %)",
-         f"{rel('stage_s_fast')} ({r['overhead_fast_pct']:+.1f} %)"],
+        medians("stage wall time, median", "stage", ""),
         ["stage wall time, fastest", "", f"{r['min_overhead_default_pct']:+.1f} %", f"{r['min_overhead_fast_pct']:+.1f} %"],
-        ["training loop (steps only), median", rel("loop_s_off"),
-         f"{rel('loop_s_default')} ({r['loop_overhead_default_pct']:+.1f} %)",
-         f"{rel('loop_s_fast')} ({r['loop_overhead_fast_pct']:+.1f} %)"],
-        ["CPU seconds the attempt recorded, median", rel("cpu_s_off"),
-         f"{rel('cpu_s_default')} ({r['cpu_overhead_default_pct']:+.1f} %)",
-         f"{rel('cpu_s_fast')} ({r['cpu_overhead_fast_pct']:+.1f} %)"],
+        medians("training loop (steps only), median", "loop", "loop_"),
+        medians("CPU seconds the attempt recorded, median", "cpu", "cpu_"),
         ["heartbeats per stage", "0", f"{r['beats_default']:g}", f"{r['beats_fast']:g}"],
     ]
     in_stage = [c for c in (r.get("min_beat_cost_in_stage_ms"), r.get("fast_beat_cost_ms")) if c is not None]

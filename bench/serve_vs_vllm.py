@@ -69,7 +69,6 @@ def build_run(root: Path, shape: str, max_len: int):
     recipe's GPU shape is untied anyway); the cost of a forward pass is the shape's."""
     import dataclasses
 
-    import torch
 
     from saessak.model import Llama, model_config
     from saessak.model.checkpoint import save_model
@@ -82,14 +81,9 @@ def build_run(root: Path, shape: str, max_len: int):
     model = Llama(cfg)
     model.init_weights(0)
     blocked = sorted(tok.special_ids | {i for i in range(tok.vocab_size) if tok.id_to_token(i).startswith("<0x")})
-    with torch.no_grad():
-        model.model.embed_tokens.weight[:, 0] = 1.0
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight[0, :] = 0.0
-            layer.mlp.down_proj.weight[0, :] = 0.0
-        model.lm_head.weight[:, 0] = 0.0
-        model.lm_head.weight[blocked] = 0.0
-        model.lm_head.weight[blocked, 0] = -100.0
+    from tests.serve_util import block_tokens  # the same trick as the serving tests' never-ending model
+
+    block_tokens(model, blocked, lift=1.0)
     run = RunFolder(root)
     tok.save(run.tokenizer_json)
     run.mark_done("tokenizer", {"vocab_size": tok.vocab_size})

@@ -150,6 +150,17 @@ def describe_device(device: str = "cpu") -> dict[str, Any]:
     return info
 
 
+def peak_memory_bytes(device: str = "cpu") -> int:
+    """This process's peak memory: allocated on its CUDA device, else the peak resident set size."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(torch.device(device)))
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
 def git_commit() -> str | None:
     """The code's commit, with "+dirty" when tracked files under saessak/ differ from it (the figures
     then come from code that commit does not hold); None outside a git checkout."""

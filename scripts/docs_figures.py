@@ -275,16 +275,20 @@ def main(argv: list[str] | None = None) -> int:
         bodies.update({name: (body, (BENCH_DOC,)) for name, body in bench_blocks(results, root).items()})
     except UserError as e:
         raise SystemExit(f"error: {e}") from None
-    stale = []
+    by_file: dict[str, list[tuple[str, str]]] = {}
     for name, (body, files) in bodies.items():
         for rel in files:
-            path = root / rel
-            text = path.read_text(encoding="utf-8")
-            new = rewrite(text, name, body, str(path))
-            if new != text:
+            by_file.setdefault(rel, []).append((name, body))
+    stale = []
+    for rel, blocks in by_file.items():  # each file read once and written once, with all its blocks
+        path = root / rel
+        text = new = path.read_text(encoding="utf-8")
+        for name, body in blocks:
+            before, new = new, rewrite(new, name, body, str(path))
+            if new != before:
                 stale.append(f"{rel} [{name}]")
-                if not args.check:
-                    write_text(path, new)
+        if new != text and not args.check:
+            write_text(path, new)
     if args.check and stale:
         again = " ".join(["scripts/docs_figures.py"] + (["--run", args.run] if args.run else []))
         print("stale: " + ", ".join(stale) + f" (run {again})", file=sys.stderr)

@@ -21,6 +21,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def block_tokens(model, ids, lift: float) -> None:
+    """Make `model` (untied head) never emit `ids`: hidden dimension 0 carries the constant `lift`
+    from the embeddings to the head (no layer writes to it), and the head gives `ids` -100 x lift there."""
+    import torch
+
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 0] = lift
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[0, :] = 0.0
+            layer.mlp.down_proj.weight[0, :] = 0.0
+        model.lm_head.weight[:, 0] = 0.0
+        model.lm_head.weight[ids] = 0.0
+        model.lm_head.weight[ids, 0] = -100.0
+
+
 def make_checkpoint(folder: Path, never_ends: bool = False, **config) -> Path:
     """A tiny random model + the test tokenizer saved as a checkpoint folder.
 
@@ -29,8 +44,6 @@ def make_checkpoint(folder: Path, never_ends: bool = False, **config) -> Path:
     a constant positive value (set in every embedding, written by no layer), and <|end|>'s output
     row reads only that dimension with a large negative weight.
     """
-    import torch
-
     from saessak.model.checkpoint import save_model
     from tests.helpers import tiny_model, tiny_tokenizer
 
@@ -40,14 +53,7 @@ def make_checkpoint(folder: Path, never_ends: bool = False, **config) -> Path:
         config["tie_word_embeddings"] = False
     model = tiny_model(tok.vocab_size, seed=0, **config)
     if never_ends:
-        with torch.no_grad():
-            model.model.embed_tokens.weight[:, 0] = 5.0
-            for layer in model.model.layers:
-                layer.self_attn.o_proj.weight[0, :] = 0.0
-                layer.mlp.down_proj.weight[0, :] = 0.0
-            model.lm_head.weight[:, 0] = 0.0
-            model.lm_head.weight[tok.eot_id] = 0.0
-            model.lm_head.weight[tok.eot_id, 0] = -100.0
+        block_tokens(model, [tok.eot_id], lift=5.0)
     save_model(folder, model)
     tok.save(folder / "tokenizer.json")
     return folder

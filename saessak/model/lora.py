@@ -128,13 +128,13 @@ def finish(model, lora, settings: LoraSettings, stage_dir: Path, base: str, is_m
 
 def peak_memory_mb() -> dict[str, float]:
     """Peak resident memory of this process (and of the GPU, when one is used), in MiB."""
-    import resource
-
     import torch
 
-    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    from saessak.ledger import peak_memory_bytes
+
+    out = {"peak_rss_mb": round(peak_memory_bytes("cpu") / 2**20, 1)}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        out["peak_gpu_mb"] = round(peak_memory_bytes(f"cuda:{torch.cuda.current_device()}") / 2**20, 1)
     return out
 
 

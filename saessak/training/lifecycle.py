@@ -37,13 +37,13 @@ from typing import Any
 import torch
 
 from saessak.errors import UserError
-from saessak.ledger import StageTimer, heartbeat_interval
+from saessak.ledger import StageTimer, heartbeat_interval, peak_memory_bytes
 from saessak.runfolder import RunFolder
 from saessak.training.checkpoints import (ckpt_root, latest_checkpoint, load_checkpoint, save_checkpoint, save_final,
                                           save_sharded_checkpoint)
 from saessak.training.distributed import DistInfo, barrier, cleanup_distributed, gather_objects, init_distributed
 from saessak.training.metrics import MetricsLog
-from saessak.training.parallel import Parallel, full_state_dict, is_fsdp, peak_memory_bytes
+from saessak.training.parallel import Parallel, full_state_dict, is_fsdp
 
 
 def completed(run: RunFolder, stage: str, force: bool, log=None) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ Trainer/TRL, `--activation-checkpointing none|selective|full` as torchtitan's
 - `full_weights(model)`: every rank gathers the whole model for a while (rollouts, samples) so
   that one rank may run the generation engine with no collectives in between;
   `full_state_dict(model)` gathers it one tensor at a time into rank 0's host memory (final save).
-- `peak_memory_bytes`: this rank's peak, for the ledger.
+- this rank's peak memory for the ledger: `saessak.ledger.peak_memory_bytes`.
 """
 
 from __future__ import annotations
@@ -275,10 +275,3 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def peak_memory_bytes(device: str) -> int:
-    """This process's peak memory: allocated on its CUDA device, else the peak resident set size."""
-    if device.startswith("cuda"):
-        return int(torch.cuda.max_memory_allocated(torch.device(device)))
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
