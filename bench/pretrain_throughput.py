@@ -2,12 +2,13 @@
 
 Same model shape, batch and token data for every contender (cpu-tiny by default):
 - ours:        saessak.model.Llama + saessak.training.optim.train_step, as the speedrun runs it
-               (the preset's dtype: bf16 autocast on CUDA/AMX, fp32 otherwise; torch.compile
-               where the preset says; fused AdamW)
+               (`dtype auto`: bf16 autocast or fp32, whichever the calibration measures faster on
+               this machine, saessak/training/precision.py; torch.compile where the preset says;
+               fused AdamW)
 - hf_fp32:     transformers LlamaForCausalLM, plain loop (loss.backward, AdamW defaults), fp32
 - hf_bf16:     the same loop under bf16 autocast
-- ours_eager / ours_eager_bf16 (or _fp32) / ours_compiled: our variants, so the effect of each
-               choice the preset makes (torch.compile, dtype) is visible
+- ours_eager / ours_eager_bf16 (or _fp32) / ours_compiled_fp32 (or _bf16): our variants, so the
+               effect of each choice (torch.compile, dtype) is visible
 Plus the measured bf16 and fp32 matmul peak of this machine and MFU against the bf16 peak, at the
 cpu-tiny shape and at the cpu-small shape (the MFU target's shape).
 
@@ -116,7 +117,9 @@ def main() -> None:
     p = recipes.stage_config(PretrainConfig, args.preset, "pretrain")
     cfg = model_config(args.preset)
     T = cfg.max_position_embeddings
-    speedrun_dtype = training.resolve_dtype("cpu", p.dtype)
+    # The speedrun's own choice: `dtype auto` measures bf16 against fp32 on this model's matmuls.
+    choice = training.choose_dtype("cpu", p.dtype, cfg, rows=p.batch_size * T)
+    speedrun_dtype = choice.dtype
     x = torch.randint(0, cfg.vocab_size, (p.batch_size, T))
     y = torch.randint(0, cfg.vocab_size, (p.batch_size, T))
     contenders = {
@@ -129,6 +132,8 @@ def main() -> None:
         contenders["ours_eager"] = ours_step(cfg, speedrun_dtype, False)
     other_dtype = "bf16" if speedrun_dtype == "fp32" else "fp32"
     contenders[f"ours_eager_{other_dtype}"] = ours_step(cfg, other_dtype, False)
+    if p.compile and not args.smoke:
+        contenders[f"ours_compiled_{other_dtype}"] = ours_step(cfg, other_dtype, True)
     if args.compile and not p.compile:
         contenders["ours_compiled"] = ours_step(cfg, speedrun_dtype, True)
     # The first call compiles (when the preset compiles): time it apart, it is a one-off cost.
@@ -138,6 +143,8 @@ def main() -> None:
         t0 = time.perf_counter()
         contenders[compile_name](x, y)
         compile_warmup_s = time.perf_counter() - t0
+        if f"ours_compiled_{other_dtype}" in contenders:
+            contenders[f"ours_compiled_{other_dtype}"](x, y)
     tokens = p.batch_size * T
     med = time_round_robin(contenders, x, y, warmup, steps)
     tok_s = {k: tokens / v for k, v in med.items()}
@@ -150,7 +157,7 @@ def main() -> None:
     bs = 2 if args.quick else ps.batch_size
     xs = torch.randint(0, cfg_s.vocab_size, (bs, Ts))
     ys = torch.randint(0, cfg_s.vocab_size, (bs, Ts))
-    small_dtype = training.resolve_dtype("cpu", ps.dtype)
+    small_dtype = training.choose_dtype("cpu", ps.dtype, cfg_s, rows=bs * Ts).dtype
     small_compiled = ps.compile and not args.quick  # --quick skips the compile warm-up here
     med_s = time_round_robin({"ours": ours_step(cfg_s, small_dtype, small_compiled)}, xs, ys,
                              1 if args.quick else 2, 2 if args.quick else 4)
@@ -185,7 +192,7 @@ def main() -> None:
         "mfu_shape_batch": [bs, Ts],
         "mfu_shape_vs_bf16_peak": round(small_flops / peak["bf16"], 4),
         "mfu_shape_vs_fp32_peak": round(small_flops / peak["fp32"], 4),
-        "amx": training.cpu_has_amx(),
+        "precision": choice.facts(),
         "threads": torch.get_num_threads(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "quick": args.quick,
@@ -203,7 +210,8 @@ def main() -> None:
 LABELS = {"ours": "**ours, as the speedrun runs it**", "hf_fp32": "HF `LlamaForCausalLM`, plain loop, fp32 (baseline)",
           "hf_bf16": "HF `LlamaForCausalLM`, plain loop, bf16 autocast", "ours_eager": "ours eager",
           "ours_eager_bf16": "ours eager, bf16 autocast", "ours_eager_fp32": "ours eager, fp32",
-          "ours_compiled": "ours under `torch.compile`"}
+          "ours_compiled": "ours under `torch.compile`", "ours_compiled_fp32": "ours under `torch.compile`, fp32",
+          "ours_compiled_bf16": "ours under `torch.compile`, bf16 autocast"}
 
 
 def render(r: dict) -> str:
@@ -223,7 +231,14 @@ def render(r: dict) -> str:
                 f"{r['mfu_shape_tok_per_s']:,.0f}"],
                [f"ours at {r['mfu_shape']}: MFU vs bf16 peak / fp32 peak",
                 f"{100 * r['mfu_shape_vs_bf16_peak']:.1f} % / {100 * r['mfu_shape_vs_fp32_peak']:.1f} %"],
-               ["AMX", "yes" if r["amx"] else "no"]]
+               ]
+    prec = r.get("precision") or {}
+    if prec.get("speedup") is not None:
+        figures.append(["`dtype auto`'s calibration on the model's train matmuls: bf16 / fp32",
+                        f"{prec['bf16_gflops']:.0f} / {prec['fp32_gflops']:.0f} GFLOP/s ({prec['speedup']:.2f}x, "
+                        f"{prec['source']}) -> **{prec['dtype']}**"])
+    elif "amx" in r:  # records from before the calibration
+        figures.append(["AMX", "yes" if r["amx"] else "no"])
     if r.get("compile_first_step_s") is not None:
         figures.append(["`torch.compile` first step (one-off)", f"{r['compile_first_step_s']:.1f} s"])
     return "\n".join([f"{r['shape']} shape ({r['params'] / 1e6:.1f} M parameters), batch {r['batch'][0]} x {r['batch'][1]}, "

@@ -175,7 +175,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
                       reward_weights=MappingProxyType({"correctness": 1.0, "format": 0.1, "korean_consistency": 0.0}),
                       micro_batch_size=32, time_budget_s=600.0, tasks=("josa", "spacing")),
            # Up to 1500 distinct test items per family (500 per level; small levels give what they have).
-           eval=_frozen(n=1500)),
+           eval=_frozen(n=1500),
+           # The speedrun sizes SFT steps and the RL budget to fit 20 minutes on the machine it runs on.
+           speedrun=_frozen(budget_min=20)),
     # A bigger CPU shape (the MFU benchmark shape); about 1-1.5 hours of pretraining on 2 idle cores.
     Recipe("cpu-small", Shape(depth=6, vocab_size=8192, seq_len=512),
            pretrain=_frozen(batch_size=8, grad_accum=1, max_steps=400, lr=2e-3, warmup_steps=30, val_every=100,

@@ -34,6 +34,8 @@ class Step:
     stage: str  # the runfolder.STAGES entry it belongs to (what --from names)
     argv: list[str]
     is_complete: Callable[[], bool]
+    # Options decided when the step starts (the time plan's RL budget), given the seconds run so far.
+    late_argv: Callable[[float], list[str]] | None = None
 
 
 @dataclass
@@ -81,7 +83,8 @@ def _eval_has(run: RunFolder, stage: str) -> bool:
     return any(isinstance(results.get(n), dict) for n in [stage, *old_names(stage)])
 
 
-def plan(run_dir: str, preset: str, sources: str | None = None) -> list[Step]:
+def plan(run_dir: str, preset: str, sources: str | None = None, budget=None) -> list[Step]:
+    """The steps; `budget` (a saessak.plan.Plan) sets SFT's steps and, as RL starts, its time budget."""
     run = RunFolder(run_dir)
     r = str(run.root)
     data = ["data", "build", "--out", str(run.data)]
@@ -97,6 +100,18 @@ def plan(run_dir: str, preset: str, sources: str | None = None) -> list[Step]:
     ]
     steps += [Step(stage, stage, [stage, "--run", r, "--preset", preset], lambda st=stage: run.is_done(st))
               for stage in MODEL_STAGES]
+    if budget is not None:
+        from saessak.plan import rl_budget_now, save
+
+        by_name = {s.name: s for s in steps}
+        if "sft" in by_name and budget.sft_max_steps:
+            by_name["sft"].argv += ["--max-steps", str(budget.sft_max_steps)]
+        if "rl" in by_name and budget.rl_time_budget_s:
+            def rl_budget(elapsed: float) -> list[str]:
+                seconds = (budget.rl_reset or {}).get("rl_time_budget_s") or rl_budget_now(budget, elapsed)
+                save(run_dir, budget)
+                return ["--time-budget", str(seconds)]
+            by_name["rl"].late_argv = rl_budget
     for stage in MODEL_STAGES:
         # The final eval reads the sealed split, which nothing else reads (tasks/base.py).
         argv = ["eval", "tasks", "--run", r, "--stage", stage, "--split", REPORTED_SPLIT]
@@ -120,13 +135,13 @@ def plan(run_dir: str, preset: str, sources: str | None = None) -> list[Step]:
     return steps
 
 
-def _run_step(step: Step, forced: bool, log) -> StepResult:
+def _run_step(step: Step, forced: bool, log, elapsed: float = 0.0) -> StepResult:
     from saessak.cli import main
 
     if not forced and step.is_complete():
         log(f"[speedrun] {step.name}: complete, skipped")
         return StepResult(step.name, "skipped", 0.0)
-    argv = list(step.argv) + (["--force"] if forced else [])
+    argv = list(step.argv) + (step.late_argv(elapsed) if step.late_argv else []) + (["--force"] if forced else [])
     log(f"[speedrun] {step.name}: saessak {' '.join(argv)}")
     t0 = time.perf_counter()
     try:
@@ -141,17 +156,26 @@ def _run_step(step: Step, forced: bool, log) -> StepResult:
 
 
 def speedrun(run_dir: str, preset: str, from_stage: str | None = None, sources: str | None = None,
-             log=print) -> SpeedrunResult:
-    recipes.get(preset)  # an unknown preset is a UserError before anything runs
+             log=print, budget_min: float | None = None) -> SpeedrunResult:
+    """`budget_min`: the time budget the plan sizes SFT and RL for (None: the recipe's; 0: no plan)."""
+    from saessak.plan import load_or_make
+
+    recipe = recipes.get(preset)  # an unknown preset is a UserError before anything runs
     if from_stage is not None:
         from_stage = stage_name(from_stage)
         if from_stage not in STAGES:
             raise UserError(f"--from {from_stage!r}: not a stage; choose one of {', '.join(STAGES)}")
     first_forced = STAGES.index(from_stage) if from_stage else len(STAGES)
+    if budget_min is None:
+        budget_min = float(recipe.speedrun.get("budget_min", 0))
+    t_start = time.perf_counter()
+    budget = load_or_make(run_dir, preset, budget_min, log)
+    if budget is not None and first_forced <= STAGES.index("rl"):
+        budget.rl_reset = None  # RL runs again: its budget is set again from the time left then
     result = SpeedrunResult(run=str(run_dir), preset=preset)
-    for step in plan(run_dir, preset, sources):
+    for step in plan(run_dir, preset, sources, budget):
         forced = STAGES.index(step.stage) >= first_forced
-        res = _run_step(step, forced, log)
+        res = _run_step(step, forced, log, time.perf_counter() - t_start)
         result.steps.append(res)
         if res.status == "failed":
             log(f"saessak: error: speedrun stopped: stage '{step.name}' failed with exit status {res.exit_code}. "
@@ -183,6 +207,10 @@ def register(subparsers) -> None:
     p.add_argument("--from", dest="from_stage", default=None, metavar="STAGE",
                    help="force this stage and every later one: " + ", ".join(STAGES))
     p.add_argument("--sources", default=None, help="data build --sources (default: the data stage's defaults)")
+    p.add_argument("--budget-min", type=float, default=None, metavar="MINUTES",
+                   help="time budget: SFT steps and the RL budget are sized to fit it from a measurement of this "
+                        "machine at the start (RUN/plan.json; default: the preset's, 20 for cpu-tiny; 0: the "
+                        "recipe as it is)")
     add_tag_option(p, run_of=lambda args: args.run or f"runs/{args.preset}")
     p.set_defaults(func=run)
 
@@ -196,7 +224,8 @@ def run(args) -> int:
         # Written first so the report step (inside the speedrun) can name the command that built the run.
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         write_json(f"{run_dir}/speedrun.json", {**info, "ok": None, "steps": []})
-    result = speedrun(run_dir, args.preset, from_stage=args.from_stage, sources=args.sources)
+    result = speedrun(run_dir, args.preset, from_stage=args.from_stage, sources=args.sources,
+                      budget_min=args.budget_min)
     table = time_table(result)
     print("\n[speedrun] time per stage\n" + table)
     write_json(f"{run_dir}/speedrun.json", {

@@ -58,7 +58,7 @@ def test_greedy_accuracy_and_pass_at_k_count_correct_items(monkeypatch):
     # greedy: item 0 right ("사과"), item 1 wrong; sampled (k=2 per item): one right sample each
     scripted = _Scripted(greedy=["사과", "apple"], sampled=["apple", "사과", "apple", "사과"])
     monkeypatch.setattr(task_eval, "Sampler", lambda *a, **k: scripted)
-    out = evaluate_model(None, tiny_tokenizer(), ToyTasks(), ["hangul"], n=2, k=2, seed=0, max_tokens=4)
+    out = evaluate_model(None, tiny_tokenizer(), ToyTasks(), ["hangul"], n=2, k=2, seed=0, max_tokens=4, dtype="fp32")
     assert out["tasks"]["hangul"] == 0.5
     assert out["pass_at_k"]["hangul"] == 1.0
     assert out["by_level"]["hangul"] == {"1": 0.5}

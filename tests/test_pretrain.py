@@ -126,7 +126,6 @@ def test_tokenizer_that_does_not_match_the_shards(run, capsys):
 
 
 def test_checkpoint_from_another_config_is_refused(run, capsys):
-    import torch
 
     from saessak import training
     from saessak.model import Llama

@@ -41,6 +41,11 @@ class EvalConfig:
     seed: int = setting(DEFAULT_SEED, "test-item seed (default: the project's fixed eval seed)")
     temperature: float = setting(0.8, "sampling temperature for pass@k")
     max_tokens: int = setting(128, "completion limit (default: the preset's answer length, as RL samples)")
+    base_max_tokens: int = setting(64, "completion limit for the pretrained (base) model unless --max-tokens is "
+                                       "given: it has not learnt the chat format and writes to the limit, so a "
+                                       "long limit only costs time")
+    dtype: str = setting("auto", "the engine's weights: auto (bf16 or fp32, whichever decodes faster here, "
+                                 "measured), bf16 or fp32", choices=("auto", "bf16", "fp32"))
     levels: tuple[int, ...] | None = setting(None, "task levels, e.g. 1-3 or all (default: the levels the run's "
                                                    "preset trains on, docs/RL.md#levels); items are split evenly "
                                                    "over them", parse=parse_levels, metavar="LEVELS")
@@ -55,6 +60,9 @@ class EvalConfig:
     def validate(self) -> None:
         if self.n < 1:
             raise UserError(f"--n {self.n}: must be at least 1")
+        for name in ("max_tokens", "base_max_tokens"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
         if self.k < 0:
             raise UserError(f"--k {self.k}: must be >= 0 (0 skips pass@k)")
         if self.split not in SPLITS:

@@ -24,13 +24,17 @@ from saessak.evals.results import read_results
 from saessak.io import file_sha256, write_json
 from saessak.ledger import StageTimer
 from saessak.model.loading import load_stage
-from saessak.model.sampler import Sampler
+from saessak.model.sampler import Sampler, generation_precision, torch_dtype_for_engine
 from saessak.runfolder import MODEL_STAGES, RunFolder, stage_name
+from saessak.tasks.base import ANSWER_LINE_STOP
 from saessak.tasks.registry import prompt_messages
 from saessak.tokenizer.chat_format import prompt_ids
 
 SAMPLES_PER_FAMILY = 2
 DISTINCT_PATIENCE = 100  # repeats in a row that mean a level's held-out space is used up
+# The engine's batch width for evaluation: on the 2-core CPU, decoding 256 rows at once gave about
+# 1.4x the tokens/s of 64 (docs/BENCHMARKS.md).
+EVAL_WIDTH = 256
 
 
 def draw_items(tasks_api, family: str, split: str, n: int, seed: int, levels: list[int] | None) -> list[dict]:
@@ -78,20 +82,41 @@ def _distinct_items(tasks_api, family: str, split: str, count: int, seed: int, l
 
 def evaluate_model(model, tokenizer, tasks_api, families: list[str], n: int, k: int, seed: int,
                    max_tokens: int, temperature: float = 0.8, device: str = "cpu", split: str = "test",
-                   levels: list[int] | None = None) -> dict:
-    """Greedy accuracy and pass@k per family for a loaded model (no files touched)."""
-    sampler = Sampler(model, tokenizer, device=device, max_batch_size=64)
+                   levels: list[int] | None = None, dtype: str | None = None) -> dict:
+    """Greedy accuracy and pass@k per family for a loaded model (no files touched).
+
+    Every family's prompts go to the engine in one call (greedy, then the k samples), so its batch
+    stays full to the end instead of draining once per family; a completion ends at its first
+    completed `정답:` line (or its end-of-turn token, or `max_tokens`). The engine's weights are
+    bf16 or fp32 by measurement (`dtype` auto/None) unless `dtype` says.
+    """
+    choice = generation_precision(model, tokenizer, EVAL_WIDTH, device, dtype)
+    sampler = Sampler(model, tokenizer, device=device, max_batch_size=EVAL_WIDTH, dtype=torch_dtype_for_engine(choice))
     room = sampler.max_seq_len - max_tokens
     out = {"tasks": {}, "pass_at_k": {}, "by_level": {}, "items": {}, "items_by_level": {}, "correct": {}, "items_sha": {},
            "split": split, "levels": levels or "all", "k": k, "n": n,
            "seed": seed,
-           "temperature": temperature, "max_tokens": max_tokens, "samples": []}
-    gen_tokens = 0
+           "temperature": temperature, "max_tokens": max_tokens, "stop": "answer line", "samples": [],
+           "precision": choice.facts()}
+    drawn = {f: draw_items(tasks_api, f, split, n, seed, levels) for f in families}
+    prompts = {f: [prompt_ids(tokenizer, prompt_messages(ex))[-room:] for ex in examples]
+               for f, examples in drawn.items()}
+    flat = [p for f in families for p in prompts[f]]
+    # Prompt i of a family keeps the seed it had when families were sampled one call each.
+    greedy_all = sampler.sample(flat, max_tokens=max_tokens, temperature=0.0, stop_at_line=ANSWER_LINE_STOP,
+                                seeds=[seed + i for f in families for i in range(len(prompts[f]))])
+    sampled_all = []
+    if k >= 1:
+        sampled_all = sampler.sample([p for p in flat for _ in range(k)], max_tokens=max_tokens,
+                                     temperature=temperature, stop_at_line=ANSWER_LINE_STOP,
+                                     seeds=[seed + 1 + i for f in families for i in range(len(prompts[f]) * k)])
+    gen_tokens = sum(len(c.token_ids) for c in greedy_all) + sum(len(c.token_ids) for c in sampled_all)
+    at = 0
     for f in families:
-        examples = draw_items(tasks_api, f, split, n, seed, levels)
-        prompts = [prompt_ids(tokenizer, prompt_messages(ex))[-room:] for ex in examples]
-        greedy = sampler.sample(prompts, max_tokens=max_tokens, temperature=0.0, seed=seed)
-        gen_tokens += sum(len(c.token_ids) for c in greedy)
+        examples = drawn[f]
+        greedy = greedy_all[at:at + len(examples)]
+        sampled = sampled_all[at * k:(at + len(examples)) * k]
+        at += len(examples)
         correct = [bool(tasks_api.grade(ex, c.text)["correct"]) for ex, c in zip(examples, greedy)]
         out["tasks"][f] = round(sum(correct) / len(correct), 4)
         by_level: dict[int, list[bool]] = {}
@@ -109,9 +134,6 @@ def evaluate_model(model, tokenizer, tasks_api, families: list[str], n: int, k: 
             out["samples"].append({"task": f, "level": ex["level"], "prompt": ex["prompt"], "answer": ex["answer"],
                                    "response": c.text, "correct": ok})
         if k >= 1:
-            flat = [p for p in prompts for _ in range(k)]
-            sampled = sampler.sample(flat, max_tokens=max_tokens, temperature=temperature, seed=seed + 1)
-            gen_tokens += sum(len(c.token_ids) for c in sampled)
             solved = 0
             for i, ex in enumerate(examples):
                 if any(tasks_api.grade(ex, c.text)["correct"] for c in sampled[i * k:(i + 1) * k]):
@@ -146,13 +168,15 @@ def run_eval_tasks(run: str, stage: str, *, force: bool = False, tasks_api=None,
     if unknown:
         raise UserError(f"--tasks {','.join(unknown)}: unknown task (known: {', '.join(tasks_api.FAMILIES)})")
     levels = list(cfg.levels) if cfg.levels else None
+    max_tokens = cfg.base_max_tokens if stage == "pretrain" and overrides.get("max_tokens") is None else cfg.max_tokens
     weights = rf.final_checkpoint(stage) / "model.safetensors"
     model_sha = file_sha256(weights) if weights.exists() else None
     existing = read_results(rf, cfg.split).get(stage)
     # Skip only if this very model was evaluated with the same settings (a redone stage is re-evaluated).
     if existing and not force and existing.get("n") == cfg.n and existing.get("k") == cfg.k \
             and existing.get("seed") == cfg.seed and sorted(existing.get("tasks", {})) == sorted(families) \
-            and existing.get("levels", "all") == (levels or "all") and existing.get("model_sha256") == model_sha:
+            and existing.get("levels", "all") == (levels or "all") and existing.get("model_sha256") == model_sha \
+            and existing.get("max_tokens") == max_tokens:
         log(f"eval: {rf.eval_results(cfg.split)} already has '{stage}' (n={cfg.n}, k={cfg.k}, seed={cfg.seed}); "
             "skipping (--force to redo)")
         return existing
@@ -161,8 +185,8 @@ def run_eval_tasks(run: str, stage: str, *, force: bool = False, tasks_api=None,
         model, tok = load_stage(rf, stage, f"eval tasks --stage {stage}")
         model.eval()
         t0 = time.perf_counter()
-        result = evaluate_model(model, tok, tasks_api, families, cfg.n, cfg.k, cfg.seed, cfg.max_tokens,
-                                cfg.temperature, split=cfg.split, levels=levels)
+        result = evaluate_model(model, tok, tasks_api, families, cfg.n, cfg.k, cfg.seed, max_tokens,
+                                cfg.temperature, split=cfg.split, levels=levels, dtype=cfg.dtype)
         result["wall_s"] = round(time.perf_counter() - t0, 2)
         result["model_sha256"] = model_sha
         # Re-read right before writing: another stage's eval may have finished meanwhile.
@@ -171,7 +195,7 @@ def run_eval_tasks(run: str, stage: str, *, force: bool = False, tasks_api=None,
         write_json(rf.eval_results(cfg.split), merged)
         params = model.config.num_parameters()
         timer.finish(params=params, tokens=result["generated_tokens"],
-                     flops=2 * params * result["generated_tokens"], n=cfg.n, k=cfg.k)
+                     flops=2 * params * result["generated_tokens"], n=cfg.n, k=cfg.k, precision=result["precision"])
     log(f"eval {stage} ({cfg.split}): " + " ".join(f"{f}={a:.3f}" for f, a in result["tasks"].items())
         + (" | pass@%d " % cfg.k + " ".join(f"{f}={a:.3f}" for f, a in result["pass_at_k"].items()) if cfg.k else ""))
     return result

@@ -28,6 +28,7 @@ Conventions (relied upon by RL and the server)
 from __future__ import annotations
 
 import itertools
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -54,6 +55,9 @@ class SamplingParams:
     stop: Sequence[str] = ()  # output text is cut before the first stop string
     stop_token_ids: Sequence[int] = ()  # in addition to tokenizer.stop_ids (the model's end tokens, always stops)
     logprobs: bool = False  # per generated token log-prob under the temperature-1 distribution
+    # A regular expression: generation ends once a completed line (ended by a newline) matches it; the
+    # line is kept, the newline is not (evaluation stops at the task's answer line, `정답: ...`).
+    stop_at_line: str | None = None
 
     def validate(self) -> None:
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
@@ -68,6 +72,11 @@ class SamplingParams:
             self.stop = (self.stop,)
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise UserError(f"stop: {list(self.stop)!r} must be non-empty strings")
+        if self.stop_at_line is not None:
+            try:
+                re.compile(self.stop_at_line)
+            except (re.error, TypeError) as e:
+                raise UserError(f"stop_at_line: {self.stop_at_line!r} is not a regular expression ({e})") from None
 
 
 @dataclass
@@ -187,6 +196,18 @@ def sample_tokens(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.
     return sampled
 
 
+def _matching_line_end(text: str, sent: int, pattern: str) -> int | None:
+    """The end (the newline's index) of the first line completed after `sent` characters that matches
+    `pattern`, or None. Lines ended before `sent` were checked when their newline arrived."""
+    start = text.rfind("\n", 0, sent) + 1  # the line in progress when the new text began
+    end = text.find("\n", sent)
+    while end >= 0:
+        if re.search(pattern, text[start:end]):
+            return end
+        start, end = end + 1, text.find("\n", end + 1)
+    return None
+
+
 def _held_back(text: str, stops: Sequence[str]) -> int:
     """Length of the longest tail of `text` that is a proper prefix of a stop string."""
     best = 0
@@ -282,7 +303,7 @@ class Engine:
         if rid in self._requests:
             raise UserError(f"request_id: {rid!r} is already in use")
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
-        track = stream or bool(params.stop)
+        track = stream or bool(params.stop) or params.stop_at_line is not None
         req = _Request(
             id=rid, prompt_ids=prompt_ids, params=params, seed=int(seed) & ((1 << 63) - 1),
             max_new=min(params.max_tokens, self.max_seq_len - len(prompt_ids)),
@@ -501,6 +522,13 @@ class Engine:
             r.finish_reason = "stop"
         elif r.track_text:
             r.decoder.push([t])
+            if r.params.stop_at_line is not None:
+                text = r.decoder.emitted
+                end = _matching_line_end(text, r.sent, r.params.stop_at_line)
+                if end is not None:
+                    r.finish_reason = "stop"
+                    r.text = text[:end]
+                    return self._take(r, r.text)
             if r.params.stop:
                 text = r.decoder.emitted
                 # a stop string can only newly appear in the tail reached by the new text

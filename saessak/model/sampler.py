@@ -33,18 +33,71 @@ class Sampler:
         return self.engine.max_seq_len
 
     def sample(self, prompts: list[list[int]], *, max_tokens: int, temperature: float, top_k: int = 0,
-               top_p: float = 1.0, seed: int = 0) -> list[Sampled]:
+               top_p: float = 1.0, seed: int = 0, stop_at_line: str | None = None,
+               seeds: list[int] | None = None) -> list[Sampled]:
         """One completion per prompt (repeat a prompt G times for a group); temperature 0 = greedy.
 
         Prompt i uses seed `seed + i`, so a batch is reproducible whatever the engine's batching.
+        `stop_at_line`: end a completion at the first completed line matching this regex. `seeds`: one
+        seed per prompt instead (several batches sampled in one call keep their own seeds).
         """
         from saessak.model.engine import SamplingParams
 
         params = [SamplingParams(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                                 seed=seed + i) for i in range(len(prompts))]
+                                 seed=seeds[i] if seeds is not None else seed + i, stop_at_line=stop_at_line)
+                  for i in range(len(prompts))]
         return [self._normalise(c) for c in self.engine.generate(prompts, params)]
 
     def _normalise(self, c) -> Sampled:
         # The engine keeps the end-of-turn token in token_ids (RL must learn to end its turn) and
         # leaves it out of the text.
         return Sampled(list(c.prompt_ids), list(c.token_ids), c.text, c.finish_reason)
+
+
+def generation_precision(model, tokenizer, width: int, device: str = "cpu", dtype: str | None = None):
+    """Whether the engine should decode with a bf16 copy of the weights or the fp32 model, by timing
+    its own decode steps at `width` rows both ways (saessak/training/precision.py caches the verdict).
+    Returns the choice; `torch_dtype_for_engine(choice)` is what Sampler/Engine take."""
+    import time
+
+    import torch
+
+    from saessak.model.engine import Engine, SamplingParams
+    from saessak.training.precision import choose_dtype, torch_dtype
+
+    if dtype not in (None, "auto") or str(device).startswith("cuda"):
+        return choose_dtype(device, dtype, mode="generate")  # given, or CUDA's answer: nothing to time
+    width = max(1, min(int(width), 64))  # decode rates change little past 64 rows; the probe stays short
+    gen = torch.Generator().manual_seed(0)
+    limit = min(model.config.vocab_size, tokenizer.vocab_size)
+    prompts = torch.randint(0, limit, (width, 24), generator=gen).tolist()
+    params = SamplingParams(max_tokens=8, temperature=0.0, stop_token_ids=())
+    engines: dict = {}
+
+    def probe(name: str) -> float:
+        if name not in engines:
+            engines[name] = Engine(model, _NoStop(tokenizer), max_batch_size=width, device=device,
+                                   dtype=None if name == "fp32" else torch_dtype(name))
+        t0 = time.perf_counter()
+        out = engines[name].generate(prompts, params)
+        return (time.perf_counter() - t0) / max(1, sum(len(c.token_ids) for c in out))
+
+    return choose_dtype(device, dtype, model, rows=width, mode="generate", probe=probe)
+
+
+def torch_dtype_for_engine(choice):
+    """None (run the model as it is, fp32) or torch.bfloat16 (the engine's bf16 copy)."""
+    import torch
+
+    return torch.bfloat16 if choice.dtype == "bf16" else None
+
+
+class _NoStop:
+    """The tokenizer with no end tokens, so every probe row decodes its full length."""
+
+    def __init__(self, tokenizer):
+        self._tok = tokenizer
+        self.stop_ids = ()
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)

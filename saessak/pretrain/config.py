@@ -25,8 +25,9 @@ class PretrainConfig:
     val_tokens: int = setting(32768, "tokens of the val split scored at each validation")
     ckpt_every: int = setting(100, "steps between resumable checkpoints (0: none)")
     keep_checkpoints: int = setting(2, "resumable checkpoints kept")
-    dtype: str = setting("auto", "autocast dtype over fp32 master weights; auto = bf16 on CUDA and AMX CPUs, "
-                                 "else fp32", choices=DTYPES)
+    dtype: str = setting("auto", "autocast dtype over fp32 master weights; auto = bf16 on CUDA, and on a "
+                                 "CPU whichever of bf16 and fp32 is measured faster on the model's own matmuls "
+                                 "(cached per machine)", choices=DTYPES)
     compile: bool = setting(False, "torch.compile the model")
     seed: int = setting(1337, "seed of the weights and the data order")
 

@@ -37,7 +37,8 @@ from saessak.tokenizer import Tokenizer
 from saessak.training.distributed import all_reduce_sum, barrier, broadcast_object, wrap_ddp
 from saessak.training.lifecycle import StageRun, completed
 from saessak.training.metrics import Progress, peak_flops
-from saessak.training.optim import build_optimizer, lr_at, resolve_dtype, set_lr, train_step
+from saessak.training.optim import build_optimizer, lr_at, set_lr, train_step
+from saessak.training.precision import choose_on_rank0
 from saessak.training.parallel import Parallel, build_model, full_weights
 
 STAGE = "pretrain"
@@ -66,7 +67,9 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
         raise UserError("--compile with --fsdp: not supported yet; leave one of them out")
     with StageRun(rf, STAGE, force=force, resume=resume, device=device, keep=("shards",), parallel=par) as st:
         info = st.info
-        p = dataclasses.replace(p, dtype=resolve_dtype(info.device, p.dtype))
+        cfg = model_config(preset, tok.vocab_size)
+        precision = choose_on_rank0(info, info.device, p.dtype, cfg, rows=p.batch_size * cfg.max_position_embeddings)
+        p = dataclasses.replace(p, dtype=precision.dtype)
         shard_dir = st.dir / "shards"
         if not force and (shard_dir / "meta.json").exists():  # kept shards must fit this tokenizer
             shards.check_matches(shards.read_meta(shard_dir), shard_dir, tok, tok_sha)
@@ -82,7 +85,6 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
         if err:
             raise UserError(err)
         meta = shards.read_meta(shard_dir)  # checked above, or just built from this tokenizer
-        cfg = model_config(preset, tok.vocab_size)
         T = cfg.max_position_embeddings
         train_sampler = shards.SequenceSampler(shards.open_split(shard_dir, meta, "train"), T, p.seed)
         val_shards = shards.open_split(shard_dir, meta, "val")
@@ -111,7 +113,8 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
         if info.is_main and not quiet:
             progress.message(
                 f"pretrain: preset {preset}, {cfg.num_parameters():,} params, {tokens_per_step:,} tokens/step, "
-                f"{p.max_steps} steps, {p.dtype}{' compiled' if p.compile else ''}, {W} process(es) on {info.device}"
+                f"{p.max_steps} steps, {precision.describe()}{', compiled' if p.compile else ''}, {W} process(es) on "
+                f"{info.device}"
                 + (f", resuming at step {start_step}" if start_step else ""))
 
         def loss_fn(m, batch):
@@ -185,6 +188,7 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
             "mfu": round(mfu, 4) if mfu else None,
             "peak_flops": peak,
             "dtype": p.dtype,
+            "precision": precision.facts(),
             "compile": p.compile,
             "world_size": W,
             "parallel": "fsdp" if par.fsdp else ("ddp" if info.distributed else "single"),
@@ -202,7 +206,8 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
         final_meta = {"preset": preset, "stage": STAGE, "step": p.max_steps, "tokens_seen": total_tokens,
                       "val_bpb": final_val, "seed": p.seed, "tokenizer_sha256": tok_sha}
         st.finish(model, final_meta, summary, preset=preset, params=cfg.num_parameters(), tokens=tokens_run,
-                  flops=flops, mfu=summary["mfu"], peak_flops=peak, dtype=p.dtype, steps=steps_run,
+                  flops=flops, mfu=summary["mfu"], peak_flops=peak, dtype=p.dtype, precision=precision.facts(),
+                  steps=steps_run,
                   final_val_bpb=final_val)
         if info.is_main and not quiet:
             progress.message(f"pretrain: done, val bpb {final_val:.4f}, {total_tokens:,} tokens; "

@@ -90,6 +90,18 @@ def prices_section(table: PriceTable, records: list[dict]) -> dict[str, Any]:
     }
 
 
+def precision_section(records: list[dict]) -> dict[str, Any]:
+    """The precision each stage's last finished attempt chose, with its measured figures."""
+    out: dict[str, Any] = {}
+    for rec in records:
+        if rec.get("precision") and rec.get("status", "done") == "done":
+            key = stage_name(str(rec.get("stage")))
+            if rec.get("stage") == "eval" and rec.get("model_stage"):
+                key = f"eval {rec['model_stage']}"
+            out[key] = rec["precision"]
+    return out
+
+
 def build_report(run_dir: str | os.PathLike, prices: str | os.PathLike | None = None,
                  command: str | None = None, exclude_attempt: str | None = None) -> dict[str, Any]:
     """The report dict; `exclude_attempt` leaves out the report's own attempt (still running)."""
@@ -106,6 +118,9 @@ def build_report(run_dir: str | os.PathLike, prices: str | os.PathLike | None = 
         "command": command,
         # The speedrun that built the run, if one did (its command, not the report's, is what to rerun).
         "speedrun": read_json_or_none(run.root / "speedrun.json"),
+        # The speedrun's time plan (saessak/plan.py) and the precision each stage measured and chose.
+        "plan": read_json_or_none(run.root / "plan.json"),
+        "precision": precision_section(records),
         "git_commit": git_commit(),
         "saessak_version": __version__,
         "stages": stages_run(run, records),

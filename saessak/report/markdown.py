@@ -78,6 +78,40 @@ def _whole_bill(r: dict) -> list[str]:
     return [" ".join(lines), ""]
 
 
+def _precision_text(p: dict) -> str:
+    if p.get("source") in ("given", "cuda") or p.get("speedup") is None:
+        return f"{p.get('dtype')} ({'as given' if p.get('source') == 'given' else p.get('source')})"
+    return (f"{p.get('dtype')} ({p.get('source')}; bf16 {fmt(p.get('bf16_gflops'), 0)} vs fp32 "
+            f"{fmt(p.get('fp32_gflops'), 0)} GFLOP/s on the model's {p.get('mode')} work, {fmt(p.get('speedup'), 2)}x)")
+
+
+def speed_lines(r: dict) -> list[str]:
+    """What the run measured to choose its precision, and the speedrun's time plan."""
+    prec, plan = r.get("precision") or {}, r.get("plan")
+    if not prec and not plan:
+        return []
+    out = ["", "## Speed: precision and time plan", ""]
+    for stage, p in prec.items():
+        if isinstance(p, dict) and "dtype" not in p:  # RL: its training passes and its rollouts
+            out += [f"- {stage} {part}: {_precision_text(q)}" for part, q in p.items() if isinstance(q, dict)]
+        elif isinstance(p, dict):
+            out.append(f"- {stage}: {_precision_text(p)}")
+    if plan:
+        m, est = plan.get("measured") or {}, plan.get("estimate_s") or {}
+        rec = plan.get("recipe") or {}
+        out += ["", f"Time plan for a {fmt(plan.get('budget_s', 0) / 60, 1)}-minute budget (saessak/plan.py): "
+                    f"{plan.get('note')}. Measured at the start: one SFT step {fmt(m.get('sft_step_s'), 3)} s "
+                    f"({m.get('sft_dtype')}), decoding {fmt((m.get('decode_s_per_token') or 0) * 1e3, 2)} ms per "
+                    f"token ({m.get('decode_dtype')}), {fmt(m.get('eval_items'))} evaluation items. Predicted with "
+                    f"the recipe: " + ", ".join(f"{k} {fmt(v, 0)} s" for k, v in est.items()) + ".",
+                f"SFT steps: {fmt(plan.get('sft_max_steps'))} (recipe {fmt(rec.get('sft_max_steps'))}); RL budget: "
+                f"{fmt((plan.get('rl_reset') or {}).get('rl_time_budget_s', plan.get('rl_time_budget_s')))} s "
+                f"(recipe {fmt(rec.get('rl_time_budget_s'))} s"
+                + (f"; re-set when RL started, {fmt(plan['rl_reset']['elapsed_s'], 0)} s into the run"
+                   if plan.get("rl_reset") else "") + ")."]
+    return out
+
+
 def render_markdown(r: dict) -> str:
     ev, led, pr = r["eval"], r["ledger"], r["prices"]
     total = led["total"]
@@ -136,6 +170,7 @@ def render_markdown(r: dict) -> str:
         eval_table(ev),
     ]
     parts += sample_lines(ev)
+    parts += speed_lines(r)
     parts += ["", "## Projection to GPUs", "", projection_table(r["projection"])]
     if r.get("plots"):
         parts += ["", "## Plots", ""] + [f"![{p}]({p})" for p in r["plots"]]

@@ -85,6 +85,10 @@ class GRPOConfig(LoraSettings):
     time_budget_s: float | None = setting(None, "stop after the step that passes this many wall seconds "
                                                 "(the LR is constant after warm-up, so nothing is left half done)",
                                           flag="--time-budget")
+    dtype: str = setting("auto", "autocast dtype of the policy's training passes over fp32 master weights (auto: "
+                                 "the faster of bf16 and fp32 measured on this machine); the rollout engine "
+                                 "makes its own measured choice of weights in bf16 or fp32",
+                         choices=("auto", "bf16", "fp32"))
     threads: int | None = setting(None, "torch CPU threads for a single process on CPU (default: one per core); "
                                         "a --time-budget then costs threads x budget CPU-seconds")
 

@@ -196,9 +196,16 @@ def local_counts(seqs: list[Seq]) -> dict:
 
 
 def update(model, ref_model, optimizer, seqs: list[Seq], cfg, pad_id: int, device, norm: float,
-           info: DistInfo | None = None) -> dict:
+           info: DistInfo | None = None, dtype: str = "fp32") -> dict:
     """num_iterations optimizer steps on this batch; returns summed statistics for logging. Under
-    torchrun (`info`), gradients are summed over ranks before each step."""
+    torchrun (`info`), gradients are summed over ranks before each step. `dtype` bf16 runs the
+    forward passes under bf16 autocast (fp32 master weights; log-probs are taken in fp32)."""
+    from saessak.training.optim import autocast
+
+    def logprobs(m, *args, **kw):
+        with autocast(str(device), dtype):
+            return completion_logprobs(m, *args, **kw)
+
     micro = [seqs[i:i + cfg.micro_batch_size] for i in range(0, len(seqs), cfg.micro_batch_size)]
     tensors = [_micro_tensors(m, pad_id, device) for m in micro]
     fsdp = is_fsdp(model)
@@ -211,9 +218,9 @@ def update(model, ref_model, optimizer, seqs: list[Seq], cfg, pad_id: int, devic
     with torch.no_grad():
         for ids, tgt, mask, _ in tensors:
             # With one iteration the sampling policy is the current one: ratio = 1 exactly.
-            old.append(completion_logprobs(model, ids, tgt, mask, cfg.temperature)[0]
+            old.append(logprobs(model, ids, tgt, mask, cfg.temperature)[0]
                        if cfg.num_iterations > 1 else None)
-            ref.append(completion_logprobs(ref_model, ids, tgt, mask, cfg.temperature)[0]
+            ref.append(logprobs(ref_model, ids, tgt, mask, cfg.temperature)[0]
                        if cfg.beta > 0 else None)
     stats = {"clip_tokens": 0.0, "kl_sum": 0.0, "entropy_sum": 0.0, "tokens": 0.0, "loss": 0.0,
              "grad_norm": 0.0, "trained_tokens": 0.0}
@@ -222,7 +229,7 @@ def update(model, ref_model, optimizer, seqs: list[Seq], cfg, pad_id: int, devic
             n_tok = float(mask.sum())
             if n_tok == 0 and not fsdp:
                 continue
-            logp, ent = completion_logprobs(model, ids, tgt, mask, cfg.temperature, with_entropy=(it == 0))
+            logp, ent = logprobs(model, ids, tgt, mask, cfg.temperature, with_entropy=(it == 0))
             parts = policy_loss(logp, old_lp if old_lp is not None else logp.detach(), adv, mask,
                                 epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
                                 max_completion_length=cfg.max_completion_length, beta=cfg.beta,

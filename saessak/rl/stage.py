@@ -34,7 +34,8 @@ from saessak.rl.rollouts import collect
 from saessak.runfolder import RunFolder
 from saessak.training.distributed import all_reduce_max, all_reduce_sum, barrier
 from saessak.training.lifecycle import StageRun, completed
-from saessak.training.optim import build_optimizer, lr_at, resolve_dtype, set_lr
+from saessak.training.optim import build_optimizer, lr_at, set_lr
+from saessak.training.precision import choose_on_rank0, torch_dtype
 from saessak.training.parallel import Parallel, full_weights, shard_model
 
 
@@ -71,7 +72,15 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
             for p in ref_model.parameters():
                 p.requires_grad_(False)
         # The policy and the frozen reference are both sharded under FSDP (before the optimizer).
-        dtype = resolve_dtype(info.device, None)
+        seq_rows = cfg.micro_batch_size * (cfg.max_completion_length + 64)  # completions of a micro-batch, prompts ~64
+        precision = choose_on_rank0(info, info.device, cfg.dtype, model.config, rows=seq_rows)
+        dtype = precision.dtype
+        # The rollout engine decodes at its batch width with weights already cast: its own measurement.
+        # A sharded (FSDP) policy is generated from as it is (the engine's copy would not be sharded).
+        gen_precision = choose_on_rank0(info, info.device, None if cfg.dtype == "auto" else cfg.dtype, model.config,
+                                        rows=max(64, cfg.num_generations), mode="generate")
+        gen_dtype = None if par.fsdp or gen_precision.dtype == "fp32" else torch_dtype(gen_precision.dtype)
+        log(f"rl: precision: training {precision.describe()}; rollouts {gen_precision.describe()}")
         shard_model(model, info, par, dtype)
         if ref_model is not None and par.fsdp:
             shard_model(ref_model, info, dataclasses.replace(par, activation_checkpointing="none"), dtype)
@@ -84,7 +93,7 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
             cur.load_state(state["curriculum"])
             log(f"rl: resuming from {st.resume_from} (step {step})")
         step_before, totals_before = step, dict(totals)  # what earlier attempts did (the ledger counts each attempt)
-        sampler = Sampler(model, tok, device=info.device, max_batch_size=max(64, cfg.num_generations))
+        sampler = Sampler(model, tok, device=info.device, max_batch_size=max(64, cfg.num_generations), dtype=gen_dtype)
         need = cfg.prompts_per_step // info.world
         n_params = model.config.num_parameters()
         log(f"rl: preset={preset} tasks={families} G={cfg.num_generations} prompts/step={cfg.prompts_per_step} "
@@ -108,7 +117,7 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
             summed = dict(zip(keys, all_reduce_sum([counts[k] for k in keys], info)))
             norm = normaliser(summed, cfg.loss_type, cfg.max_completion_length)
             t1 = time.perf_counter()
-            stats = update(model, ref_model, opt, seqs, cfg, tok.pad_id, info.device, norm, info)
+            stats = update(model, ref_model, opt, seqs, cfg, tok.pad_id, info.device, norm, info, dtype=dtype)
             train_s = time.perf_counter() - t1
             step += 1
             rec = _step_metrics(step, batch, stats, cfg, families, cur, info)
@@ -152,12 +161,14 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
                    "curriculum_state": cur.summary(),
                    "rollout_tokens": rollout_toks, "trained_tokens": trained_toks,
                    "loop_s": round(time.perf_counter() - t_start, 2), "config": dataclasses.asdict(cfg),
+                   "precision": {"train": precision.facts(), "rollouts": gen_precision.facts()},
                    "last": rec}
         meta = {"preset": preset, "stage": "rl", "step": step, "parent": "sft", "levels": dict(cur.levels)}
         model, footprint = lora_finish(model, lora, cfg, st.dir, str(rf.final_checkpoint("sft")), info.is_main, meta)
         return st.finish(model, meta, summary, **footprint, tokens=sum(mine.values()), flops=_flops(n_params, mine, cfg),
                          steps=step - step_before, rollout_tokens=mine["rollout_tokens"],
-                         trained_tokens=mine["trained_tokens"])
+                         trained_tokens=mine["trained_tokens"],
+                         precision={"train": precision.facts(), "rollouts": gen_precision.facts()})
 
 
 def _flops(n_params: int, tokens: dict, cfg: GRPOConfig) -> float:

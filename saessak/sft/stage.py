@@ -36,7 +36,8 @@ from saessak.sft.pack import block_causal_mask, pack
 from saessak.tokenizer.chat_format import render
 from saessak.training.distributed import all_reduce_sum, barrier, wrap_ddp
 from saessak.training.lifecycle import StageRun, completed
-from saessak.training.optim import autocast, build_optimizer, lr_at, resolve_dtype, set_lr
+from saessak.training.optim import autocast, build_optimizer, lr_at, set_lr
+from saessak.training.precision import choose_on_rank0
 from saessak.training.parallel import Parallel, clip_grad_norm, shard_model
 
 
@@ -88,7 +89,11 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
         st.begin()
 
         model.train()
-        dtype = resolve_dtype(info.device, cfg.dtype or recipes.stage_config(PretrainConfig, preset, "pretrain").dtype)
+        precision = choose_on_rank0(
+            info, info.device, cfg.dtype or recipes.stage_config(PretrainConfig, preset, "pretrain").dtype,
+            model.config, rows=cfg.batch_size // info.world * cfg.seq_len)
+        dtype = precision.dtype
+        log(f"sft: precision {precision.describe()}")
         shard_model(model, info, par, dtype)  # before the optimizer: it holds the shards
         ddp_model = wrap_ddp(model, info)
         opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
@@ -166,11 +171,11 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
         summary = {"preset": preset, "steps": step, "tokens": tokens_trained,
                    "final_loss": rec.get("loss"), "final_val_loss": rec.get("val_loss"),
                    "conversations": len(convs), "train_rows": len(train_rows), "pii": door.record(),
-                   "config": dataclasses.asdict(cfg),
+                   "config": dataclasses.asdict(cfg), "precision": precision.facts(),
                    "loop_s": round(time.perf_counter() - t_loop, 2)}
         meta = {"preset": preset, "stage": "sft", "step": step, "tokens_seen": tokens_trained, "parent": "pretrain"}
         attempt_tokens = tokens_trained - tokens_before
         model, footprint = lora_finish(model, lora, cfg, st.dir, str(rf.final_checkpoint("pretrain")), info.is_main, meta)
         return st.finish(model, meta, summary, **footprint, tokens=attempt_tokens,
-                         flops=flops_per_token * attempt_tokens, steps=step - step_before,
+                         flops=flops_per_token * attempt_tokens, steps=step - step_before, precision=precision.facts(),
                          final_val_loss=summary["final_val_loss"])

@@ -101,6 +101,8 @@ def generate(task: str, make, split: str, seed: int, index: int, level: int | No
 # ---------------------------------------------------------------- answer parsing
 
 _ANSWER_LINE = re.compile(r"정\s*답\s*[:：]\s*(.*)$")
+# A completed line with an answer: evaluation stops generating there (the engine's `stop_at_line`).
+ANSWER_LINE_STOP = r"정\s*답\s*[:：]\s*\S"
 _FULLWIDTH = {ord(c): ord(c) - 0xFEE0 for c in "０１２３４５６７８９／，．：－"}
 _TRAILING = " \t.。!！?？'\"`“”‘’*"
 

@@ -2,7 +2,8 @@
 
 - `build_optimizer`: AdamW, weight decay on matrices only, fused kernels (CUDA and CPU).
 - `lr_at`: linear warm-up, then cosine decay to a floor.
-- `resolve_dtype`, `autocast`: bf16 autocast on CPU and CUDA over fp32 master weights (or fp32).
+- `autocast`: bf16 autocast on CPU and CUDA over fp32 master weights (or fp32); which of the two a
+  stage uses is measured (saessak/training/precision.py).
 - `train_step`: one optimizer step over micro-batches (accumulation, DDP no_sync, clipping).
 """
 
@@ -50,27 +51,6 @@ def lr_at(step: int, max_steps: int, peak_lr: float, warmup_steps: int, min_lr_f
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
-
-
-def cpu_has_amx() -> bool:
-    """True when the CPU exposes AMX tiles with bf16 (the kernel lists `amx_bf16` in its flags)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
-    except OSError:
-        return False
-
-
-def resolve_dtype(device: str, dtype: str | None) -> str:
-    """`auto` (or None): bf16 autocast on CUDA with bf16 support and on CPUs with AMX; fp32 otherwise
-    (docs/BENCHMARKS.md has the measurements behind the rule)."""
-    if dtype not in (None, "auto"):
-        if dtype not in ("bf16", "fp32"):
-            raise UserError(f"--dtype {dtype!r}: must be auto, bf16 or fp32")
-        return dtype
-    if str(device).startswith("cuda"):
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_amx() else "fp32"
 
 
 def autocast(device: str, dtype: str = "bf16"):

@@ -1,0 +1,238 @@
+"""The speedrun's time budget as a plan: a slow machine trains fewer steps instead of running longer.
+
+The recipe says how much SFT and RL the model gets on a machine of the speed it was tuned on. The
+speedrun also knows its budget (`--budget-min`, 20 minutes for the CPU recipes; 0 turns planning
+off). At the start it measures this machine, on the preset's own model shape, in the precision the
+stages will choose (saessak/training/precision.py):
+
+- `sft_step_s`: one SFT optimizer step (the recipe's batch and length, a packed-row mask, AdamW),
+  the best of two after a warm-up on random tokens;
+- `decode_s_per_token`: the generation engine decoding 64 rows, per generated token.
+
+From those it predicts each stage's time (pretrain from its FLOPs at the SFT step's rate, the three
+evaluations from the number of held-out items and the answer length) and, when the recipe's SFT
+steps and RL budget do not fit in what is left, scales both by the same factor. RL's budget is then
+re-set when RL starts, from the wall time actually left (so an estimate that was off is corrected
+before the last training stage), and never above the recipe's. RL's budget counts wall seconds on
+every machine.
+
+The plan is written to RUN/plan.json before any stage runs and read back by a resumed speedrun, so
+a stage resumed after an interruption keeps its step count; the report shows what was scaled and why.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from saessak import recipes
+from saessak.errors import UserError
+from saessak.io import read_json_or_none, write_json
+
+SAFETY = 0.95  # plan for 95 % of the budget: the estimates are estimates
+FIXED_S = 30.0  # data, tokenizer, report and exports on the embedded corpus (about 15 s measured), doubled
+MIN_RL_S = 60.0  # below this RL cannot take enough steps to matter; it is kept even over budget
+# Completions of a trained (SFT/RL) model end at their answer line: on cpu-tiny they averaged about
+# 40 of the 112-token limit (runs/cpu-tiny eval results), so the estimate counts 40 % of the limit.
+ANSWER_FILL = 0.4
+
+
+@dataclass
+class Plan:
+    preset: str
+    budget_s: float
+    measured: dict[str, Any] = field(default_factory=dict)
+    estimate_s: dict[str, float] = field(default_factory=dict)  # per stage, as the recipe stands
+    recipe: dict[str, Any] = field(default_factory=dict)  # the recipe's sft max_steps and rl budget
+    scale: float = 1.0  # 1: the recipe fits
+    sft_max_steps: int | None = None
+    rl_time_budget_s: float | None = None  # set when planned; re-set when RL starts (rl_reset)
+    rl_reset: dict[str, Any] | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "plan.json"
+
+
+def _sft_step_seconds(preset: str, model_cfg, info_device: str = "cpu") -> tuple[float, dict]:
+    import torch
+
+    from saessak.model import Llama
+    from saessak.pretrain.config import PretrainConfig
+    from saessak.sft.config import SFTConfig
+    from saessak.sft.pack import block_causal_mask
+    from saessak.training.optim import autocast, build_optimizer
+    from saessak.training.precision import choose_dtype
+
+    sft = recipes.stage_config(SFTConfig, preset, "sft")
+    dtype_opt = sft.dtype or recipes.stage_config(PretrainConfig, preset, "pretrain").dtype
+    B, T = sft.batch_size, min(sft.seq_len, model_cfg.max_position_embeddings)
+    precision = choose_dtype(info_device, dtype_opt, model_cfg, rows=B * T)
+    torch.manual_seed(0)
+    model = Llama(model_cfg)
+    model.init_weights(0)
+    model.train()
+    opt = build_optimizer(model, 1e-4)
+    ids = torch.randint(0, model_cfg.vocab_size, (B, T))
+    seg = torch.zeros(B, T, dtype=torch.long)
+    seg[:, T // 2:] = 1  # two conversations per row, as packing makes them
+    mask = block_causal_mask(seg)
+    pos = torch.arange(T).expand(B, T)
+
+    def step() -> float:
+        t0 = time.perf_counter()
+        with autocast(info_device, precision.dtype):
+            loss = model(ids, position_ids=pos, attn_mask=mask, targets=ids).float()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    step()
+    best = min(step(), step())
+    return best, {"sft_dtype": precision.dtype, "sft_batch": [B, T], "sft_precision": precision.facts()}
+
+
+def _decode_seconds_per_token(model_cfg, vocab_size: int) -> tuple[float, dict]:
+    """The engine's greedy decode on a random model of the shape, with a stand-in tokenizer."""
+    import torch
+
+    from saessak.model import Llama
+    from saessak.model.engine import Engine, SamplingParams
+
+    class _Tok:  # what the engine needs of a tokenizer, for random ids
+        stop_ids: tuple = ()
+        pad_id = 0
+        strips_first_space = True
+
+        def __init__(self, n):
+            self.vocab_size = n
+
+        def token_bytes(self):  # token_bytes_table takes a tokenizer's own table
+            return [b"x"] * self.vocab_size
+
+    from saessak.training.precision import choose_dtype, torch_dtype
+
+    model = Llama(model_cfg).eval()
+    model.init_weights(0)
+    gen_choice = None
+    tok = _Tok(vocab_size)
+    engines = {}
+    gen = torch.Generator().manual_seed(0)
+    prompts = torch.randint(1, vocab_size, (64, 32), generator=gen).tolist()
+    params = SamplingParams(max_tokens=16, temperature=0.0)
+
+    def per_token(name: str) -> float:
+        if name not in engines:
+            engines[name] = Engine(model, tok, max_batch_size=64, dtype=None if name == "fp32" else torch_dtype(name))
+        t0 = time.perf_counter()
+        out = engines[name].generate(prompts, params)
+        return (time.perf_counter() - t0) / max(1, sum(len(c.token_ids) for c in out))
+
+    # The same measured choice the evaluations will make (same key: mode, shapes, 64 rows).
+    gen_choice = choose_dtype("cpu", None, model, rows=64, mode="generate", probe=per_token)
+    name = gen_choice.dtype
+    per_token(name)
+    return min(per_token(name), per_token(name)), {"decode_dtype": name}
+
+
+def _eval_items(preset: str) -> int:
+    import saessak.tasks as tasks_api
+    from saessak.evals.config import EvalConfig
+    from saessak.evals.task_eval import draw_items
+    from saessak.runfolder import REPORTED_SPLIT
+
+    cfg = recipes.stage_config(EvalConfig, preset, "eval")
+    levels = list(cfg.levels) if cfg.levels else None
+    families = list(cfg.tasks or tasks_api.FAMILIES)
+    return sum(len(draw_items(tasks_api, f, REPORTED_SPLIT, cfg.n, cfg.seed, levels)) for f in families)
+
+
+def make_plan(preset: str, budget_min: float, log=print) -> Plan:
+    from saessak.evals.config import EvalConfig
+    from saessak.model import model_config
+    from saessak.pretrain.config import PretrainConfig
+    from saessak.rl.config import GRPOConfig
+    from saessak.sft.config import SFTConfig
+
+    plan = Plan(preset=preset, budget_s=round(budget_min * 60.0, 1))
+    sft = recipes.stage_config(SFTConfig, preset, "sft")
+    rl = recipes.stage_config(GRPOConfig, preset, "rl")
+    ev = recipes.stage_config(EvalConfig, preset, "eval")
+    pre = recipes.stage_config(PretrainConfig, preset, "pretrain")
+    plan.recipe = {"sft_max_steps": sft.max_steps, "rl_time_budget_s": rl.time_budget_s}
+    cfg = model_config(preset)
+    t0 = time.perf_counter()
+    sft_step_s, facts = _sft_step_seconds(preset, cfg)
+    decode_s, dfacts = _decode_seconds_per_token(cfg, cfg.vocab_size)
+    facts.update(dfacts)
+    items = _eval_items(preset)
+    plan.measured = {"sft_step_s": round(sft_step_s, 4), "decode_s_per_token": round(decode_s, 6),
+                     "eval_items": items, **facts, "seconds": round(time.perf_counter() - t0, 2)}
+    # Pretraining: its tokens per step over the SFT step's tokens/s (same model, same precision rule).
+    sft_tokens = sft.batch_size * min(sft.seq_len, cfg.max_position_embeddings)
+    pre_tokens = pre.tokens_per_step(cfg.max_position_embeddings) * pre.max_steps
+    est_pretrain = pre_tokens / sft_tokens * sft_step_s
+    answer = ev.max_tokens
+    eval_tokens = items * (ev.base_max_tokens + 2 * (1 + ev.k) * answer * ANSWER_FILL)
+    est_eval = eval_tokens * decode_s
+    est_sft = sft.max_steps * sft_step_s
+    est_rl = float(rl.time_budget_s or 0.0)
+    plan.estimate_s = {"fixed": FIXED_S, "pretrain": round(est_pretrain, 1), "sft": round(est_sft, 1),
+                       "rl": round(est_rl, 1), "eval": round(est_eval, 1)}
+    room = plan.budget_s * SAFETY - FIXED_S - est_pretrain - est_eval
+    flexible = est_sft + est_rl
+    if flexible <= room or flexible <= 0:
+        plan.scale = 1.0
+        plan.note = "the recipe fits the budget on this machine"
+    else:
+        plan.scale = max(0.05, room / flexible) if room > 0 else 0.05
+        plan.note = (f"predicted {sum(plan.estimate_s.values()) / 60:.1f} min with the recipe's SFT steps and RL "
+                     f"budget, over {SAFETY:.0%} of the {budget_min:g}-minute budget: both scaled by "
+                     f"{plan.scale:.2f}")
+    plan.sft_max_steps = max(1, int(sft.max_steps * plan.scale))
+    if rl.time_budget_s:
+        plan.rl_time_budget_s = round(max(MIN_RL_S, rl.time_budget_s * plan.scale), 1)
+    log(f"[speedrun] plan: {plan.note}; SFT {plan.sft_max_steps} steps (recipe {sft.max_steps}), RL "
+        f"{plan.rl_time_budget_s} s (recipe {rl.time_budget_s}); measured SFT step {sft_step_s:.3f} s "
+        f"({facts.get('sft_dtype')}), decode {decode_s * 1e3:.2f} ms/token, {items} eval items")
+    return plan
+
+
+def rl_budget_now(plan: Plan, elapsed_s: float) -> float | None:
+    """RL's budget when it starts: what is left of the budget after what has run and the evaluations'
+    estimate, at most the planned budget, at least MIN_RL_S."""
+    if plan.rl_time_budget_s is None:
+        return None
+    left = plan.budget_s * SAFETY - elapsed_s - plan.estimate_s.get("eval", 0.0) - FIXED_S / 2
+    budget = round(min(plan.rl_time_budget_s, max(MIN_RL_S, left)), 1)
+    plan.rl_reset = {"elapsed_s": round(elapsed_s, 1), "left_s": round(left, 1), "rl_time_budget_s": budget}
+    return budget
+
+
+def load_or_make(run_dir: str | Path, preset: str, budget_min: float, log=print) -> Plan | None:
+    """The run's plan: read back when it exists for the same preset and budget, else measured now."""
+    if budget_min < 0:
+        raise UserError(f"--budget-min {budget_min:g}: must be 0 (no plan) or more")
+    if not budget_min:
+        return None
+    path = plan_path(run_dir)
+    old = read_json_or_none(path)
+    if isinstance(old, dict) and old.get("preset") == preset and old.get("budget_s") == round(budget_min * 60.0, 1):
+        names = set(Plan.__dataclass_fields__)
+        plan = Plan(**{k: v for k, v in old.items() if k in names})
+        log(f"[speedrun] plan: read back from {path} (SFT {plan.sft_max_steps} steps, RL {plan.rl_time_budget_s} s)")
+        return plan
+    plan = make_plan(preset, budget_min, log)
+    save(run_dir, plan)
+    return plan
+
+
+def save(run_dir: str | Path, plan: Plan) -> None:
+    write_json(plan_path(run_dir), plan.to_dict())

@@ -1,0 +1,97 @@
+"""The speedrun's time budget as a plan (saessak/plan.py): what is scaled, when, and that it is kept."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import saessak.cli
+from saessak import plan as planning
+from saessak.errors import UserError
+from saessak.speedrun import speedrun
+from tests.test_speedrun import FakeStages
+
+
+@pytest.fixture()
+def machine(monkeypatch):
+    """A machine whose measured speeds the test sets: SFT step seconds and decode seconds per token."""
+    speed = {"sft": 0.5, "decode": 1e-4, "items": 3000}
+    monkeypatch.setattr(planning, "_sft_step_seconds", lambda preset, cfg, dev="cpu": (speed["sft"], {"sft_dtype": "bf16"}))
+    monkeypatch.setattr(planning, "_decode_seconds_per_token", lambda cfg, v: (speed["decode"], {"decode_dtype": "fp32"}))
+    monkeypatch.setattr(planning, "_eval_items", lambda preset: speed["items"])
+    return speed
+
+
+def test_a_fast_machine_runs_the_recipe_as_it_is(machine):
+    machine["sft"] = 0.1
+    p = planning.make_plan("cpu-tiny", 20, log=lambda *_: None)
+    assert p.scale == 1.0 and p.sft_max_steps == 800 and p.rl_time_budget_s == 600.0
+    assert "fits" in p.note
+
+
+def test_a_slow_machine_trains_fewer_steps_in_proportion(machine):
+    machine["sft"] = 1.0  # 800 SFT steps alone would take 13 minutes
+    p = planning.make_plan("cpu-tiny", 20, log=lambda *_: None)
+    est = p.estimate_s
+    room = 1200 * planning.SAFETY - est["fixed"] - est["pretrain"] - est["eval"]
+    assert 0 < p.scale < 1 and p.scale == pytest.approx(room / (est["sft"] + est["rl"]))
+    assert p.sft_max_steps == int(800 * p.scale) and p.rl_time_budget_s == pytest.approx(600 * p.scale, abs=0.1)
+    # the planned stages add up to the budget's safe share
+    total = est["fixed"] + est["pretrain"] + est["eval"] + p.sft_max_steps * 1.0 + p.rl_time_budget_s
+    assert total <= 1200 * planning.SAFETY + 1.0
+    assert "scaled by" in p.note
+
+
+def test_rl_budget_is_reset_from_the_time_actually_left(machine):
+    machine["sft"] = 1.0
+    p = planning.make_plan("cpu-tiny", 20, log=lambda *_: None)
+    on_time = planning.rl_budget_now(p, elapsed_s=100.0)
+    assert on_time == p.rl_time_budget_s  # never more than planned
+    late = planning.rl_budget_now(p, elapsed_s=900.0)  # earlier stages ran long
+    assert late < p.rl_time_budget_s and p.rl_reset["elapsed_s"] == 900.0
+    assert planning.rl_budget_now(p, elapsed_s=5000.0) == planning.MIN_RL_S  # RL keeps a minimum
+
+
+def test_speedrun_passes_the_plan_to_sft_and_rl_and_keeps_it(tmp_path, monkeypatch, machine):
+    machine["sft"] = 1.0
+    run = str(tmp_path / "r")
+    fake = FakeStages(run)
+    monkeypatch.setattr(saessak.cli, "main", fake)
+    speedrun(run, "cpu-tiny", log=lambda *_: None)
+    saved = json.loads((tmp_path / "r" / "plan.json").read_text())
+    calls = {c[0]: c for c in fake.calls}
+    assert calls["sft"][-2:] == ["--max-steps", str(saved["sft_max_steps"])] and saved["sft_max_steps"] < 800
+    assert calls["rl"][calls["rl"].index("--time-budget") + 1] == str(saved["rl_reset"]["rl_time_budget_s"])
+    # a second speedrun reads the plan back instead of measuring again
+    machine["sft"] = 0.01
+    fake.calls.clear()
+    speedrun(run, "cpu-tiny", from_stage="sft", log=lambda *_: None)
+    assert {c[0]: c for c in fake.calls}["sft"][-3:-1] == ["--max-steps", str(saved["sft_max_steps"])]
+    # --budget-min 0: the recipe as it is, no plan
+    plain_fake = FakeStages(str(tmp_path / "r0"))
+    monkeypatch.setattr(saessak.cli, "main", plain_fake)
+    speedrun(str(tmp_path / "r0"), "cpu-tiny", budget_min=0, log=lambda *_: None)
+    plain = {c[0]: c for c in plain_fake.calls}
+    assert "--max-steps" not in plain["sft"] and "--time-budget" not in plain["rl"]
+    assert not (tmp_path / "r0" / "plan.json").exists()
+
+
+def test_micro_has_no_budget_and_bad_budget_is_a_user_error(tmp_path, monkeypatch, machine):
+    run = str(tmp_path / "m")
+    fake = FakeStages(run)
+    monkeypatch.setattr(saessak.cli, "main", fake)
+    speedrun(run, "micro", log=lambda *_: None)
+    assert not (tmp_path / "m" / "plan.json").exists()
+    with pytest.raises(UserError, match="--budget-min -5"):
+        speedrun(run, "micro", budget_min=-5, log=lambda *_: None)
+
+
+def test_real_measurement_of_the_micro_shape_is_quick():
+    from saessak.model import model_config
+
+    cfg = model_config("micro")
+    step_s, facts = planning._sft_step_seconds("micro", cfg)
+    decode_s, dfacts = planning._decode_seconds_per_token(cfg, cfg.vocab_size)
+    assert 0 < step_s < 5 and 0 < decode_s < 0.1
+    assert facts["sft_dtype"] in ("bf16", "fp32") and dfacts["decode_dtype"] in ("bf16", "fp32")
