@@ -9,12 +9,15 @@ stages will choose (saessak/training/precision.py):
   the best of two after a warm-up on random tokens;
 - `decode_s_per_token`: the generation engine decoding 64 rows, per generated token.
 
-From those it predicts each stage's time (pretrain from its FLOPs at the SFT step's rate, the three
-evaluations from the number of held-out items and the answer length) and, when the recipe's SFT
-steps and RL budget do not fit in what is left, scales both by the same factor. RL's budget is then
-re-set when RL starts, from the wall time actually left (so an estimate that was off is corrected
-before the last training stage), and never above the recipe's. RL's budget counts wall seconds on
-every machine.
+From those it predicts each stage's time (pretraining from its tokens at the SFT step's rate, the
+three evaluations from the number of held-out items and the answer length) and, when the recipe's
+SFT steps and RL budget do not fit in what is left, shortens RL first: SFT keeps its steps while RL
+can still get MIN_RL_S, because an SFT cut short loses skills abruptly (on cpu-tiny, 601 of 800
+steps left spacing level 3 at 3 % instead of 76 %, docs/RESULTS.md) while RL's gain grows
+steadily with its steps. Only a machine too slow for that gets fewer SFT steps (and the report
+says to expect a weaker model). RL's budget is re-set when RL starts, from the wall time actually
+left (so an estimate that was off is corrected before the last training stage), never above the
+recipe's nor below MIN_RL_S. RL's budget counts wall seconds on every machine.
 
 The plan is written to RUN/plan.json before any stage runs and read back by a resumed speedrun, so
 a stage resumed after an interruption keeps its step count; the report shows what was scaled and why.
@@ -32,6 +35,10 @@ from saessak.errors import UserError
 from saessak.io import read_json_or_none, write_json
 
 SAFETY = 0.95  # plan for 95 % of the budget: the estimates are estimates
+COMPILE_S = 30.0  # torch.compile's first SFT step on cpu-tiny (28 s measured)
+# The three evaluations took 272 s where the decode probe predicted 218 s (prefill, text decoding and
+# grading are not in the probe): the estimate is scaled by this.
+EVAL_OVERHEAD = 1.3
 FIXED_S = 30.0  # data, tokenizer, report and exports on the embedded corpus (about 15 s measured), doubled
 MIN_RL_S = 60.0  # below this RL cannot take enough steps to matter; it is kept even over budget
 # Completions of a trained (SFT/RL) model end at their answer line: on cpu-tiny they averaged about
@@ -63,7 +70,7 @@ def plan_path(run_dir: str | Path) -> Path:
 def _sft_step_seconds(preset: str, model_cfg, info_device: str = "cpu") -> tuple[float, dict]:
     import torch
 
-    from saessak.model import Llama
+    from saessak.model import build_model
     from saessak.pretrain.config import PretrainConfig
     from saessak.sft.config import SFTConfig
     from saessak.sft.pack import block_causal_mask
@@ -75,7 +82,7 @@ def _sft_step_seconds(preset: str, model_cfg, info_device: str = "cpu") -> tuple
     B, T = sft.batch_size, min(sft.seq_len, model_cfg.max_position_embeddings)
     precision = choose_dtype(info_device, dtype_opt, model_cfg, rows=B * T)
     torch.manual_seed(0)
-    model = Llama(model_cfg)
+    model = build_model(model_cfg)
     model.init_weights(0)
     model.train()
     opt = build_optimizer(model, 1e-4)
@@ -103,7 +110,7 @@ def _decode_seconds_per_token(model_cfg, vocab_size: int) -> tuple[float, dict]:
     """The engine's greedy decode on a random model of the shape, with a stand-in tokenizer."""
     import torch
 
-    from saessak.model import Llama
+    from saessak.model import build_model
     from saessak.model.engine import Engine, SamplingParams
 
     class _Tok:  # what the engine needs of a tokenizer, for random ids
@@ -119,7 +126,7 @@ def _decode_seconds_per_token(model_cfg, vocab_size: int) -> tuple[float, dict]:
 
     from saessak.training.precision import choose_dtype, torch_dtype
 
-    model = Llama(model_cfg).eval()
+    model = build_model(model_cfg).eval()
     model.init_weights(0)
     gen_choice = None
     tok = _Tok(vocab_size)
@@ -181,24 +188,34 @@ def make_plan(preset: str, budget_min: float, log=print) -> Plan:
     est_pretrain = pre_tokens / sft_tokens * sft_step_s
     answer = ev.max_tokens
     eval_tokens = items * (ev.base_max_tokens + 2 * (1 + ev.k) * answer * ANSWER_FILL)
-    est_eval = eval_tokens * decode_s
-    est_sft = sft.max_steps * sft_step_s
+    est_eval = eval_tokens * decode_s * EVAL_OVERHEAD
+    # A compiled SFT step (the recipe's `compile`) ran 1.5x faster than the eager one the probe times
+    # (cpu-tiny, AMD EPYC), after a ~30 s compilation; counted at 1.3x to stay on the safe side.
+    step_s = sft_step_s / (1.3 if sft.compile else 1.0)
+    compile_s = COMPILE_S if sft.compile else 0.0
+    est_sft = sft.max_steps * step_s + compile_s
     est_rl = float(rl.time_budget_s or 0.0)
     plan.estimate_s = {"fixed": FIXED_S, "pretrain": round(est_pretrain, 1), "sft": round(est_sft, 1),
                        "rl": round(est_rl, 1), "eval": round(est_eval, 1)}
     room = plan.budget_s * SAFETY - FIXED_S - est_pretrain - est_eval
-    flexible = est_sft + est_rl
-    if flexible <= room or flexible <= 0:
-        plan.scale = 1.0
+    steps_fit = int((room - MIN_RL_S - compile_s) / step_s) if step_s > 0 else sft.max_steps
+    if est_sft + est_rl <= room or (est_sft + est_rl <= 0):
         plan.note = "the recipe fits the budget on this machine"
+        plan.sft_max_steps, rl_s = sft.max_steps, est_rl
+    elif steps_fit >= sft.max_steps:
+        # SFT keeps its length: cut short, it loses skills abruptly (spacing level 3 fell from 76 % to
+        # 3 % at 601 of 800 steps; docs/RESULTS.md). RL's budget takes the squeeze.
+        plan.sft_max_steps, rl_s = sft.max_steps, max(MIN_RL_S, room - est_sft)
+        plan.note = (f"predicted {sum(plan.estimate_s.values()) / 60:.1f} min with the recipe, over {SAFETY:.0%} of "
+                     f"the {budget_min:g}-minute budget: SFT keeps its {sft.max_steps} steps, RL's budget shrinks")
     else:
-        plan.scale = max(0.05, room / flexible) if room > 0 else 0.05
-        plan.note = (f"predicted {sum(plan.estimate_s.values()) / 60:.1f} min with the recipe's SFT steps and RL "
-                     f"budget, over {SAFETY:.0%} of the {budget_min:g}-minute budget: both scaled by "
-                     f"{plan.scale:.2f}")
-    plan.sft_max_steps = max(1, int(sft.max_steps * plan.scale))
+        plan.sft_max_steps, rl_s = max(1, steps_fit), MIN_RL_S
+        plan.note = (f"predicted {sum(plan.estimate_s.values()) / 60:.1f} min with the recipe, far over the "
+                     f"{budget_min:g}-minute budget: SFT cut to {plan.sft_max_steps} steps (expect a weaker SFT "
+                     f"model), RL at its minimum")
+    plan.scale = round(min(1.0, (plan.sft_max_steps * step_s + compile_s + rl_s) / max(1e-9, est_sft + est_rl)), 3)
     if rl.time_budget_s:
-        plan.rl_time_budget_s = round(max(MIN_RL_S, rl.time_budget_s * plan.scale), 1)
+        plan.rl_time_budget_s = round(min(float(rl.time_budget_s), rl_s), 1)
     log(f"[speedrun] plan: {plan.note}; SFT {plan.sft_max_steps} steps (recipe {sft.max_steps}), RL "
         f"{plan.rl_time_budget_s} s (recipe {rl.time_budget_s}); measured SFT step {sft_step_s:.3f} s "
         f"({facts.get('sft_dtype')}), decode {decode_s * 1e3:.2f} ms/token, {items} eval items")

@@ -149,6 +149,22 @@ def test_sft_stage_trains_resumes_exactly_and_skips(tmp_path, monkeypatch):
     assert (rf.final_checkpoint("sft") / "model.safetensors").stat().st_mtime_ns == before
 
 
+def test_compiled_sft_trains_the_same_model_as_eager(tmp_path):
+    """`compile` (on in the CPU recipes) changes the speed, not the training: same losses, and the
+    validation loss (run on the plain model) is recorded."""
+    from saessak.runfolder import RunFolder
+    from saessak.sft.stage import run_sft
+
+    losses = {}
+    for compiled in (False, True):
+        run = make_run(tmp_path / f"run{compiled}")
+        run_sft(str(run), max_steps=4, compile=compiled, dtype="fp32", eval_every=2, log=lambda *a: None)
+        rows = read_jsonl(RunFolder(run).stage_dir("sft") / "metrics.jsonl")
+        losses[compiled] = [r["loss"] for r in rows]
+        assert "val_loss" in rows[-1]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-4)
+
+
 def test_sft_cli_errors(tmp_path, capsys):
     from saessak.cli import main
 

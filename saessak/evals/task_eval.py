@@ -32,8 +32,9 @@ from saessak.tokenizer.chat_format import prompt_ids
 
 SAMPLES_PER_FAMILY = 2
 DISTINCT_PATIENCE = 100  # repeats in a row that mean a level's held-out space is used up
-# The engine's batch width for evaluation: on the 2-core CPU, decoding 256 rows at once gave about
-# 1.4x the tokens/s of 64 (docs/BENCHMARKS.md).
+# The engine's batch width for evaluation: on the 2-core AMD EPYC, greedy decoding of 512 held-out
+# prompts with the cpu-tiny SFT model ran at 1.37x the tokens/s at 256 rows than at 64 (bench/eval_speed.py
+# measures the whole protocol against the old one).
 EVAL_WIDTH = 256
 
 

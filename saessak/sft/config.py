@@ -35,6 +35,7 @@ class SFTConfig(LoraSettings):
     eval_every: int = setting(25, "steps between validation losses")
     ckpt_every: int = setting(100, "steps between resumable checkpoints")
     seed: int = setting(1234, "seed of the task items, the data order and the held-out slice")
+    compile: bool = setting(False, "torch.compile the model for the training steps (not with LoRA or FSDP)")
     dtype: str | None = setting(None, "autocast dtype (auto, bf16, fp32; default: the preset's pretraining dtype)",
                                 choices=("auto", "bf16", "fp32"))
 
