@@ -17,7 +17,10 @@ Two settings feed several stages and so are set once here:
 - `answer_tokens`: the completion length RL samples and eval scores.
 
 CPU recipes (`micro`, `cpu-tiny`, `cpu-small`) are sized for a 2-core machine; GPU recipes
-(`d12`, `d20`, `d26`, `d32`) for `torchrun` on one 8-GPU node. Why each number is what it is:
+(`d12`, `d20`, `d26`, `d32`) for `torchrun` on one 8-GPU node. The `-deepseek` variants
+(`micro-deepseek`, `cpu-tiny-deepseek`, `d12-deepseek`, `d20-deepseek`) keep their base recipe's
+depth and settings and swap the model for DeepSeek-V3's (`Shape.arch`; the MoE knobs in
+`Shape.deepseek`, the rest by `deepseek_config_for_shape`'s rule). Why each number is what it is:
 docs/TRAINING.md (pretraining), docs/RL.md (SFT, RL, eval), docs/RESULTS.md (the runs behind them).
 """
 
@@ -42,6 +45,9 @@ class Shape:
     head_dim: int = 64
     kv_group: int = 2  # query heads per key/value head
     tie_word_embeddings: bool = True
+    arch: str = "llama"  # or "deepseek": MLA + MoE + MTP (saessak/model/deepseek.py), same depth knob
+    # DeepSeek knobs over `deepseek_config_for_shape`'s rule (n_routed_experts, num_experts_per_tok, ...)
+    deepseek: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def hidden_size(self) -> int:
@@ -169,7 +175,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            pretrain=_frozen(batch_size=8, grad_accum=1, max_steps=400, lr=3e-3, warmup_steps=20, val_every=100,
                             val_tokens=16384, ckpt_every=50, compile=True),
            sft=_frozen(max_steps=800, batch_size=16, seq_len=256, lr=1.5e-3, warmup_steps=20,
-                       task_items_per_family=4000, identity_items=200, eval_every=25, ckpt_every=50),
+                       task_items_per_family=4000, identity_items=200, eval_every=25, ckpt_every=50, compile=True),
            rl=_frozen(max_steps=500, prompts_per_step=8, num_generations=8, learning_rate=5e-5, beta=0.2,
                       temperature=0.7, start_level=1, raise_at=0.7,
                       reward_weights=MappingProxyType({"correctness": 1.0, "format": 0.1, "korean_consistency": 0.0}),
@@ -183,7 +189,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            pretrain=_frozen(batch_size=8, grad_accum=1, max_steps=400, lr=2e-3, warmup_steps=30, val_every=100,
                             ckpt_every=50, compile=True),
            sft=_frozen(max_steps=800, batch_size=32, seq_len=512, lr=1e-3, task_items_per_family=6000,
-                       identity_items=500, eval_every=50, ckpt_every=200),
+                       identity_items=500, eval_every=50, ckpt_every=200, compile=True),
            rl=_frozen(max_steps=200, prompts_per_step=16, num_generations=8, learning_rate=5e-5)),
     # GPU recipes (nanochat-like shapes), for torchrun --nproc_per_node=8 on CUDA.
     _gpu("d12", 12, 32768, kv_group=1, batch_size=32, grad_accum=1, max_steps=5000, lr=1e-3, warmup_steps=200,
@@ -195,6 +201,32 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     _gpu("d32", 32, 65536, kv_group=4, batch_size=8, grad_accum=4, max_steps=40000, lr=4e-4, warmup_steps=1000,
          val_every=1000, ckpt_every=1000),
 ]}
+
+
+def _deepseek(base: str, **knobs: Any) -> Recipe:
+    """`base`'s recipe with the DeepSeek model of the same depth. Not compiled: the MoE's per-expert
+    loop depends on the routing (a data-dependent graph torch.compile breaks up)."""
+    r = RECIPES[base]
+
+    def eager(section: Mapping[str, Any]) -> Mapping[str, Any]:
+        return _frozen(**{**section, "compile": False}) if "compile" in section else section
+
+    return dataclasses.replace(r, name=f"{base}-deepseek",
+                               shape=dataclasses.replace(r.shape, arch="deepseek", deepseek=_frozen(**knobs)),
+                               pretrain=eager(r.pretrain), sft=eager(r.sft))
+
+
+RECIPES.update({r.name: r for r in [
+    # CI: the micro run with a tiny MoE (4 routed experts, 2 per token, 1 shared) and one MTP depth.
+    _deepseek("micro", n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
+              num_nextn_predict_layers=1),
+    _deepseek("cpu-tiny", n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, num_nextn_predict_layers=1),
+    # DeepSeek-V3's routing at GPU scale: 64 fine-grained experts in 8 groups, 4 groups and 6 experts per token.
+    _deepseek("d12", n_routed_experts=64, num_experts_per_tok=6, n_shared_experts=2, n_group=8, topk_group=4,
+              num_nextn_predict_layers=1),
+    _deepseek("d20", n_routed_experts=64, num_experts_per_tok=6, n_shared_experts=2, n_group=8, topk_group=4,
+              num_nextn_predict_layers=1),
+]})
 
 
 def get(name: str) -> Recipe:

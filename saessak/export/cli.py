@@ -10,7 +10,8 @@ def register(subparsers) -> None:
                               description=__doc__)
     sub = p.add_subparsers(dest="export_format", metavar="FORMAT")
 
-    hf = sub.add_parser("hf", help="Hugging Face folder (LlamaForCausalLM, tokenizer, chat template, model card)")
+    hf = sub.add_parser("hf", help="Hugging Face folder (LlamaForCausalLM or DeepseekV3ForCausalLM, tokenizer, "
+                                      "chat template, model card)")
     hf.add_argument("--run", required=True, help="run folder")
     hf.add_argument("--stage", choices=stages, default=None,
                     help="model stage (default: the latest finished; base: the old name of pretrain)")
@@ -22,7 +23,8 @@ def register(subparsers) -> None:
                          "of the merged model; the stage must have been trained with --lora-r")
     hf.set_defaults(func=run_hf)
 
-    gg = sub.add_parser("gguf", help="GGUF file for llama.cpp / Ollama (llama architecture)")
+    gg = sub.add_parser("gguf", help="GGUF file for llama.cpp / Ollama (llama architecture; deepseek2 for a "
+                                        "DeepSeek model)")
     gg.add_argument("--run", required=True, help="run folder")
     gg.add_argument("--stage", choices=stages, default=None,
                     help="model stage (default: the latest finished; base: the old name of pretrain)")

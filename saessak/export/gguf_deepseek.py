@@ -69,44 +69,30 @@ _OUTTYPES = ("f32", "f16", "bf16")
 # ---------------------------------------------------------------- config
 
 def _check_config(cfg: Mapping[str, Any]) -> dict:
-    """The config's values the export uses, or a UserError naming the field at fault."""
+    """The config's values the export uses, or a UserError naming the field at fault. What the
+    maths allows is `DeepseekConfig.from_hf_config`'s to decide (the model's own rules); here only
+    what a file needs on top: the fields present, the architecture, no quantization. The one
+    thing the writer computes that the model does not is `rope_interleave: false` (see above)."""
+    from saessak.model.deepseek import DeepseekConfig
+
     for key in _REQUIRED:
         if cfg.get(key) is None:
             raise UserError(f"DeepSeek config: field {key!r} is missing")
     archs = cfg.get("architectures") or []
     if archs and "DeepseekV3ForCausalLM" not in archs:
         raise UserError(f"DeepSeek config: architectures {archs} is not DeepseekV3ForCausalLM")
-    score = cfg.get("scoring_func", "sigmoid")
-    if score != "sigmoid":
-        raise UserError(f"DeepSeek config: scoring_func {score!r} is not supported (DeepSeek-V3 routes with sigmoid)")
-    if cfg.get("rope_scaling"):
-        raise UserError(f"DeepSeek config: rope_scaling {cfg['rope_scaling']!r} is not supported")
-    rope = cfg.get("rope_parameters") or {}
-    if rope.get("rope_type", "default") != "default":
-        raise UserError(f"DeepSeek config: rope_parameters.rope_type {rope['rope_type']!r} is not supported")
-    theta = rope.get("rope_theta", cfg.get("rope_theta"))
-    if theta is None:
-        raise UserError("DeepSeek config: field 'rope_theta' is missing")
-    if cfg.get("attention_bias"):
-        raise UserError("DeepSeek config: attention_bias true is not supported "
-                        "(llama.cpp's deepseek2 has no attention biases)")
-    if cfg.get("hidden_act", "silu") != "silu":
-        raise UserError(f"DeepSeek config: hidden_act {cfg['hidden_act']!r} is not supported (only silu)")
     if cfg.get("quantization_config"):
         raise UserError("DeepSeek config: quantization_config is set; export a dequantized (bf16/f32) checkpoint")
+    try:
+        checked = DeepseekConfig.from_hf_config({**cfg, "rope_interleave": True})
+    except UserError as e:
+        raise UserError(f"DeepSeek config: {str(e).removeprefix('config.json: ').removeprefix('deepseek config: ')}"
+                        ) from None
+    except (TypeError, ValueError) as e:
+        raise UserError(f"DeepSeek config: invalid field ({e})") from None
     c = dict(cfg)
-    c["rope_theta"] = float(theta)
-    c["q_lora_rank"] = cfg.get("q_lora_rank") or None
-    L, E = int(cfg["num_hidden_layers"]), int(cfg["n_routed_experts"])
-    if not 0 <= int(cfg["first_k_dense_replace"]) <= L:
-        raise UserError(f"DeepSeek config: first_k_dense_replace {cfg['first_k_dense_replace']} is not in 0..{L}")
-    if not 0 < int(cfg["num_experts_per_tok"]) <= E:
-        raise UserError(f"DeepSeek config: num_experts_per_tok {cfg['num_experts_per_tok']} is not in 1..{E}")
-    n_group, topk_group = cfg.get("n_group"), cfg.get("topk_group")
-    if n_group is not None and (n_group < 1 or E % n_group):
-        raise UserError(f"DeepSeek config: n_routed_experts {E} is not divisible by n_group {n_group}")
-    if n_group is not None and topk_group is not None and not 0 < topk_group <= n_group:
-        raise UserError(f"DeepSeek config: topk_group {topk_group} is not in 1..n_group {n_group}")
+    c["rope_theta"] = checked.rope_theta
+    c["q_lora_rank"] = checked.q_lora_rank or None
     return c
 
 

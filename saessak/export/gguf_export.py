@@ -1,5 +1,8 @@
 """Export a run's model as one GGUF file (llama architecture) for llama.cpp and Ollama.
 
+A DeepSeek run's model goes to llama.cpp's deepseek2 architecture instead
+(saessak/export/gguf_deepseek.py), from the checkpoint's tensors and `DeepseekConfig.to_hf_config`.
+
 - Tensors: our Llama parameter names mapped to GGUF's with the `gguf` package's name map. The
   q/k projections are re-ordered: Hugging Face Llama applies RoPE to the two halves of each head
   (rotate-half), llama.cpp's llama architecture to adjacent pairs, so each head's rows are
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from saessak.errors import UserError
+from saessak.export.hf import deepseek_export_weights, is_deepseek_checkpoint
 from saessak.export.gguf_parts import interleave_rope_rows, vocab_for_gguf  # noqa: F401  (also imported from here)
 from saessak.io import atomic_path
 from saessak.ledger import StageTimer
@@ -60,6 +64,15 @@ def export_gguf(run_dir: str | os.PathLike, out: str | os.PathLike, stage: str |
         return _write_gguf(src, Path(out), outtype)
 
 
+def _write_deepseek(src: Finished, out: Path, outtype: str, cfg: dict, meta: dict) -> Path:
+    from saessak.export.gguf_deepseek import write_deepseek_gguf
+    from saessak.model.deepseek import DeepseekConfig
+
+    return write_deepseek_gguf(out, deepseek_export_weights(src.checkpoint, cfg),
+                               DeepseekConfig.from_dict(cfg).to_hf_config(), src.tokenizer_json,
+                               name=f"saessak-{meta.get('preset') or 'model'}-{src.stage}", outtype=outtype)
+
+
 def _write_gguf(src: Finished, out: Path, outtype: str) -> Path:
     import gguf
 
@@ -75,6 +88,8 @@ def _write_gguf(src: Finished, out: Path, outtype: str) -> Path:
     cfg = json.loads((src.checkpoint / "config.json").read_text(encoding="utf-8"))
     meta_path = src.checkpoint / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+    if is_deepseek_checkpoint(cfg):
+        return _write_deepseek(src, out, outtype, cfg, meta)
     tok = Tokenizer.load(src.tokenizer_json)
     tokens, scores, types = vocab_for_gguf(src.tokenizer_json, cfg["vocab_size"])
     if len(tokens) != cfg["vocab_size"]:

@@ -1,7 +1,9 @@
 """Export a run's model as a Hugging Face folder that needs no custom code.
 
-    config.json             LlamaForCausalLM config (our ModelConfig maps 1:1 onto it)
-    model.safetensors       the checkpoint as saved (parameter names are already Llama's)
+    config.json             LlamaForCausalLM config (our ModelConfig maps 1:1 onto it), or for a DeepSeek
+                            model DeepseekV3ForCausalLM's (`DeepseekConfig.to_hf_config`)
+    model.safetensors       the checkpoint as saved (parameter names are already Llama's); a DeepSeek
+                            model's without its MTP modules, which transformers does not load
     tokenizer.json          the trained tokenizer; role markers made non-special text-less tokens so every
                             decoder drops the word-boundary "▁" a reply starts with (see export_tokenizer)
     tokenizer_config.json   PreTrainedTokenizerFast, special tokens, Jinja chat_template
@@ -60,6 +62,32 @@ def hf_config(cfg: dict, token_ids: dict[str, int]) -> dict:
         "torch_dtype": "float32",
         "use_cache": True,
     }
+
+
+def deepseek_hf_config(cfg: dict, token_ids: dict[str, int]) -> dict:
+    """transformers' DeepseekV3Config fields from our DeepseekConfig config.json."""
+    from saessak.model.deepseek import DeepseekConfig
+
+    return {**DeepseekConfig.from_dict(cfg).to_hf_config(),
+            "bos_token_id": token_ids[st.BOS], "eos_token_id": token_ids[st.END_OF_TURN],
+            "pad_token_id": token_ids[st.PAD], "torch_dtype": "float32", "use_cache": True}
+
+
+def is_deepseek_checkpoint(cfg: dict) -> bool:
+    from saessak.model.deepseek import DeepseekConfig
+
+    return cfg.get("architecture") == DeepseekConfig.architecture
+
+
+def deepseek_export_weights(checkpoint: Path, cfg: dict) -> dict:
+    """The checkpoint's tensors without the MTP modules (`model.layers.{L+i}.*`), as
+    `DeepSeek.state_dict_for_export(keep_mtp=False)` gives them, read without building the model."""
+    from safetensors.torch import load_file
+
+    L = cfg["num_hidden_layers"]
+    mtp = tuple(f"model.layers.{L + i}." for i in range(cfg.get("num_nextn_predict_layers") or 0))
+    sd = load_file(str(checkpoint / "model.safetensors"))
+    return {k: v for k, v in sd.items() if not (mtp and k.startswith(mtp))}
 
 
 def _prepends_to_every_segment(pre_tokenizer: dict | None) -> bool:
@@ -182,11 +210,18 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, stage: str | N
         ids = _token_ids(src.tokenizer_json)
         # Before touching `out`: a bad run fails early.
         card = render_model_card(src, prices=prices, exclude_attempt=timer.attempt)
+        deepseek = is_deepseek_checkpoint(cfg)
         with atomic_dir(out) as tmp:
-            shutil.copyfile(src.checkpoint / "model.safetensors", tmp / "model.safetensors")
+            if deepseek:
+                from safetensors.torch import save_file
+
+                save_file(deepseek_export_weights(src.checkpoint, cfg), str(tmp / "model.safetensors"),
+                          metadata={"format": "pt"})
+            else:
+                shutil.copyfile(src.checkpoint / "model.safetensors", tmp / "model.safetensors")
             spec = json.loads(src.tokenizer_json.read_text(encoding="utf-8"))
             _write_json(tmp / "tokenizer.json", export_tokenizer(spec))
-            _write_json(tmp / "config.json", hf_config(cfg, ids))
+            _write_json(tmp / "config.json", (deepseek_hf_config if deepseek else hf_config)(cfg, ids))
             _write_json(tmp / "tokenizer_config.json", tokenizer_config(cfg["max_position_embeddings"]))
             _write_json(tmp / "special_tokens_map.json", special_tokens_map())
             _write_json(tmp / "generation_config.json", generation_config(ids))

@@ -59,6 +59,7 @@ def render_model_card(src: Finished, prices: str | os.PathLike | None = None,
     meta_path = src.checkpoint / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
     params = mc.num_parameters()
+    deepseek = mc.architecture == "DeepseekV3ForCausalLM"
     # A run that started from an open checkpoint (saessak import hf) says so, and its own class and template.
     origin = (read_json_or_none(src.run.final_checkpoint("pretrain") / "meta.json") or {}).get("imported_from")
     licences = _data_licences(data)
@@ -68,13 +69,14 @@ def render_model_card(src: Finished, prices: str | os.PathLike | None = None,
         "language:\n- ko",
         "library_name: transformers",
         "pipeline_tag: text-generation",
-        "tags:\n- saessak\n- llama\n- korean",
+        "tags:\n- saessak\n- " + ("deepseek_v3\n- moe" if deepseek else "llama") + "\n- korean",
         "---",
         "",
         f"# saessak (새싹) — {src.stage} model, {fmt(params)} parameters",
         "",
         (f"`{Path(origin).name}` fine-tuned with saessak from the imported checkpoint (stage `{src.stage}`). "
-         if origin else f"A Korean-first Llama-architecture model trained end to end with saessak "
+         if origin else f"A Korean-first {'DeepSeek-V3' if deepseek else 'Llama'}-architecture model trained end to "
+         f"end with saessak "
          f"(stage `{src.stage}`, preset `{meta.get('preset') or '—'}`). ")
         + f"It loads with no custom code (`{mc.architecture}`).",
         "",
@@ -97,7 +99,12 @@ def render_model_card(src: Finished, prices: str | os.PathLike | None = None,
         "",
         f"{cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, MLP {cfg['intermediate_size']}, "
         f"{cfg['num_attention_heads']} heads ({cfg['num_key_value_heads']} KV), vocabulary {cfg['vocab_size']}, "
-        f"context {cfg['max_position_embeddings']}, tied embeddings: {cfg['tie_word_embeddings']}.",
+        f"context {cfg['max_position_embeddings']}, tied embeddings: {cfg['tie_word_embeddings']}."
+        + (f" Mixture of experts: {cfg['n_routed_experts']} routed experts ({cfg['num_experts_per_tok']} per token) "
+           f"and {cfg['n_shared_experts']} shared, from layer {cfg['first_k_dense_replace']}; multi-head latent "
+           f"attention (latent {cfg['kv_lora_rank']}); {fmt(mc.num_active_parameters())} parameters active per "
+           f"token. The multi-token-prediction modules trained with it are not exported."
+           if deepseek else ""),
         "",
         "## Training data",
         "",

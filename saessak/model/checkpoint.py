@@ -1,7 +1,11 @@
-"""Model checkpoint folders: `config.json` (ModelConfig) + `model.safetensors` (Llama names).
+"""Model checkpoint folders: `config.json` (ModelConfig, or DeepseekConfig: `"architecture":
+"DeepseekV3ForCausalLM"`) + `model.safetensors` (Hugging Face names).
 
-A Hugging Face folder reads the same way: its config.json (saessak/model/hf_config.py) and its
-weights in one `model.safetensors` or in shards listed by `model.safetensors.index.json`. Weights
+A Hugging Face folder reads the same way: its config.json (saessak/model/hf_config.py; a
+deepseek_v3 one through `DeepseekConfig.from_hf_config`) and its weights in one `model.safetensors`
+or in shards listed by `model.safetensors.index.json`. DeepSeek weights may come one module per
+expert (DeepSeek's own checkpoints; stacked on reading) and without the MTP modules (what
+transformers saves): the model is then built without them. Weights
 are loaded in the dtype they are stored in (a bf16 checkpoint never passes through fp32) unless a
 dtype is asked for, straight into a model built on the meta device.
 
@@ -12,6 +16,7 @@ in `train_state.pt`, written by the training loops.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -21,7 +26,8 @@ import torch
 
 from saessak.errors import UserError
 from saessak.io import atomic_dir
-from saessak.model.llama import Llama, ModelConfig
+from saessak.model.deepseek import DeepseekConfig, stack_expert_weights
+from saessak.model.llama import ModelConfig
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -59,7 +65,7 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, meta: dict[str, 
     return path
 
 
-def load_config(path: str | os.PathLike) -> ModelConfig:
+def load_config(path: str | os.PathLike) -> ModelConfig | DeepseekConfig:
     cfg_path = Path(path) / "config.json"
     if not cfg_path.exists():
         raise UserError(f"{path}: not a checkpoint folder (no config.json)")
@@ -74,6 +80,13 @@ def load_config(path: str | os.PathLike) -> ModelConfig:
     if is_hf_config(d):
         return from_hf(d, str(cfg_path))
     try:
+        if d.get("architecture") == DeepseekConfig.architecture:
+            cfg = DeepseekConfig.from_dict(d)
+            try:
+                cfg.validate()
+            except UserError as e:
+                raise UserError(f"{cfg_path}: {e}") from None
+            return cfg
         return ModelConfig.from_dict(d)
     except (TypeError, ValueError) as e:
         raise UserError(f"{cfg_path}: invalid model config ({e})") from None
@@ -98,9 +111,11 @@ def weight_files(path: str | os.PathLike) -> list[Path]:
     raise UserError(f"{path}: checkpoint has no model.safetensors (nor model.safetensors.index.json)")
 
 
-def read_weights(path: str | os.PathLike, cfg: ModelConfig, with_sources: bool = False):
+def read_weights(path: str | os.PathLike, cfg: ModelConfig | DeepseekConfig, with_sources: bool = False):
     """The state dict of `path`'s weight files, with a tied lm_head filled back in; with
-    `with_sources`, also which file each tensor came from."""
+    `with_sources`, also which file each tensor came from. DeepSeek: per-expert weights stacked,
+    the MTP modules' copies of the embedding and head (`model.layers.{L+i}.embed_tokens`,
+    `.shared_head.head`, which are the model's own) dropped."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -113,9 +128,32 @@ def read_weights(path: str | os.PathLike, cfg: ModelConfig, with_sources: bool =
             raise UserError(f"{f}: not a readable safetensors file, truncated or damaged ({e})") from None
         sd.update(part)
         sources.update(dict.fromkeys(part, f))
+    if isinstance(cfg, DeepseekConfig):
+        sd, sources = _deepseek_layout(sd, sources)
     if cfg.tie_word_embeddings and "model.embed_tokens.weight" in sd:
         sd.setdefault("lm_head.weight", sd["model.embed_tokens.weight"])
     return (sd, sources) if with_sources else sd
+
+
+def _deepseek_layout(sd: dict[str, torch.Tensor], sources: dict[str, Path]):
+    sd = {k: v for k, v in sd.items() if not k.endswith((".embed_tokens.weight", ".shared_head.head.weight"))
+          or k == "model.embed_tokens.weight"}
+    stacked = stack_expert_weights(sd)
+    if stacked.keys() != sd.keys():
+        for k in stacked.keys() - sd.keys():  # a stacked tensor comes from its experts' file
+            prefix = k.rsplit(".", 1)[0] + "."
+            sources[k] = next((f for name, f in sources.items() if name.startswith(prefix)), None)
+    return stacked, sources
+
+
+def without_missing_mtp(cfg, names) -> ModelConfig | DeepseekConfig:
+    """A DeepSeek config whose weights have none of its MTP modules (a transformers save) as one
+    without MTP; any other config as it is."""
+    if isinstance(cfg, DeepseekConfig) and cfg.num_nextn_predict_layers:
+        mtp = f"model.layers.{cfg.num_hidden_layers}."
+        if not any(k.startswith(mtp) for k in names):
+            return dataclasses.replace(cfg, num_nextn_predict_layers=0)
+    return cfg
 
 
 def check_shapes(expected: dict[str, tuple], found: dict[str, tuple], sources: dict[str, Path], where: Path) -> None:
@@ -133,19 +171,24 @@ def check_shapes(expected: dict[str, tuple], found: dict[str, tuple], sources: d
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
-               expect_config: ModelConfig | None = None, dtype: torch.dtype | None = None) -> Llama:
-    """The model in `path`, in its stored dtype unless `dtype` is given."""
+               expect_config: ModelConfig | DeepseekConfig | None = None,
+               dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """The model in `path` (Llama or DeepSeek, by its config), in its stored dtype unless `dtype`
+    is given. (Router biases stay fp32 whatever the dtype, as transformers keeps them.)"""
+    from saessak.model import build_model
+
     path = Path(path)
     cfg = load_config(path)
     if expect_config is not None and cfg != expect_config:
         raise UserError(f"{path}: checkpoint config {cfg} does not match the expected config {expect_config}")
     sd, sources = read_weights(path, cfg, with_sources=True)
+    cfg = without_missing_mtp(cfg, sd)
     with torch.device("meta"):
-        model = Llama(cfg)
+        model = build_model(cfg)
     check_shapes({k: v.shape for k, v in model.state_dict().items()}, {k: v.shape for k, v in sd.items()},
                  sources, path)
     if dtype is not None:
-        sd = {k: v.to(dtype) for k, v in sd.items()}
+        sd = {k: v if k.endswith("e_score_correction_bias") else v.to(dtype) for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight

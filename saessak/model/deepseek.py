@@ -216,7 +216,8 @@ class DeepseekConfig:
             raise UserError(f"config.json: rope_scaling {d['rope_scaling']!r} is not supported (plain RoPE only)")
         rp = d.get("rope_parameters") or {}
         if rp.get("rope_type", "default") != "default":
-            raise UserError(f"config.json: rope_parameters {rp!r} is not supported (rope_type 'default' only)")
+            raise UserError(f"config.json: rope_parameters.rope_type {rp.get('rope_type')!r} is not supported "
+                            f"(rope_type 'default' only)")
         if d.get("hidden_act", "silu") != "silu":
             raise UserError(f"config.json: hidden_act {d['hidden_act']!r} is not supported (silu only)")
         if d.get("attention_bias", False):
@@ -418,10 +419,13 @@ class MLAttention(nn.Module):
         S = c_kv.shape[1]
         w = self.kv_b_proj.weight.view(H, self.nope + self.v_dim, self.kv_lora_rank)
         w_uk, w_uv = w[:, : self.nope], w[:, self.nope:]
+        B = q_nope.shape[0]
         q_lat = torch.einsum("bhtd,hdr->bhtr", q_nope, w_uk)
-        scores = torch.matmul(q_lat, c_kv.unsqueeze(1).transpose(-1, -2))
-        scores = scores + torch.matmul(q_pe, k_pe.unsqueeze(1).transpose(-1, -2))
-        scores = scores * self.scaling
+        # Heads folded into the rows: one [H*T, R] x [R, S] matmul per sequence reads the latent cache
+        # once (broadcasting it over a head axis copied the whole cache per head, most of decode's time).
+        scores = torch.matmul(q_lat.reshape(B, H * T, -1), c_kv.transpose(1, 2))
+        scores = scores + torch.matmul(q_pe.reshape(B, H * T, -1), k_pe.transpose(1, 2))
+        scores = scores.view(B, H, T, S) * self.scaling
         if mask is None:
             mask = _causal_mask(T, S, scores.device)
         if mask.dtype == torch.bool:
@@ -429,7 +433,7 @@ class MLAttention(nn.Module):
         else:
             scores = scores + mask
         attn = torch.softmax(scores.float(), dim=-1).to(c_kv.dtype)
-        ctx = torch.matmul(attn, c_kv.unsqueeze(1))  # [B, H, T, R]
+        ctx = torch.matmul(attn.reshape(B, H * T, S), c_kv).view(B, H, T, -1)  # [B, H, T, R]
         return torch.einsum("bhtr,hvr->bhtv", ctx, w_uv)
 
 
@@ -782,14 +786,19 @@ def _moe_modules(model: nn.Module) -> list[tuple[int, MoE]]:
 def update_router_biases(model: nn.Module, speed: float | None = None) -> int:
     """After an optimizer step: for each MoE layer, e_score_correction_bias += speed * sign(mean
     load - load), from the tokens per expert counted since the last update, then reset the counts.
-    `speed` defaults to the config's bias_update_speed. Returns how many layers were updated.
-    (Under data parallelism, all-reduce the `load_accum` tensors before calling, so every rank
-    takes the same step.)"""
+    `speed` defaults to the config's bias_update_speed. Returns how many layers were updated (0 for a
+    model without MoE layers). Under torch.distributed with more than one rank, the counts are
+    summed over ranks first (one all-reduce; a rank with no counts adds zeros), so every rank takes
+    the same step: every rank must call this after the same optimizer step."""
     m = _unwrap(model)
+    moes = _moe_modules(m)
+    if not moes:
+        return 0
     if speed is None:
         speed = m.config.bias_update_speed
+    _all_reduce_loads([moe for _, moe in moes])
     n = 0
-    for _, moe in _moe_modules(m):
+    for _, moe in moes:
         load = moe.load_accum
         if load is None or int(load.sum()) == 0:
             continue
@@ -800,6 +809,19 @@ def update_router_biases(model: nn.Module, speed: float | None = None) -> int:
         moe.load_accum = None
         n += 1
     return n
+
+
+def _all_reduce_loads(moes: list[MoE]) -> None:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    bias = moes[0].gate.e_score_correction_bias
+    flat = torch.cat([moe.load_accum.to(bias.device, torch.int64) if moe.load_accum is not None
+                      else torch.zeros(moe.gate.n_experts, dtype=torch.int64, device=bias.device) for moe in moes])
+    dist.all_reduce(flat)
+    for moe, load in zip(moes, flat.split([moe.gate.n_experts for moe in moes])):
+        moe.load_accum = load
 
 
 def router_stats(model: nn.Module) -> dict[str, Any]:
@@ -818,6 +840,16 @@ def router_stats(model: nn.Module) -> dict[str, Any]:
                          max_over_mean=(max(counts) / mean) if mean else 0.0,
                          dead_experts=[e for e, c in enumerate(counts) if c == 0])
         out[str(i)] = entry
+    return out
+
+
+def router_metrics(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """`router_stats` without the per-expert counts, for a metrics line: per MoE layer its max/mean
+    load ratio, the number of dead experts and the bias range."""
+    out = {}
+    for i, e in router_stats(model).items():
+        out[i] = {"max_over_mean": round(e.get("max_over_mean", 0.0), 4), "dead": len(e.get("dead_experts", [])),
+                  "bias_min": e["bias_min"], "bias_max": e["bias_max"]}
     return out
 
 

@@ -5,6 +5,12 @@ How it works
   positions, head_dim]. Running sequences always occupy slots 0..n-1: when one finishes, the last
   running sequence is moved into its slot (one row copy), so a decode step reads the cache as a
   plain slice instead of gathering scattered rows.
+- A multi-head latent attention model (DeepSeek-V2/V3: its config has `kv_lora_rank`) caches what
+  MLA needs and no more: the normalised latent [layers, slots, positions, kv_lora_rank] and the
+  roped shared key [layers, slots, positions, qk_rope_head_dim], (kv_lora_rank + qk_rope_head_dim)
+  numbers per token per layer instead of 2 x heads x head_dim. Prefill attends in the expanded form
+  (keys and values per head, one big matmul), decode in the absorbed form (kv_b_proj folded into
+  the query and the output; saessak/model/deepseek.py), which reads the latent cache directly.
 - `step()` admits waiting requests (prefill, batched and right-padded; identical prompts, e.g. the
   G completions of one RL prompt, are computed once and copied), then runs one decode step for
   every sequence that was already running. Every running sequence gains exactly one token per step,
@@ -118,20 +124,41 @@ class _Request:
 
 
 class _SlotCache:
-    """The KV-cache hook handed to the model (see saessak/model.py): writes new keys/values into
-    the engine's slots and returns what attention must see, with its boolean mask."""
+    """The KV-cache hook handed to the model (see saessak/model/llama.py and deepseek.py): writes new
+    keys/values (`update`) or MLA latents (`update_latent`) into the engine's slots and returns what
+    attention must see, with its mask (boolean in prefill, additive float in decode)."""
 
     def __init__(self, engine: "Engine"):
         self.e = engine
         self.mode = ""
+        self.absorb = False  # MLA: attend in the absorbed form (decode) or the expanded one (prefill)
 
     def for_prefill(self, start: int, inverse: torch.Tensor | None, length: int, mask: torch.Tensor):
         self.mode, self.start, self.inverse, self.length, self.mask = "prefill", start, inverse, length, mask
+        self.absorb = False
         return self
 
     def for_decode(self, n: int, rows: torch.Tensor, pos: torch.Tensor, span: int, mask: torch.Tensor):
         self.mode, self.n, self.rows, self.pos, self.span, self.mask = "decode", n, rows, pos, span, mask
+        self.absorb = True
         return self
+
+    def update_latent(self, layer_idx: int, c_kv: torch.Tensor, k_pe: torch.Tensor):
+        """MLA: c_kv [B, T, kv_lora_rank], k_pe [B, T, qk_rope_head_dim] into the latent caches
+        (self.e._k holds the latents, self.e._v the rope keys: [layers, slots, positions, width])."""
+        cc, cr = self.e._k[layer_idx], self.e._v[layer_idx]
+        if self.mode == "prefill":
+            # rows are unique prompts; duplicate prompts' slots get copies
+            cs = c_kv if self.inverse is None else c_kv.index_select(0, self.inverse)
+            rs = k_pe if self.inverse is None else k_pe.index_select(0, self.inverse)
+            m = cs.shape[0]
+            cc[self.start:self.start + m, :self.length] = cs
+            cr[self.start:self.start + m, :self.length] = rs
+            return c_kv, k_pe, self.mask
+        # decode: one new token per slot, written at that slot's own position
+        cc[self.rows, self.pos] = c_kv[:, 0]
+        cr[self.rows, self.pos] = k_pe[:, 0]
+        return cc[:self.n, :self.span], cr[:self.n, :self.span], self.mask
 
     def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
         ck, cv = self.e._k[layer_idx], self.e._v[layer_idx]
@@ -242,7 +269,14 @@ class Engine:
         self.model = model
         self._sync_weights()
         self._cache = _SlotCache(self)
-        self._n_layers, self._kv_heads, self._head_dim = cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim
+        self._n_layers = cfg.num_hidden_layers
+        # MLA (DeepSeek): _k/_v hold the latent [L, slots, positions, kv_lora_rank] and the rope key
+        # [L, slots, positions, qk_rope_head_dim]; otherwise keys/values [L, slots, kv_heads, positions, head_dim].
+        self._mla = bool(getattr(cfg, "kv_lora_rank", 0))
+        if self._mla:
+            self._latent_dims = (int(cfg.kv_lora_rank), int(cfg.qk_rope_head_dim))
+        else:
+            self._kv_heads, self._head_dim = cfg.num_key_value_heads, cfg.head_dim
         self._k = self._v = None
         self._cap_slots = self._cap_pos = 0
         self._ids = itertools.count()
@@ -256,7 +290,8 @@ class Engine:
 
     # -- weights ---------------------------------------------------------------------------------
     def _version(self) -> int:
-        return sum(p._version for p in self._source.parameters())
+        # buffers too: a MoE router's bias (e_score_correction_bias) is a buffer moved between steps
+        return sum(p._version for p in self._source.parameters()) + sum(b._version for b in self._source.buffers())
 
     def _sync_weights(self) -> None:
         src = self._source
@@ -279,6 +314,8 @@ class Engine:
             with torch.no_grad():
                 for p_dst, p_src in zip(self.model.parameters(), src.parameters()):
                     p_dst.copy_(p_src)
+                for b_dst, b_src in zip(self.model.buffers(), src.buffers()):
+                    b_dst.copy_(b_src)
         self._source_version = version
         self._model_dtype = self._dtype
 
@@ -373,20 +410,42 @@ class Engine:
         ]
 
     # -- slots and cache -----------------------------------------------------------------------
+    def cache_tensors(self) -> dict[str, torch.Tensor]:
+        """The allocated cache tensors by name (empty before the first request is admitted)."""
+        if self._k is None:
+            return {}
+        if self._mla:
+            return {"latent": self._k, "rope_key": self._v}
+        return {"k": self._k, "v": self._v}
+
+    def kv_cache_bytes_per_token(self) -> int | None:
+        """Bytes the allocated cache holds per token (one slot position), all layers together;
+        None before the cache exists."""
+        if self._k is None:
+            return None
+        total = sum(t.numel() * t.element_size() for t in self.cache_tensors().values())
+        return total // (self._cap_slots * self._cap_pos)
+
     def _reserve(self, slots: int, positions: int) -> None:
         if slots <= self._cap_slots and positions <= self._cap_pos:
             return
         new_slots = min(self.max_batch_size, max(slots, 2 * self._cap_slots, 8))
         new_pos = min(self.max_seq_len, max(positions, self._cap_pos))
         new_pos = min(self.max_seq_len, -(-new_pos // _POSITION_CHUNK) * _POSITION_CHUNK)
-        shape = (self._n_layers, new_slots, self._kv_heads, new_pos, self._head_dim)
-        k = torch.zeros(shape, dtype=self._model_dtype, device=self.device)
-        v = torch.zeros(shape, dtype=self._model_dtype, device=self.device)
+        if self._mla:
+            r, rope = self._latent_dims
+            k_shape = (self._n_layers, new_slots, new_pos, r)
+            v_shape = (self._n_layers, new_slots, new_pos, rope)
+        else:
+            k_shape = v_shape = (self._n_layers, new_slots, self._kv_heads, new_pos, self._head_dim)
+        k = torch.zeros(k_shape, dtype=self._model_dtype, device=self.device)
+        v = torch.zeros(v_shape, dtype=self._model_dtype, device=self.device)
         n = len(self._running)
         if self._k is not None and n:
             used = int(self._lens[:n].max())
-            k[:, :n, :, :used] = self._k[:, :n, :, :used]
-            v[:, :n, :, :used] = self._v[:, :n, :, :used]
+            # positions are the second-last axis in both layouts (the kv_heads axis, if any, is in "...")
+            k[:, :n, ..., :used, :] = self._k[:, :n, ..., :used, :]
+            v[:, :n, ..., :used, :] = self._v[:, :n, ..., :used, :]
         self._k, self._v = k, v
         for name in ("_lens", "_last"):
             old = getattr(self, name)
@@ -414,14 +473,28 @@ class Engine:
             if s != last:
                 moved = self._running[last]
                 used = int(self._lens[last])
-                self._k[:, s, :, :used] = self._k[:, last, :, :used]
-                self._v[:, s, :, :used] = self._v[:, last, :, :used]
+                self._k[:, s, ..., :used, :] = self._k[:, last, ..., :used, :]
+                self._v[:, s, ..., :used, :] = self._v[:, last, ..., :used, :]
                 self._lens[s], self._last[s] = self._lens[last], self._last[last]
                 self._running[s] = moved
                 moved.slot = s
             self._running.pop()
 
     # -- forward passes -------------------------------------------------------------------------
+    def _hidden_states(self, ids: torch.Tensor, pos: torch.Tensor, cache: _SlotCache) -> torch.Tensor:
+        if not self._mla:
+            return self.model.hidden_states(ids, pos, cache)
+        # MoE layers in training mode count routed tokens for the next router-bias update (and build
+        # balance losses): generated tokens are not a training batch, so run them in eval mode.
+        training = [m for m in self.model.modules() if m.training and hasattr(m, "load_accum")]
+        for m in training:
+            m.training = False
+        try:
+            return self.model.hidden_states(ids, pos, cache)
+        finally:
+            for m in training:
+                m.training = True
+
     def _prefill(self, admitted: list[_Request]) -> list[RequestOutput]:
         outputs = []
         chunk: list[_Request] = []
@@ -456,7 +529,7 @@ class Engine:
         mask = (pos[None, :] <= pos[:, None])[None] & (pos[None, None, :] < lengths[:, None, None])
         inv = None if len(rows) == len(chunk) else torch.tensor(inverse)
         cache = self._cache.for_prefill(start, inv, T, mask.unsqueeze(1).to(self.device))
-        hidden = self.model.hidden_states(ids.to(self.device), pos.expand(len(rows), T).to(self.device), cache)
+        hidden = self._hidden_states(ids.to(self.device), pos.expand(len(rows), T).to(self.device), cache)
         last_hidden = hidden[torch.arange(len(rows)), lengths - 1]
         logits = self.model.lm_head(last_hidden)
         if inv is not None:
@@ -475,7 +548,7 @@ class Engine:
         rows = torch.arange(n)
         dev = self.device
         cache = self._cache.for_decode(n, rows.to(dev), lens.to(dev), span, mask.to(dev))
-        hidden = self.model.hidden_states(self._last[:n, None].to(dev), lens[:, None].to(dev), cache)
+        hidden = self._hidden_states(self._last[:n, None].to(dev), lens[:, None].to(dev), cache)
         logits = self.model.lm_head(hidden[:, 0])
         self._lens[:n] += 1
         return self._sample_and_advance(reqs, logits, 0)

@@ -1,7 +1,8 @@
 """Hugging Face config.json <-> ModelConfig for the families saessak computes.
 
 Supported: `LlamaForCausalLM`, `MistralForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM`
-(docs/ARCHITECTURE.md has the table of keys). The rule: a key that changes the maths is either
+(docs/ARCHITECTURE.md has the table of keys), and `DeepseekV3ForCausalLM` (model_type
+deepseek_v3), read by `DeepseekConfig.from_hf_config` into a DeepseekConfig. The rule: a key that changes the maths is either
 computed exactly by saessak/model/llama.py or refused with a UserError naming the key and its
 value, so an import never produces silently wrong logits. Keys that only describe the file or the
 training run (dtype, token ids, dropout, initializer range, use_cache, ...) are kept as they are
@@ -79,8 +80,27 @@ def _sliding_window(d: dict, where: str, arch: str) -> None:
         raise _refuse(where, "sliding_window", window, f"a window shorter than max_position_embeddings {context}")
 
 
-def from_hf(d: dict, where: str) -> ModelConfig:
-    """The ModelConfig of a Hugging Face config.json dict (refusing what saessak does not compute)."""
+def is_deepseek_config(d: dict) -> bool:
+    archs = d.get("architectures") or []
+    return d.get("model_type") == "deepseek_v3" or (isinstance(archs, list) and "DeepseekV3ForCausalLM" in archs)
+
+
+def _deepseek(d: dict, where: str):
+    from saessak.model.deepseek import DeepseekConfig
+
+    try:
+        return DeepseekConfig.from_hf_config(d)
+    except UserError as e:
+        raise UserError(f"{where}: {str(e).removeprefix('config.json: ')}") from None
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{where}: invalid field ({e})") from None
+
+
+def from_hf(d: dict, where: str):
+    """The ModelConfig (DeepseekConfig for DeepSeek-V3) of a Hugging Face config.json dict
+    (refusing what saessak does not compute)."""
+    if is_deepseek_config(d):
+        return _deepseek(d, where)
     archs = d.get("architectures") or []
     arch = archs[0] if isinstance(archs, list) and archs else None
     if arch is None:
@@ -129,7 +149,7 @@ def checkpoint_dtype(cfg: ModelConfig):
     """The torch dtype the checkpoint says it holds (`torch_dtype`, or `dtype` in transformers 5)."""
     import torch
 
-    d = cfg.hf_config or {}
+    d = getattr(cfg, "hf_config", None) or {}
     name = d.get("dtype") or d.get("torch_dtype") or "float32"
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(name), torch.float32)
 

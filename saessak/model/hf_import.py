@@ -58,9 +58,9 @@ def check_folder(src: Path):
     """(raw config, ModelConfig, tokenizer, weight files) of a Hugging Face folder, all checked."""
     import torch
 
-    from saessak.model.checkpoint import check_shapes, weight_files
+    from saessak.model import build_model
+    from saessak.model.checkpoint import check_shapes, weight_files, without_missing_mtp
     from saessak.model.hf_config import from_hf, is_hf_config
-    from saessak.model.llama import Llama
     from saessak.model.loading import check_vocab
     from saessak.tokenizer.imported import ImportedTokenizer
 
@@ -76,16 +76,16 @@ def check_folder(src: Path):
     tok = ImportedTokenizer.from_folder(src, model_config=raw)
     check_vocab(type("M", (), {"config": cfg})(), tok, str(cfg_path))
     files = weight_files(src)
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in Llama(cfg).state_dict().items()}
-    if cfg.tie_word_embeddings:
-        expected.pop("lm_head.weight")
     found: dict[str, tuple[tuple, Path]] = {}
     for f in files:
         for name, t in safetensors_header(f).items():
             if t.get("dtype") not in _DTYPE_BYTES:
                 raise UserError(f"{f}: tensor {name} has dtype {t.get('dtype')!r}, which saessak does not load")
             found[name] = (tuple(t["shape"]), f)
+    with torch.device("meta"):  # a DeepSeek save without its MTP modules (transformers') is one without MTP
+        expected = {k: tuple(v.shape) for k, v in build_model(without_missing_mtp(cfg, found)).state_dict().items()}
+    if cfg.tie_word_embeddings:
+        expected.pop("lm_head.weight")
     if cfg.tie_word_embeddings:
         found.pop("lm_head.weight", None)
     check_shapes(expected, {k: v[0] for k, v in found.items()}, {k: v[1] for k, v in found.items()}, src)

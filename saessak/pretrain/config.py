@@ -30,12 +30,29 @@ class PretrainConfig:
                                  "(cached per machine)", choices=DTYPES)
     compile: bool = setting(False, "torch.compile the model")
     seed: int = setting(1337, "seed of the weights and the data order")
+    arch: str | None = setting(None, "model architecture: llama, or deepseek (MLA + MoE + MTP, "
+                                     "saessak/model/deepseek.py) at the same depth (default: the preset's)",
+                               choices=("llama", "deepseek"))
+    bias_update_speed: float | None = setting(None, "deepseek: router bias step per optimizer step (aux-loss-free "
+                                                    "balancing; default: the model config's, 1e-3)")
+    mtp_weight: float | None = setting(None, "deepseek: weight of the multi-token-prediction loss (default: the "
+                                             "model config's, 0.3; 0 turns MTP training off)")
 
     def validate(self) -> None:
         check_min(self, ("max_steps", "batch_size", "grad_accum"), 1, "must be at least 1")
         check_min(self, ("val_every", "ckpt_every"), 0, "must be 0 (off) or more")
         if self.dtype not in DTYPES:
             raise UserError(f"--dtype {self.dtype!r}: must be auto, bf16 or fp32")
+        if self.arch not in (None, "llama", "deepseek"):
+            raise UserError(f"--arch {self.arch!r}: must be llama or deepseek")
+        for name in ("bias_update_speed", "mtp_weight"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:  # also refuses NaN
+                raise UserError(f"--{name.replace('_', '-')} {value}: must be 0 or more")
+
+    def deepseek_overrides(self) -> dict:
+        """The DeepseekConfig fields these settings override (None: the model config's)."""
+        return {"bias_update_speed": self.bias_update_speed, "mtp_weight": self.mtp_weight}
 
     def tokens_per_step(self, seq_len: int) -> int:
         """Tokens per optimizer step for one process (multiply by the world size for the global batch)."""

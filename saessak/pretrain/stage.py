@@ -28,7 +28,9 @@ from saessak import recipes
 from saessak.data.split import require_split
 from saessak.errors import UserError
 from saessak.io import file_sha256, write_json
-from saessak.model import Llama, model_config
+from saessak.model import build_model as new_model
+from saessak.model import is_deepseek, model_config
+from saessak.model.deepseek import router_metrics, router_stats, update_router_biases
 from saessak.pretrain import shards
 from saessak.pretrain.config import PretrainConfig
 from saessak.pretrain.val import evaluate_bpb, generate_samples
@@ -65,9 +67,12 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
     par = parallel or Parallel()
     if par.fsdp and p.compile:
         raise UserError("--compile with --fsdp: not supported yet; leave one of them out")
+    cfg = _model_config(preset, tok.vocab_size, p)  # a DeepSeek config that does not hold together stops here
+    if par.fsdp and is_deepseek(cfg):
+        raise UserError("--fsdp with --arch deepseek: not supported yet (FSDP initialisation does not set the "
+                        "router-bias buffers); train DeepSeek models with DDP or one process")
     with StageRun(rf, STAGE, force=force, resume=resume, device=device, keep=("shards",), parallel=par) as st:
         info = st.info
-        cfg = model_config(preset, tok.vocab_size)
         precision = choose_on_rank0(info, info.device, p.dtype, cfg, rows=p.batch_size * cfg.max_position_embeddings)
         p = dataclasses.replace(p, dtype=precision.dtype)
         shard_dir = st.dir / "shards"
@@ -92,7 +97,8 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
 
         torch.manual_seed(p.seed)
         # Sharded before the optimizer (it holds the shards); under FSDP no rank builds the whole model.
-        model = build_model(lambda: Llama(cfg), lambda m: m.init_weights(p.seed), info, par, p.dtype)
+        model = build_model(lambda: new_model(cfg), lambda m: m.init_weights(p.seed), info, par, p.dtype)
+        router = _RouterTail(p.max_steps) if is_deepseek(cfg) else None
         optimizer = build_optimizer(model, p.lr, p.weight_decay)
 
         start_step, tokens_before = 0, 0
@@ -135,6 +141,9 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
                 micro.append((x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)))
             res = train_step(train_model, optimizer, micro, loss_fn, device=info.device, dtype=p.dtype,
                              grad_clip=p.grad_clip)
+            if router is not None:  # aux-loss-free balancing: loads summed over ranks, the same step on each
+                update_router_biases(model)
+                router.add(step + 1, model)
             (loss_sum,) = all_reduce_sum([res.loss], info)
             loss = loss_sum / W
             if not math.isfinite(loss):
@@ -149,13 +158,15 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
             st.progress(steps=done_steps - start_step, tokens=tokens_run, flops=flops_per_token * tokens_run)
             st.metrics.log({"type": "train", "step": done_steps, "loss": loss, "lr": lr, "grad_norm": res.grad_norm,
                             "tokens": tokens_before + tokens_run,
-                            "tok_per_s": round(tok_s, 1), "mfu": round(mfu, 4) if mfu else None})
+                            "tok_per_s": round(tok_s, 1), "mfu": round(mfu, 4) if mfu else None,
+                            **(router.losses(model) if router is not None else {})})
             extra = f"val bpb {last_val:.4f}" if last_val is not None else ""
             if info.is_main and not quiet:
                 progress.update(done_steps, loss, tok_s, mfu, extra)
             if p.val_every and done_steps % p.val_every == 0 and done_steps < p.max_steps:
                 last_val = evaluate_bpb(model, val_shards, token_bytes, T, p.val_tokens, info, p.dtype)
-                st.metrics.log({"type": "val", "step": done_steps, "val_bpb": last_val})
+                st.metrics.log({"type": "val", "step": done_steps, "val_bpb": last_val,
+                                **({"router": router_metrics(model)} if router is not None else {})})
             if p.ckpt_every and done_steps % p.ckpt_every == 0 and done_steps < p.max_steps:
                 st.checkpoint(done_steps, model, optimizer, keep=p.keep_checkpoints, meta={"preset": preset},
                               loop_state=_loop_state(p, T, W, tokens_before + (done_steps - start_step) * tokens_per_step,
@@ -165,7 +176,8 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
         steps_run = p.max_steps - start_step
         total_tokens = tokens_before + steps_run * tokens_per_step
         final_val = evaluate_bpb(model, val_shards, token_bytes, T, p.val_tokens, info, p.dtype)
-        st.metrics.log({"type": "val", "step": p.max_steps, "val_bpb": final_val})
+        st.metrics.log({"type": "val", "step": p.max_steps, "val_bpb": final_val,
+                        **({"router": router_metrics(model)} if router is not None else {})})
         tokens_run = steps_run * tokens_per_step
         flops = flops_per_token * tokens_run
         tok_s = tokens_run / train_seconds if train_seconds else None
@@ -198,7 +210,11 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
             "resumed_from_step": start_step or None,
             "train_split": {k: meta["splits"]["train"][k] for k in ("docs", "bytes")},
         }
-        if samples:
+        moe_facts = router.summary(model) if router is not None else {}
+        summary.update(moe_facts)
+        if samples and is_deepseek(cfg) and not _engine_has_latent_cache():
+            summary["samples"] = "skipped: the generation engine has no latent (MLA) cache yet"
+        elif samples:
             with full_weights(model):  # every rank gathers (FSDP); rank 0 generates
                 if info.is_main:
                     summary["samples"] = generate_samples(model, tok, info.device, max_new_tokens=min(48, T // 2))
@@ -208,11 +224,63 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
         st.finish(model, final_meta, summary, preset=preset, params=cfg.num_parameters(), tokens=tokens_run,
                   flops=flops, mfu=summary["mfu"], peak_flops=peak, dtype=p.dtype, precision=precision.facts(),
                   steps=steps_run,
-                  final_val_bpb=final_val)
+                  final_val_bpb=final_val, **moe_facts)
         if info.is_main and not quiet:
             progress.message(f"pretrain: done, val bpb {final_val:.4f}, {total_tokens:,} tokens; "
                              f"model in {rf.final_checkpoint(STAGE)}")
         return summary
+
+
+def _model_config(preset: str, vocab_size: int, p: PretrainConfig):
+    """The preset's model for --arch (Llama or DeepSeek), DeepSeek knobs from the settings."""
+    arch = p.arch or recipes.get(preset).shape.arch
+    knobs = {k: v for k, v in p.deepseek_overrides().items() if v is not None}
+    if arch != "deepseek" and knobs:
+        raise UserError(f"--{next(iter(knobs)).replace('_', '-')}: a DeepSeek setting; this run trains a "
+                        f"{arch} model (give --arch deepseek or a -deepseek preset)")
+    return model_config(preset, vocab_size, arch, **knobs)
+
+
+def _engine_has_latent_cache() -> bool:
+    from saessak.model import engine
+
+    return hasattr(engine._SlotCache, "update_latent")
+
+
+class _RouterTail:
+    """DeepSeek's routing over a pretraining run: the last step's MTP loss, and every MoE layer's
+    tokens per expert summed over the last 10 % of steps (an expert with none there is dead)."""
+
+    def __init__(self, max_steps: int):
+        self.tail_from = max_steps - max(1, max_steps // 10) + 1
+        self.tail: dict[str, list[int]] = {}
+        self.steps = 0
+
+    def add(self, step: int, model) -> None:
+        if step < self.tail_from:
+            return
+        self.steps += 1
+        for layer, e in router_stats(model).items():
+            counts = e.get("tokens_per_expert") or []
+            have = self.tail.setdefault(layer, [0] * len(counts))
+            self.tail[layer] = [a + b for a, b in zip(have, counts)]
+
+    @staticmethod
+    def losses(model) -> dict:
+        aux = getattr(model, "last_aux", None) or {}
+        return {k: round(float(v), 6) for k, v in aux.items()}
+
+    def summary(self, model) -> dict:
+        final = router_metrics(model)
+        dead = {layer: [i for i, c in enumerate(counts) if c == 0] for layer, counts in self.tail.items()}
+        aux = self.losses(model)
+        return {"moe": {"final_max_over_mean": max((e["max_over_mean"] for e in final.values()), default=None),
+                        "final_max_over_mean_per_layer": {k: e["max_over_mean"] for k, e in final.items()},
+                        "dead_experts_last_10pct": sum(len(v) for v in dead.values()),
+                        "dead_experts_last_10pct_per_layer": dead, "tail_steps": self.steps,
+                        "bias_range": [min((e["bias_min"] for e in final.values()), default=None),
+                                       max((e["bias_max"] for e in final.values()), default=None)]},
+                "mtp_loss": aux.get("mtp_loss"), "main_loss": aux.get("main_loss")}
 
 
 def _prepare_shards(shard_dir: Path, tok, tok_sha: str, splits: dict[str, Path], seed: int) -> None:

@@ -30,7 +30,7 @@ from saessak.ledger import (
     project_summary,
     read_ledger,
 )
-from saessak.model import ModelConfig
+from saessak.model.checkpoint import load_config
 from saessak.report.markdown import render_markdown
 from saessak.report.plots import plot_stage
 from saessak.report.projection import project
@@ -57,7 +57,7 @@ def model_section(run: RunFolder) -> dict[str, Any] | None:
     cfg = read_json_or_none(final / "config.json")
     if not isinstance(cfg, dict):
         return None
-    mc = ModelConfig.from_dict(cfg)
+    mc = load_config(final)  # the model's own class of config (Llama or DeepSeek)
     meta = read_json_or_none(final / "meta.json") or {}
     return {"stage": stage, "preset": meta.get("preset"), "params": mc.num_parameters(),
             "params_non_embedding": mc.num_parameters(include_embeddings=False), "config": cfg, "meta": meta}

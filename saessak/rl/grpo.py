@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from saessak.model.deepseek import update_router_biases
 from saessak.rl.config import LOSS_TYPES, SCALE_REWARDS
 from saessak.training.distributed import DistInfo, all_reduce_grads, all_reduce_max
 from saessak.training.parallel import clip_grad_norm, is_fsdp
@@ -252,4 +253,5 @@ def update(model, ref_model, optimizer, seqs: list[Seq], cfg, pad_id: int, devic
         stats["grad_norm"] = clip_grad_norm(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        update_router_biases(model)  # DeepSeek's aux-loss-free balancing (a no-op without MoE layers)
     return stats

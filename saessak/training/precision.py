@@ -69,10 +69,10 @@ def linear_shapes(model_or_cfg) -> Counter:
     the meta device, so no memory is spent); a tied lm_head counts once, as it runs once."""
     model = model_or_cfg
     if not isinstance(model_or_cfg, torch.nn.Module):
-        from saessak.model import Llama
+        from saessak.model import build_model
 
         with torch.device("meta"):
-            model = Llama(model_or_cfg)
+            model = build_model(model_or_cfg)
     return Counter((m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
