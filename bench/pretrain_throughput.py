@@ -3,7 +3,7 @@
 Same model shape, batch and token data for every contender (cpu-tiny by default):
 - ours:        saessak.model.Llama + saessak.training.optim.train_step, as the speedrun runs it
                (`dtype auto`: bf16 autocast or fp32, whichever the calibration measures faster on
-               this machine, saessak/training/precision.py; torch.compile where the preset says;
+               this machine, saessak/model/precision.py; torch.compile where the preset says;
                fused AdamW)
 - hf_fp32:     transformers LlamaForCausalLM, plain loop (loss.backward, AdamW defaults), fp32
 - hf_bf16:     the same loop under bf16 autocast

@@ -83,8 +83,26 @@ def _eval_has(run: RunFolder, stage: str) -> bool:
     return any(isinstance(results.get(n), dict) for n in [stage, *old_names(stage)])
 
 
-def plan(run_dir: str, preset: str, sources: str | None = None, budget=None) -> list[Step]:
-    """The steps; `budget` (a saessak.plan.Plan) sets SFT's steps and, as RL starts, its time budget."""
+def rl_budget_now(plan: dict, elapsed_s: float) -> float | None:
+    """RL's budget when it starts (plan: RUN/plan.json): what is left of the budget after what has
+    run and the evaluations' estimate, at most the planned budget, at least the plan's minimum."""
+    if plan.get("rl_time_budget_s") is None:
+        return None
+    left = plan["budget_s"] * plan["safety"] - elapsed_s - plan["reserve_after_rl_s"]
+    budget = round(min(plan["rl_time_budget_s"], max(plan["min_rl_s"], left)), 1)
+    plan["rl_reset"] = {"elapsed_s": round(elapsed_s, 1), "left_s": round(left, 1), "rl_time_budget_s": budget}
+    return budget
+
+
+def _planned(run: RunFolder, preset: str, budget_min: float) -> dict | None:
+    got = read_json_or_none(run.root / "plan.json")
+    ok = isinstance(got, dict) and got.get("preset") == preset and got.get("budget_s") == round(budget_min * 60.0, 1)
+    return got if ok else None
+
+
+def plan(run_dir: str, preset: str, sources: str | None = None, budget_min: float = 0.0) -> list[Step]:
+    """The steps. With a time budget, `saessak plan` runs first (RUN/plan.json, saessak/report/plan.py),
+    SFT gets its planned steps and RL, as it starts, the time left."""
     run = RunFolder(run_dir)
     r = str(run.root)
     data = ["data", "build", "--out", str(run.data)]
@@ -93,32 +111,40 @@ def plan(run_dir: str, preset: str, sources: str | None = None, budget=None) -> 
         data += ["--max-docs", str(max_docs)]
     if sources:
         data += ["--sources", sources]
-    steps = [
+    steps = []
+    if budget_min:
+        steps.append(Step("plan", "data", ["plan", "--run", r, "--preset", preset, "--budget-min", f"{budget_min:g}"],
+                          lambda: _planned(run, preset, budget_min) is not None))
+    steps += [
         Step("data", "data", data, lambda: run.is_done("data")),
         Step("tokenizer", "tokenizer", ["tokenizer", "train", "--run", r, "--preset", preset],
              lambda: run.is_done("tokenizer")),
     ]
     steps += [Step(stage, stage, [stage, "--run", r, "--preset", preset], lambda st=stage: run.is_done(st))
               for stage in MODEL_STAGES]
-    if budget is not None:
-        from saessak.plan import rl_budget_now, save
-
+    if budget_min:
         by_name = {s.name: s for s in steps}
-        if "sft" in by_name and budget.sft_max_steps:
-            by_name["sft"].argv += ["--max-steps", str(budget.sft_max_steps)]
-        if "rl" in by_name and budget.rl_time_budget_s:
-            def rl_budget(elapsed: float) -> list[str]:
-                seconds = (budget.rl_reset or {}).get("rl_time_budget_s") or rl_budget_now(budget, elapsed)
-                save(run_dir, budget)
-                return ["--time-budget", str(seconds)]
-            by_name["rl"].late_argv = rl_budget
+
+        def sft_steps(elapsed: float) -> list[str]:
+            got = _planned(run, preset, budget_min) or {}
+            return ["--max-steps", str(got["sft_max_steps"])] if got.get("sft_max_steps") else []
+
+        def rl_budget(elapsed: float) -> list[str]:
+            got = _planned(run, preset, budget_min)
+            if not got or got.get("rl_time_budget_s") is None:
+                return []
+            seconds = (got.get("rl_reset") or {}).get("rl_time_budget_s") or rl_budget_now(got, elapsed)
+            write_json(run.root / "plan.json", got)
+            return ["--time-budget", str(seconds)]
+
+        by_name["sft"].late_argv, by_name["rl"].late_argv = sft_steps, rl_budget
     for stage in MODEL_STAGES:
         # The final eval reads the sealed split, which nothing else reads (tasks/base.py).
-        argv = ["eval", "tasks", "--run", r, "--stage", stage, "--split", REPORTED_SPLIT]
-        if stage == "pretrain":
-            # The pretrained model has not learnt the chat format, so sampling k more answers from it
-            # only costs time (4x the greedy pass); its greedy accuracy is still measured.
-            argv += ["--k", "0"]
+        # Greedy accuracy only: it is the headline and what the RL target reads. The k samples per item
+        # for pass@k cost four times the greedy pass (about 200 of a cpu-tiny speedrun's 1,200 s), which
+        # the time plan gives to RL instead; `saessak eval tasks --run RUN --stage rl --split final --k 4`
+        # measures pass@k afterwards.
+        argv = ["eval", "tasks", "--run", r, "--stage", stage, "--split", REPORTED_SPLIT, "--k", "0"]
         steps.append(Step(f"eval-{stage}", "eval", argv, lambda st=stage: _eval_has(run, st)))
     report_json = run.root / "report.json"
     results = run.eval_results(REPORTED_SPLIT)
@@ -158,8 +184,6 @@ def _run_step(step: Step, forced: bool, log, elapsed: float = 0.0) -> StepResult
 def speedrun(run_dir: str, preset: str, from_stage: str | None = None, sources: str | None = None,
              log=print, budget_min: float | None = None) -> SpeedrunResult:
     """`budget_min`: the time budget the plan sizes SFT and RL for (None: the recipe's; 0: no plan)."""
-    from saessak.plan import load_or_make
-
     recipe = recipes.get(preset)  # an unknown preset is a UserError before anything runs
     if from_stage is not None:
         from_stage = stage_name(from_stage)
@@ -168,12 +192,15 @@ def speedrun(run_dir: str, preset: str, from_stage: str | None = None, sources: 
     first_forced = STAGES.index(from_stage) if from_stage else len(STAGES)
     if budget_min is None:
         budget_min = float(recipe.speedrun.get("budget_min", 0))
+    if budget_min < 0:
+        raise UserError(f"--budget-min {budget_min:g}: must be 0 (no plan) or more")
     t_start = time.perf_counter()
-    budget = load_or_make(run_dir, preset, budget_min, log)
-    if budget is not None and first_forced <= STAGES.index("rl"):
-        budget.rl_reset = None  # RL runs again: its budget is set again from the time left then
+    planned = _planned(RunFolder(run_dir), preset, budget_min) if budget_min else None
+    if planned and planned.get("rl_reset") and first_forced <= STAGES.index("rl"):
+        planned["rl_reset"] = None  # RL runs again: its budget is set again from the time left then
+        write_json(Path(run_dir) / "plan.json", planned)
     result = SpeedrunResult(run=str(run_dir), preset=preset)
-    for step in plan(run_dir, preset, sources, budget):
+    for step in plan(run_dir, preset, sources, budget_min):
         forced = STAGES.index(step.stage) >= first_forced
         res = _run_step(step, forced, log, time.perf_counter() - t_start)
         result.steps.append(res)

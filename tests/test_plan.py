@@ -1,4 +1,4 @@
-"""The speedrun's time budget as a plan (saessak/plan.py): what is scaled, when, and that it is kept."""
+"""The speedrun's time budget as a plan (saessak/report/plan.py): what is scaled, when, and that it is kept."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import pytest
 
 import saessak.cli
-from saessak import plan as planning
+from saessak.report import plan as planning
 from saessak.errors import UserError
-from saessak.speedrun import speedrun
+from saessak.speedrun import rl_budget_now, speedrun
 from tests.test_speedrun import FakeStages
 
 
@@ -21,6 +21,16 @@ def machine(monkeypatch):
     monkeypatch.setattr(planning, "_decode_seconds_per_token", lambda cfg, v: (speed["decode"], {"decode_dtype": "fp32"}))
     monkeypatch.setattr(planning, "_eval_items", lambda preset: speed["items"])
     return speed
+
+
+class PlanningStages(FakeStages):
+    """FakeStages that runs the real `saessak plan` (its measurements are the fixture's)."""
+
+    def __call__(self, argv):
+        if argv[0] == "plan":
+            self.calls.append(argv)
+            return saessak.cli.real_main(argv)
+        return super().__call__(argv)
 
 
 def test_a_fast_machine_runs_the_recipe_as_it_is(machine):
@@ -50,20 +60,23 @@ def test_a_much_slower_machine_cuts_sft_and_says_so(machine):
 
 def test_rl_budget_is_reset_from_the_time_actually_left(machine):
     machine["sft"] = 0.8
-    p = planning.make_plan("cpu-tiny", 20, log=lambda *_: None)
-    on_time = planning.rl_budget_now(p, elapsed_s=100.0)
-    assert on_time == p.rl_time_budget_s  # never more than planned
-    late = planning.rl_budget_now(p, elapsed_s=900.0)  # earlier stages ran long
-    assert late < p.rl_time_budget_s and p.rl_reset["elapsed_s"] == 900.0
-    assert planning.rl_budget_now(p, elapsed_s=5000.0) == planning.MIN_RL_S  # RL keeps a minimum
+    p = planning.make_plan("cpu-tiny", 20, log=lambda *_: None).to_dict()
+    on_time = rl_budget_now(dict(p), elapsed_s=100.0)
+    assert on_time == p["rl_time_budget_s"]  # never more than planned
+    late_plan = dict(p)
+    late = rl_budget_now(late_plan, elapsed_s=900.0)  # earlier stages ran long
+    assert late < p["rl_time_budget_s"] and late_plan["rl_reset"]["elapsed_s"] == 900.0
+    assert rl_budget_now(dict(p), elapsed_s=5000.0) == planning.MIN_RL_S  # RL keeps a minimum
 
 
 def test_speedrun_passes_the_plan_to_sft_and_rl_and_keeps_it(tmp_path, monkeypatch, machine):
     machine["sft"] = 2.0
     run = str(tmp_path / "r")
-    fake = FakeStages(run)
+    fake = PlanningStages(run)
+    monkeypatch.setattr(saessak.cli, "real_main", saessak.cli.main, raising=False)
     monkeypatch.setattr(saessak.cli, "main", fake)
     speedrun(run, "cpu-tiny", log=lambda *_: None)
+    assert fake.calls[0][:2] == ["plan", "--run"]  # the plan comes first
     saved = json.loads((tmp_path / "r" / "plan.json").read_text())
     calls = {c[0]: c for c in fake.calls}
     assert calls["sft"][-2:] == ["--max-steps", str(saved["sft_max_steps"])] and saved["sft_max_steps"] < 800
@@ -74,22 +87,40 @@ def test_speedrun_passes_the_plan_to_sft_and_rl_and_keeps_it(tmp_path, monkeypat
     speedrun(run, "cpu-tiny", from_stage="sft", log=lambda *_: None)
     assert {c[0]: c for c in fake.calls}["sft"][-3:-1] == ["--max-steps", str(saved["sft_max_steps"])]
     # --budget-min 0: the recipe as it is, no plan
-    plain_fake = FakeStages(str(tmp_path / "r0"))
+    plain_fake = PlanningStages(str(tmp_path / "r0"))
     monkeypatch.setattr(saessak.cli, "main", plain_fake)
     speedrun(str(tmp_path / "r0"), "cpu-tiny", budget_min=0, log=lambda *_: None)
     plain = {c[0]: c for c in plain_fake.calls}
     assert "--max-steps" not in plain["sft"] and "--time-budget" not in plain["rl"]
-    assert not (tmp_path / "r0" / "plan.json").exists()
+    assert not (tmp_path / "r0" / "plan.json").exists() and "plan" not in plain
 
 
 def test_micro_has_no_budget_and_bad_budget_is_a_user_error(tmp_path, monkeypatch, machine):
     run = str(tmp_path / "m")
-    fake = FakeStages(run)
+    fake = PlanningStages(run)
+    monkeypatch.setattr(saessak.cli, "real_main", saessak.cli.main, raising=False)
     monkeypatch.setattr(saessak.cli, "main", fake)
     speedrun(run, "micro", log=lambda *_: None)
-    assert not (tmp_path / "m" / "plan.json").exists()
+    assert not (tmp_path / "m" / "plan.json").exists() and all(c[0] != "plan" for c in fake.calls)
     with pytest.raises(UserError, match="--budget-min -5"):
         speedrun(run, "micro", budget_min=-5, log=lambda *_: None)
+
+
+def test_plan_command_writes_and_reads_back(tmp_path, machine, capsys):
+    from saessak.cli import main
+
+    run = tmp_path / "p"
+    assert main(["plan", "--run", str(run), "--preset", "cpu-tiny"]) == 0
+    first = json.loads((run / "plan.json").read_text())
+    assert first["budget_s"] == 1200.0 and first["measured"]["sft_step_s"] == 0.5
+    machine["sft"] = 9.0
+    assert main(["plan", "--run", str(run), "--preset", "cpu-tiny"]) == 0  # read back, not measured
+    assert json.loads((run / "plan.json").read_text())["measured"]["sft_step_s"] == 0.5
+    assert main(["plan", "--run", str(run), "--preset", "cpu-tiny", "--force"]) == 0
+    assert json.loads((run / "plan.json").read_text())["measured"]["sft_step_s"] == 9.0
+    assert main(["plan", "--run", str(run), "--preset", "micro"]) == 0
+    assert "no time budget" in capsys.readouterr().out
+    assert main(["plan", "--run", str(run), "--preset", "nope"]) == 2
 
 
 def test_real_measurement_of_the_micro_shape_is_quick():

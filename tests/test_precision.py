@@ -1,4 +1,4 @@
-"""Precision by measurement (saessak/training/precision.py) and the evaluation's answer-line stop."""
+"""Precision by measurement (saessak/model/precision.py) and the evaluation's answer-line stop."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from saessak.errors import UserError
 from saessak.model import model_config
 from saessak.model.engine import Engine, SamplingParams, _matching_line_end
 from saessak.tasks.base import ANSWER_LINE_STOP
-from saessak.training import precision
+from saessak.model import precision
 from tests.helpers import tiny_tokenizer
 
 

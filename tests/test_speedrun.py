@@ -52,9 +52,9 @@ def test_command_lines_follow_the_stage_contract(tmp_path):
                            "report", "export-hf", "export-gguf"]
     assert steps["data"][:4] == ["data", "build", "--out", f"{run}/data"] and "--max-docs" in steps["data"]
     assert steps["pretrain"] == ["pretrain", "--run", run, "--preset", "micro"]
-    # eval settings (items, k) come from the preset's recipe; the pretrained model is scored greedy only;
+    # eval settings (items) come from the preset's recipe; the speedrun scores every stage greedy only (--k 0);
     # the final eval, and only it, reads the sealed split
-    assert steps["eval-sft"] == ["eval", "tasks", "--run", run, "--stage", "sft", "--split", "final"]
+    assert steps["eval-sft"] == ["eval", "tasks", "--run", run, "--stage", "sft", "--split", "final", "--k", "0"]
     assert steps["eval-pretrain"] == ["eval", "tasks", "--run", run, "--stage", "pretrain", "--split", "final", "--k", "0"]
     assert steps["export-gguf"] == ["export", "gguf", "--run", run, "--out", f"{run}/export/model.gguf"]
     assert "--max-docs" not in {s.name: s.argv for s in plan(run, "cpu-tiny")}["data"]

@@ -54,33 +54,48 @@ class Sampler:
         return Sampled(list(c.prompt_ids), list(c.token_ids), c.text, c.finish_reason)
 
 
-def generation_precision(model, tokenizer, width: int, device: str = "cpu", dtype: str | None = None):
-    """Whether the engine should decode with a bf16 copy of the weights or the fp32 model, by timing
-    its own decode steps at `width` rows both ways (saessak/training/precision.py caches the verdict).
-    Returns the choice; `torch_dtype_for_engine(choice)` is what Sampler/Engine take."""
+def decode_seconds_per_token(engine, prompts: list[list[int]], new_tokens: int = 24) -> float:
+    """Seconds per generated token of the engine's decode steps alone at len(prompts) rows: a run of
+    1 + `new_tokens` tokens minus a run of 1 (the prefill), so short probes are not mostly prefill
+    (an earlier probe of 8 tokens after 24-token prompts timed prefill and chose bf16 where decoding
+    was slower in it)."""
     import time
 
+    from saessak.model.engine import SamplingParams
+
+    def run(n: int) -> float:
+        t0 = time.perf_counter()
+        engine.generate(prompts, SamplingParams(max_tokens=n, temperature=0.0))
+        return time.perf_counter() - t0
+
+    return max(1e-9, run(1 + new_tokens) - run(1)) / (new_tokens * len(prompts))
+
+
+def probe_prompts(vocab_limit: int, rows: int, length: int = 16) -> list[list[int]]:
     import torch
 
-    from saessak.model.engine import Engine, SamplingParams
-    from saessak.training.precision import choose_dtype, torch_dtype
+    gen = torch.Generator().manual_seed(0)
+    return torch.randint(1, vocab_limit, (rows, length), generator=gen).tolist()
+
+
+def generation_precision(model, tokenizer, width: int, device: str = "cpu", dtype: str | None = None):
+    """Whether the engine should decode with a bf16 copy of the weights or the fp32 model, by timing
+    its own decode steps at `width` rows both ways (saessak/model/precision.py caches the verdict).
+    Returns the choice; `torch_dtype_for_engine(choice)` is what Sampler/Engine take."""
+    from saessak.model.engine import Engine
+    from saessak.model.precision import choose_dtype, torch_dtype
 
     if dtype not in (None, "auto") or str(device).startswith("cuda"):
         return choose_dtype(device, dtype, mode="generate")  # given, or CUDA's answer: nothing to time
     width = max(1, min(int(width), 64))  # decode rates change little past 64 rows; the probe stays short
-    gen = torch.Generator().manual_seed(0)
-    limit = min(model.config.vocab_size, tokenizer.vocab_size)
-    prompts = torch.randint(0, limit, (width, 24), generator=gen).tolist()
-    params = SamplingParams(max_tokens=8, temperature=0.0, stop_token_ids=())
+    prompts = probe_prompts(min(model.config.vocab_size, tokenizer.vocab_size), width)
     engines: dict = {}
 
     def probe(name: str) -> float:
         if name not in engines:
             engines[name] = Engine(model, _NoStop(tokenizer), max_batch_size=width, device=device,
                                    dtype=None if name == "fp32" else torch_dtype(name))
-        t0 = time.perf_counter()
-        out = engines[name].generate(prompts, params)
-        return (time.perf_counter() - t0) / max(1, sum(len(c.token_ids) for c in out))
+        return decode_seconds_per_token(engines[name], prompts)
 
     return choose_dtype(device, dtype, model, rows=width, mode="generate", probe=probe)
 

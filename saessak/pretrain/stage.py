@@ -40,7 +40,7 @@ from saessak.training.distributed import all_reduce_sum, barrier, broadcast_obje
 from saessak.training.lifecycle import StageRun, completed
 from saessak.training.metrics import Progress, peak_flops
 from saessak.training.optim import build_optimizer, lr_at, set_lr, train_step
-from saessak.training.precision import choose_on_rank0
+from saessak.training.optim import precision_on_rank0
 from saessak.training.parallel import Parallel, build_model, full_weights
 
 STAGE = "pretrain"
@@ -73,7 +73,7 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
                         "router-bias buffers); train DeepSeek models with DDP or one process")
     with StageRun(rf, STAGE, force=force, resume=resume, device=device, keep=("shards",), parallel=par) as st:
         info = st.info
-        precision = choose_on_rank0(info, info.device, p.dtype, cfg, rows=p.batch_size * cfg.max_position_embeddings)
+        precision = precision_on_rank0(info, info.device, p.dtype, cfg, rows=p.batch_size * cfg.max_position_embeddings)
         p = dataclasses.replace(p, dtype=precision.dtype)
         shard_dir = st.dir / "shards"
         if not force and (shard_dir / "meta.json").exists():  # kept shards must fit this tokenizer

@@ -1,5 +1,8 @@
 """`saessak report --run RUN [--prices FILE]`: write RUN/report.md, RUN/report.json and RUN/plots/*.png.
 
+`saessak plan --run RUN --preset P [--budget-min M] [--force]`: the speedrun's time plan in RUN/plan.json
+(saessak/report/plan.py).
+
 `saessak bill [RUNS_DIR ...] [--prices FILE] [--since DATE] [--out DIR]`: the whole project's bill
 (saessak/report/bill.py); `saessak bill tag RUN TAG` tags a run for it.
 """
@@ -22,6 +25,18 @@ def register(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="accepted for the speedrun; the report is always rewritten")
     add_tag_option(p)
     p.set_defaults(func=run)
+
+    pl = subparsers.add_parser(
+        "plan", help="measure this machine and size SFT steps and the RL budget to a time budget (RUN/plan.json)",
+        description="Times one SFT step and the engine's decode on the preset's model shape, predicts each stage's "
+                    "time and, when the recipe does not fit the budget, shortens RL first, then SFT. The speedrun "
+                    "runs it first and follows it (docs/TRAINING.md).")
+    pl.add_argument("--run", required=True, help="run folder (RUN/plan.json is written)")
+    pl.add_argument("--preset", required=True, help="the recipe to plan")
+    pl.add_argument("--budget-min", type=float, default=None, metavar="MINUTES",
+                    help="the time budget (default: the preset's speedrun budget; 0: no plan)")
+    pl.add_argument("--force", action="store_true", help="measure again even if RUN/plan.json fits")
+    pl.set_defaults(func=run_plan)
 
     b = subparsers.add_parser(
         "bill", help="the project's whole bill: every run and attempt under RUNS_DIR, priced",
@@ -49,6 +64,18 @@ def run(args) -> int:
     total = report["ledger"]["total"]
     print(f"report: {args.run}/report.md  total {total['wall_s']:.1f} s, {total['cost_krw']:.2f} KRW "
           f"(USD {total['cost_usd']:.4f}), {len(report['plots'])} plots")
+    return 0
+
+
+def run_plan(args) -> int:
+    from saessak import recipes
+    from saessak.report.plan import load_or_make
+
+    budget = args.budget_min if args.budget_min is not None else float(recipes.get(args.preset).speedrun.get("budget_min", 0))
+    Path(args.run).mkdir(parents=True, exist_ok=True)
+    plan = load_or_make(args.run, args.preset, budget, force=args.force)
+    if plan is None:
+        print(f"plan: preset {args.preset} has no time budget (--budget-min 0): the recipe runs as it is")
     return 0
 
 

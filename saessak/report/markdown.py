@@ -21,16 +21,19 @@ def projection_table(proj: dict) -> str:
     rows = []
     for p in proj["presets"]:
         for gpu, g in p["gpus"].items():
-            rows.append([p["preset"], fmt(p["params"]), fmt(float(p["tokens"])), fmt(p["flops"]), gpu,
+            rows.append([p["preset"], fmt(p["params"]), fmt(p.get("active_params", p["params"])),
+                         fmt(p.get("flops_per_token")), fmt(p.get("kv_bytes_per_token")),
+                         fmt(float(p["tokens"])), fmt(p["flops"]), gpu,
                          fmt(g["gpu_hours"], 1), fmt(g["wall_hours_8gpu"], 2), fmt(g["cost_usd"], 0), fmt(g["cost_krw"], 0)])
     ref = proj["reference"]
-    rows.append([ref["name"], "671B (37B active)", "14.8T", "—", ref.get("gpu") or "—", fmt(ref.get("gpu_hours")), "—",
+    rows.append([ref["name"], "671B", "37B", "—", "—", "14.8T", "—", ref.get("gpu") or "—", fmt(ref.get("gpu_hours")), "—",
                  fmt(ref.get("cost_usd")), fmt(ref.get("cost_krw"), 0)])
     a = proj["assumptions"]
     notes = (f"Assumptions: MFU {pct(a['mfu'])}, {a['gpus_per_run']} GPUs per run; tokens = {a['tokens']}; "
              f"FLOPs = {a['flops']} (SFT+RL fraction from this run: {fmt(a['sft_rl_flops_fraction_of_pretrain'])}). "
              f"Reference: {ref.get('source')}.")
-    return md_table(["recipe", "params", "tokens", "FLOPs", "GPU", "GPU-hours", "hours on 8 GPUs", "USD", "KRW"], rows) + "\n\n" + notes
+    return md_table(["recipe", "params", "active params", "FLOPs/token", "KV bytes/token (bf16)", "tokens", "FLOPs",
+                     "GPU", "GPU-hours", "hours on 8 GPUs", "USD", "KRW"], rows) + "\n\n" + notes
 
 
 def _one_line(text: Any) -> str:

@@ -29,6 +29,18 @@ def _recipe_overhead(ledger: dict[str, Any]) -> float:
     return post / pre if pre > 0 else 0.0
 
 
+def _active(cfg) -> int:
+    """Parameters a token runs through: all of a dense model's; shared + routed top-k of a MoE's."""
+    return cfg.num_active_parameters() if hasattr(cfg, "num_active_parameters") else cfg.num_parameters()
+
+
+def kv_bytes_per_token(cfg, dtype_bytes: int = 2) -> int:
+    """Generation cache per token in bf16, all layers: MLA's latent + rope key, or GQA's keys and values."""
+    if hasattr(cfg, "kv_cache_bytes_per_token"):
+        return int(cfg.kv_cache_bytes_per_token(dtype_bytes))
+    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * dtype_bytes
+
+
 def project(prices, ledger: dict[str, Any]) -> dict[str, Any]:
     overhead = _recipe_overhead(ledger)
     rows = []
@@ -46,7 +58,9 @@ def project(prices, ledger: dict[str, Any]) -> dict[str, Any]:
             usd = gpu_hours * float(row["usd_per_hour"])
             per_gpu[gpu] = {"gpu_hours": gpu_hours, "wall_hours_8gpu": gpu_hours / GPUS_PER_RUN,
                             "cost_usd": usd, "cost_krw": usd * prices.usd_to_krw}
-        rows.append({"preset": recipe.name, "params": cfg.num_parameters(), "tokens": tokens,
+        rows.append({"preset": recipe.name, "params": cfg.num_parameters(),
+                     "active_params": _active(cfg), "flops_per_token": cfg.flops_per_token(seq_len),
+                     "kv_bytes_per_token": kv_bytes_per_token(cfg), "tokens": tokens,
                      "flops": flops, "gpus": per_gpu})
     ref = prices.data.get("reference", {}).get("deepseek_v3", {})
     return {

@@ -35,7 +35,8 @@ from saessak.runfolder import RunFolder
 from saessak.training.distributed import all_reduce_max, all_reduce_sum, barrier
 from saessak.training.lifecycle import StageRun, completed
 from saessak.training.optim import build_optimizer, lr_at, set_lr
-from saessak.training.precision import choose_on_rank0, torch_dtype
+from saessak.model.precision import torch_dtype
+from saessak.training.optim import precision_on_rank0
 from saessak.training.parallel import Parallel, full_weights, shard_model
 
 
@@ -73,11 +74,11 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
                 p.requires_grad_(False)
         # The policy and the frozen reference are both sharded under FSDP (before the optimizer).
         seq_rows = cfg.micro_batch_size * (cfg.max_completion_length + 64)  # completions of a micro-batch, prompts ~64
-        precision = choose_on_rank0(info, info.device, cfg.dtype, model.config, rows=seq_rows)
+        precision = precision_on_rank0(info, info.device, cfg.dtype, model.config, rows=seq_rows)
         dtype = precision.dtype
         # The rollout engine decodes at its batch width with weights already cast: its own measurement.
         # A sharded (FSDP) policy is generated from as it is (the engine's copy would not be sharded).
-        gen_precision = choose_on_rank0(info, info.device, None if cfg.dtype == "auto" else cfg.dtype, model.config,
+        gen_precision = precision_on_rank0(info, info.device, None if cfg.dtype == "auto" else cfg.dtype, model.config,
                                         rows=max(64, cfg.num_generations), mode="generate")
         gen_dtype = None if par.fsdp or gen_precision.dtype == "fp32" else torch_dtype(gen_precision.dtype)
         log(f"rl: precision: training {precision.describe()}; rollouts {gen_precision.describe()}")

@@ -38,7 +38,7 @@ from saessak.tokenizer.chat_format import render
 from saessak.training.distributed import all_reduce_sum, barrier, wrap_ddp
 from saessak.training.lifecycle import StageRun, completed
 from saessak.training.optim import autocast, build_optimizer, lr_at, set_lr
-from saessak.training.precision import choose_on_rank0
+from saessak.training.optim import precision_on_rank0
 from saessak.training.parallel import Parallel, clip_grad_norm, shard_model
 
 
@@ -90,7 +90,7 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
         st.begin()
 
         model.train()
-        precision = choose_on_rank0(
+        precision = precision_on_rank0(
             info, info.device, cfg.dtype or recipes.stage_config(PretrainConfig, preset, "pretrain").dtype,
             model.config, rows=cfg.batch_size // info.world * cfg.seq_len)
         dtype = precision.dtype

@@ -3,7 +3,6 @@
 - distributed.py  torchrun: process group (gloo/NCCL), DDP, collectives
 - parallel.py     FSDP2 sharding, activation checkpointing, gathering full weights, peak memory
 - optim.py        AdamW, LR schedule, mixed precision, one optimizer step with accumulation
-- precision.py    fp32 or bf16, chosen by timing the model's own matmuls on this machine (cached)
 - checkpoints.py  resumable checkpoints RUN/<stage>/ckpt/step_N/ (sharded with DCP under FSDP), the final model
 - metrics.py      metrics.jsonl, the progress line, the measured peak for MFU
 - lifecycle.py    the one stage life-cycle: skip, force, resume or fresh start, finish, clean-up
@@ -15,10 +14,10 @@ from saessak.training.distributed import (DistInfo, all_reduce_grads, all_reduce
                                           broadcast_object, cleanup_distributed, init_distributed, wrap_ddp)
 from saessak.training.lifecycle import StageRun, completed
 from saessak.training.metrics import MetricsLog, Progress, peak_flops
-from saessak.training.optim import autocast, build_optimizer, lr_at, set_lr, train_step
-from saessak.training.precision import PrecisionChoice, choose_dtype
+from saessak.model.precision import PrecisionChoice, choose_dtype
+from saessak.training.optim import autocast, build_optimizer, lr_at, precision_on_rank0, set_lr, train_step
 
 __all__ = ["DistInfo", "MetricsLog", "PrecisionChoice", "Progress", "StageRun", "all_reduce_grads", "all_reduce_max", "all_reduce_sum",
            "autocast", "barrier", "broadcast_object", "build_optimizer", "choose_dtype", "cleanup_distributed",
            "completed", "init_distributed", "latest_checkpoint", "list_checkpoints", "load_checkpoint", "lr_at",
-           "peak_flops", "save_checkpoint", "save_final", "set_lr", "train_step", "wrap_ddp"]
+           "peak_flops", "precision_on_rank0", "save_checkpoint", "save_final", "set_lr", "train_step", "wrap_ddp"]

@@ -3,7 +3,7 @@
 - `build_optimizer`: AdamW, weight decay on matrices only, fused kernels (CUDA and CPU).
 - `lr_at`: linear warm-up, then cosine decay to a floor.
 - `autocast`: bf16 autocast on CPU and CUDA over fp32 master weights (or fp32); which of the two a
-  stage uses is measured (saessak/training/precision.py).
+  stage uses is measured (saessak/model/precision.py; `precision_on_rank0` below).
 - `train_step`: one optimizer step over micro-batches (accumulation, DDP no_sync, clipping).
 """
 
@@ -93,3 +93,15 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_b
     norm = clip_grad_norm(model.parameters(), grad_clip)  # torch picks foreach where it is fast
     optimizer.step()
     return StepResult(loss=total / n, grad_norm=norm)
+
+
+def precision_on_rank0(info, device: str, dtype: str | None, model_or_cfg=None, **kw):
+    """`saessak.model.precision.choose_dtype` measured by rank 0 alone and broadcast: ranks timing at
+    once on shared cores would skew each other and could disagree."""
+    from dataclasses import asdict
+
+    from saessak.model.precision import PrecisionChoice, choose_dtype
+    from saessak.training.distributed import broadcast_object
+
+    choice = choose_dtype(device, dtype, model_or_cfg, **kw) if info.is_main else None
+    return PrecisionChoice(**broadcast_object(asdict(choice) if choice else None, info))

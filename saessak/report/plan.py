@@ -3,7 +3,7 @@
 The recipe says how much SFT and RL the model gets on a machine of the speed it was tuned on. The
 speedrun also knows its budget (`--budget-min`, 20 minutes for the CPU recipes; 0 turns planning
 off). At the start it measures this machine, on the preset's own model shape, in the precision the
-stages will choose (saessak/training/precision.py):
+stages will choose (saessak/model/precision.py):
 
 - `sft_step_s`: one SFT optimizer step (the recipe's batch and length, a packed-row mask, AdamW),
   the best of two after a warm-up on random tokens;
@@ -19,8 +19,12 @@ says to expect a weaker model). RL's budget is re-set when RL starts, from the w
 left (so an estimate that was off is corrected before the last training stage), never above the
 recipe's nor below MIN_RL_S. RL's budget counts wall seconds on every machine.
 
-The plan is written to RUN/plan.json before any stage runs and read back by a resumed speedrun, so
-a stage resumed after an interruption keeps its step count; the report shows what was scaled and why.
+`saessak plan --run RUN --preset P [--budget-min M] [--force]` writes RUN/plan.json; the speedrun runs
+it first (when its preset has a budget), gives SFT the planned `--max-steps`, and re-sets RL's
+`--time-budget` from the plan's figures and the time actually spent when RL starts
+(saessak/speedrun.py reads the JSON; the root imports no stage). A resumed speedrun reads the plan
+back, so a stage resumed after an interruption keeps its step count; the report shows what was
+scaled and why.
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ class Plan:
     rl_time_budget_s: float | None = None  # set when planned; re-set when RL starts (rl_reset)
     rl_reset: dict[str, Any] | None = None
     note: str = ""
+    # What the speedrun needs to re-set RL's budget when RL starts (it reads plan.json, not this module)
+    safety: float = SAFETY
+    reserve_after_rl_s: float = 0.0  # the evaluations' estimate plus half the fixed costs
+    min_rl_s: float = MIN_RL_S
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,7 +83,7 @@ def _sft_step_seconds(preset: str, model_cfg, info_device: str = "cpu") -> tuple
     from saessak.sft.config import SFTConfig
     from saessak.sft.pack import block_causal_mask
     from saessak.training.optim import autocast, build_optimizer
-    from saessak.training.precision import choose_dtype
+    from saessak.model.precision import choose_dtype
 
     sft = recipes.stage_config(SFTConfig, preset, "sft")
     dtype_opt = sft.dtype or recipes.stage_config(PretrainConfig, preset, "pretrain").dtype
@@ -107,11 +115,12 @@ def _sft_step_seconds(preset: str, model_cfg, info_device: str = "cpu") -> tuple
 
 
 def _decode_seconds_per_token(model_cfg, vocab_size: int) -> tuple[float, dict]:
-    """The engine's greedy decode on a random model of the shape, with a stand-in tokenizer."""
-    import torch
-
+    """The engine's greedy decode on a random model of the shape, with a stand-in tokenizer, in the
+    precision the evaluations will choose (the same measurement and cache key)."""
     from saessak.model import build_model
-    from saessak.model.engine import Engine, SamplingParams
+    from saessak.model.engine import Engine
+    from saessak.model.precision import choose_dtype, torch_dtype
+    from saessak.model.sampler import decode_seconds_per_token, probe_prompts
 
     class _Tok:  # what the engine needs of a tokenizer, for random ids
         stop_ids: tuple = ()
@@ -124,29 +133,20 @@ def _decode_seconds_per_token(model_cfg, vocab_size: int) -> tuple[float, dict]:
         def token_bytes(self):  # token_bytes_table takes a tokenizer's own table
             return [b"x"] * self.vocab_size
 
-    from saessak.training.precision import choose_dtype, torch_dtype
-
     model = build_model(model_cfg).eval()
     model.init_weights(0)
-    gen_choice = None
     tok = _Tok(vocab_size)
-    engines = {}
-    gen = torch.Generator().manual_seed(0)
-    prompts = torch.randint(1, vocab_size, (64, 32), generator=gen).tolist()
-    params = SamplingParams(max_tokens=16, temperature=0.0)
+    prompts = probe_prompts(vocab_size, 64)
+    engines: dict = {}
 
     def per_token(name: str) -> float:
         if name not in engines:
             engines[name] = Engine(model, tok, max_batch_size=64, dtype=None if name == "fp32" else torch_dtype(name))
-        t0 = time.perf_counter()
-        out = engines[name].generate(prompts, params)
-        return (time.perf_counter() - t0) / max(1, sum(len(c.token_ids) for c in out))
+        return decode_seconds_per_token(engines[name], prompts)
 
     # The same measured choice the evaluations will make (same key: mode, shapes, 64 rows).
-    gen_choice = choose_dtype("cpu", None, model, rows=64, mode="generate", probe=per_token)
-    name = gen_choice.dtype
-    per_token(name)
-    return min(per_token(name), per_token(name)), {"decode_dtype": name}
+    choice = choose_dtype("cpu", None, model, rows=64, mode="generate", probe=per_token)
+    return min(per_token(choice.dtype), per_token(choice.dtype)), {"decode_dtype": choice.dtype}
 
 
 def _eval_items(preset: str) -> int:
@@ -187,7 +187,7 @@ def make_plan(preset: str, budget_min: float, log=print) -> Plan:
     pre_tokens = pre.tokens_per_step(cfg.max_position_embeddings) * pre.max_steps
     est_pretrain = pre_tokens / sft_tokens * sft_step_s
     answer = ev.max_tokens
-    eval_tokens = items * (ev.base_max_tokens + 2 * (1 + ev.k) * answer * ANSWER_FILL)
+    eval_tokens = items * (ev.base_max_tokens + 2 * answer * ANSWER_FILL)  # the speedrun's evals are greedy (--k 0)
     est_eval = eval_tokens * decode_s * EVAL_OVERHEAD
     # A compiled SFT step (the recipe's `compile`) ran 1.5x faster than the eager one the probe times
     # (cpu-tiny, AMD EPYC), after a ~30 s compilation; counted at 1.3x to stay on the safe side.
@@ -213,38 +213,30 @@ def make_plan(preset: str, budget_min: float, log=print) -> Plan:
         plan.note = (f"predicted {sum(plan.estimate_s.values()) / 60:.1f} min with the recipe, far over the "
                      f"{budget_min:g}-minute budget: SFT cut to {plan.sft_max_steps} steps (expect a weaker SFT "
                      f"model), RL at its minimum")
+    plan.reserve_after_rl_s = round(est_eval + FIXED_S / 2, 1)
     plan.scale = round(min(1.0, (plan.sft_max_steps * step_s + compile_s + rl_s) / max(1e-9, est_sft + est_rl)), 3)
     if rl.time_budget_s:
         plan.rl_time_budget_s = round(min(float(rl.time_budget_s), rl_s), 1)
-    log(f"[speedrun] plan: {plan.note}; SFT {plan.sft_max_steps} steps (recipe {sft.max_steps}), RL "
+    log(f"plan: {plan.note}; SFT {plan.sft_max_steps} steps (recipe {sft.max_steps}), RL "
         f"{plan.rl_time_budget_s} s (recipe {rl.time_budget_s}); measured SFT step {sft_step_s:.3f} s "
         f"({facts.get('sft_dtype')}), decode {decode_s * 1e3:.2f} ms/token, {items} eval items")
     return plan
 
 
-def rl_budget_now(plan: Plan, elapsed_s: float) -> float | None:
-    """RL's budget when it starts: what is left of the budget after what has run and the evaluations'
-    estimate, at most the planned budget, at least MIN_RL_S."""
-    if plan.rl_time_budget_s is None:
-        return None
-    left = plan.budget_s * SAFETY - elapsed_s - plan.estimate_s.get("eval", 0.0) - FIXED_S / 2
-    budget = round(min(plan.rl_time_budget_s, max(MIN_RL_S, left)), 1)
-    plan.rl_reset = {"elapsed_s": round(elapsed_s, 1), "left_s": round(left, 1), "rl_time_budget_s": budget}
-    return budget
-
-
-def load_or_make(run_dir: str | Path, preset: str, budget_min: float, log=print) -> Plan | None:
-    """The run's plan: read back when it exists for the same preset and budget, else measured now."""
+def load_or_make(run_dir: str | Path, preset: str, budget_min: float, log=print, force: bool = False) -> Plan | None:
+    """The run's plan: read back when it exists for the same preset and budget (unless `force`),
+    else measured now and written to RUN/plan.json."""
     if budget_min < 0:
         raise UserError(f"--budget-min {budget_min:g}: must be 0 (no plan) or more")
     if not budget_min:
         return None
     path = plan_path(run_dir)
     old = read_json_or_none(path)
-    if isinstance(old, dict) and old.get("preset") == preset and old.get("budget_s") == round(budget_min * 60.0, 1):
+    if not force and isinstance(old, dict) and old.get("preset") == preset and old.get("budget_s") == round(budget_min * 60.0, 1):
         names = set(Plan.__dataclass_fields__)
         plan = Plan(**{k: v for k, v in old.items() if k in names})
-        log(f"[speedrun] plan: read back from {path} (SFT {plan.sft_max_steps} steps, RL {plan.rl_time_budget_s} s)")
+        log(f"plan: read back from {path} (SFT {plan.sft_max_steps} steps, RL {plan.rl_time_budget_s} s; "
+            f"--force measures again)")
         return plan
     plan = make_plan(preset, budget_min, log)
     save(run_dir, plan)

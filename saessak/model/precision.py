@@ -37,7 +37,7 @@ from saessak.errors import UserError
 
 DTYPES = ("auto", "bf16", "fp32")
 MARGIN = {"train": 1.2, "generate": 1.1}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the generate probe times decode steps only (1 timed mostly prefill)
 ROUNDS = 3
 _MAX_ROWS = {"train": 512, "generate": 256}
 
@@ -214,12 +214,3 @@ def choose_dtype(device: str, dtype: str | None, model_or_cfg=None, *, rows: int
 
 def torch_dtype(name: str) -> torch.dtype:
     return torch.bfloat16 if name == "bf16" else torch.float32
-
-
-def choose_on_rank0(info, device: str, dtype: str | None, model_or_cfg=None, **kw) -> PrecisionChoice:
-    """`choose_dtype` measured by rank 0 alone and broadcast: ranks timing at once on shared cores
-    would skew each other and could disagree."""
-    from saessak.training.distributed import broadcast_object
-
-    choice = choose_dtype(device, dtype, model_or_cfg, **kw) if info.is_main else None
-    return PrecisionChoice(**broadcast_object(asdict(choice) if choice else None, info))
