@@ -12,7 +12,7 @@ levels), greedy pass@1 plus `--k` samples per item, the recipe's answer limit:
 Reports wall seconds, generated tokens and tokens/s of each, and both greedy accuracies per family
 (they can differ only where a model writes a second answer line after its first).
 
-    .venv/bin/python bench/eval_speed.py --run runs/t17 [--stage sft] [--n 300] [--k 4]
+    .venv/bin/python bench/eval_speed.py --run runs/cpu-tiny [--stage sft] [--n 300] [--k 4]
     .venv/bin/python bench/eval_speed.py --smoke    # a random cpu-tiny model, 4 items, in seconds (tests)
 """
 
@@ -59,7 +59,7 @@ def main() -> None:
     from saessak.evals.task_eval import EVAL_WIDTH, evaluate_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", default="runs/t17", help="a run folder with the model stage (default runs/t17)")
+    ap.add_argument("--run", default="runs/cpu-tiny", help="a run folder with the model stage (default: the speedrun's, runs/cpu-tiny)")
     ap.add_argument("--stage", default="sft")
     ap.add_argument("--n", type=int, default=300, help="items per family, at most")
     ap.add_argument("--k", type=int, default=4)

@@ -25,7 +25,7 @@ per round, so load from other processes on a shared machine hits them alike. The
 timed and the FLOP budget is cut (within the LR warm-up, so the schedule stays exact) when the
 estimate exceeds `--max-minutes`; the result says so. The last stdout line is one JSON object.
 
-    .venv/bin/python bench/moe_vs_dense.py [--run runs/t17] [--steps 400] [--plot docs/img/moe_balance.png]
+    .venv/bin/python bench/moe_vs_dense.py [--run runs/cpu-tiny] [--steps 400] [--plot docs/img/moe_balance.png]
     .venv/bin/python bench/moe_vs_dense.py --smoke   # micro shapes on a made-up run folder, in seconds
 """
 
@@ -460,7 +460,7 @@ def run_bench(args, run: Path, plot: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", default="runs/t17", help="run folder with RUN/pretrain/shards and RUN/tokenizer")
+    ap.add_argument("--run", default="runs/cpu-tiny", help="run folder with RUN/pretrain/shards and RUN/tokenizer (the speedrun's)")
     ap.add_argument("--preset", default="cpu-tiny", help="the dense shape and the pretraining recipe (batch, LR)")
     ap.add_argument("--steps", type=int, default=None,
                     help="FLOP budget in dense optimizer steps (default: the preset's pretraining max_steps)")

@@ -8,7 +8,7 @@
 `--cold-cache` points SAESSAK_CACHE at an empty folder, so the data stage downloads its Debian
 packages and wheel again (the "packages not cached" figure); without it the cache is used as is.
 The target (issue 17): cpu-tiny in at most 20 minutes on 2 cores, corpus build included; the
-speedrun sizes SFT and RL to fit that budget (saessak/plan.py).
+speedrun sizes SFT and RL to fit that budget (saessak/report/plan.py).
 Last stdout line: one JSON object with the figures.
 """
 
