@@ -32,17 +32,6 @@ MAX_POS = 2048
 TARGET_RATIO = 0.25  # latent bytes per token / GQA bytes per token
 
 
-class _NoEnd:
-    """The tokenizer without end tokens: every row decodes its full N tokens."""
-
-    def __init__(self, tokenizer):
-        self._tok = tokenizer
-        self.stop_ids = ()
-
-    def __getattr__(self, name):
-        return getattr(self._tok, name)
-
-
 def models(kv_lora_rank: int | None, rope_dim: int | None):
     from saessak.model import Llama, model_config
     from saessak.model.deepseek import DeepSeek, deepseek_config_for_shape
@@ -135,8 +124,9 @@ def main() -> None:
     dtype = torch.bfloat16 if args.dtype == "bf16" else None
 
     from bench.engine_generate import toy_tokenizer
+    from saessak.model.sampler import NoStop  # no end tokens: every row decodes its full N tokens
 
-    tok = _NoEnd(toy_tokenizer())
+    tok = NoStop(toy_tokenizer())
     ms = models(args.kv_lora_rank, args.rope_dim)
     prompts = prompts_for(B, P, tok.vocab_size)
     torch.manual_seed(0)

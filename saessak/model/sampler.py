@@ -93,7 +93,7 @@ def generation_precision(model, tokenizer, width: int, device: str = "cpu", dtyp
 
     def probe(name: str) -> float:
         if name not in engines:
-            engines[name] = Engine(model, _NoStop(tokenizer), max_batch_size=width, device=device,
+            engines[name] = Engine(model, NoStop(tokenizer), max_batch_size=width, device=device,
                                    dtype=None if name == "fp32" else torch_dtype(name))
         return decode_seconds_per_token(engines[name], prompts)
 
@@ -107,7 +107,7 @@ def torch_dtype_for_engine(choice):
     return torch.bfloat16 if choice.dtype == "bf16" else None
 
 
-class _NoStop:
+class NoStop:
     """The tokenizer with no end tokens, so every probe row decodes its full length."""
 
     def __init__(self, tokenizer):
