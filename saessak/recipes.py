@@ -165,7 +165,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            sft=_frozen(max_steps=20, batch_size=8, seq_len=128, lr=2e-3, warmup_steps=5, task_items_per_family=40,
                        identity_items=18, eval_every=10, ckpt_every=10),
            rl=_frozen(max_steps=4, prompts_per_step=4, num_generations=4, learning_rate=5e-4, micro_batch_size=16,
-                      max_resample_rounds=0, ckpt_every=2, log_completions=2, curriculum_window=8),
+                      max_resample_rounds=0, ckpt_every=2, log_completions=2, curriculum_window=8,
+                      dtype="fp32"),  # as micro's pretraining: CI's runs compare exact numbers across layouts
            eval=_frozen(n=8, k=0),
            speedrun=_frozen(max_docs=300)),
     # The CPU speedrun: a few M parameters on 2 cores. Levels 1-3 and the families josa and spacing

@@ -69,6 +69,9 @@ def test_every_preset_is_a_valid_llama_config():
         cfg = model_config(name)
         cfg.validate()
         assert cfg.num_hidden_layers == RECIPES[name].shape.depth
+        if RECIPES[name].shape.arch == "deepseek":  # MLA has no single head_dim (tests/test_deepseek_pipeline.py)
+            assert cfg.hidden_size == RECIPES[name].shape.hidden_size
+            continue
         assert cfg.hidden_size == cfg.num_attention_heads * cfg.head_dim
     # cpu-tiny is "a few M parameters"; the GPU presets grow with depth.
     assert 1e6 < model_config("cpu-tiny").num_parameters() < 10e6
