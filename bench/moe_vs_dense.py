@@ -470,7 +470,8 @@ def main() -> None:
     ap.add_argument("--experts", type=int, default=8, help="routed experts per MoE layer")
     ap.add_argument("--topk", type=int, default=2, help="routed experts per token")
     ap.add_argument("--shared", type=int, default=1, help="shared experts per MoE layer")
-    ap.add_argument("--bias-speed", type=float, default=1e-3, help="router bias step per update (the rule-on MoE)")
+    ap.add_argument("--bias-speed", type=float, default=1e-2,
+                    help="router bias step per update (the rule-on MoE; cpu-tiny-deepseek's, docs/RESULTS.md)")
     ap.add_argument("--equal-flops", action="store_true", help="also run the MoE sized to dense FLOPs/token")
     ap.add_argument("--dtype", default="auto", help="auto (measured on the dense model), bf16 or fp32: for all")
     ap.add_argument("--plot", default="docs/img/moe_balance.png", help="the balance plot (PNG)")

@@ -224,7 +224,10 @@ RECIPES.update({r.name: r for r in [
     # CI: the micro run with a tiny MoE (4 routed experts, 2 per token, 1 shared) and one MTP depth.
     _deepseek("micro", n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
               num_nextn_predict_layers=1),
-    _deepseek("cpu-tiny", n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, num_nextn_predict_layers=1),
+    # Bias speed 1e-2, not DeepSeek-V3's 1e-3: in a 400-step CPU run 1e-3 left max/mean expert load at
+    # 1.8, 1e-2 brings it to 1.33 (bench/moe_vs_dense.py, docs/RESULTS.md).
+    _deepseek("cpu-tiny", n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, num_nextn_predict_layers=1,
+              bias_update_speed=1e-2),
     # DeepSeek-V3's routing at GPU scale: 64 fine-grained experts in 8 groups, 4 groups and 6 experts per token.
     _deepseek("d12", n_routed_experts=64, num_experts_per_tok=6, n_shared_experts=2, n_group=8, topk_group=4,
               num_nextn_predict_layers=1),
