@@ -58,10 +58,11 @@ class PrecisionChoice:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     def describe(self) -> str:
-        if self.source in ("given", "cuda"):
-            return f"{self.dtype} ({'--dtype' if self.source == 'given' else 'CUDA with bf16'})"
+        if self.source in ("given", "cuda") or self.speedup is None:
+            return f"{self.dtype} ({ {'given': '--dtype', 'cuda': 'CUDA with bf16'}.get(self.source, self.source)})"
+        work = "decode steps" if self.mode == "generate" else "train matmuls"
         return (f"{self.dtype} ({self.source}: bf16 {self.bf16_gflops:.0f} vs fp32 {self.fp32_gflops:.0f} "
-                f"GFLOP/s on the model's {self.mode} matmuls, {self.speedup:.2f}x)")
+                f"GFLOP/s on the model's {work}, {self.speedup:.2f}x)")
 
 
 def linear_shapes(model_or_cfg) -> Counter:

@@ -78,16 +78,12 @@ def probe_prompts(vocab_limit: int, rows: int, length: int = 16) -> list[list[in
     return torch.randint(1, vocab_limit, (rows, length), generator=gen).tolist()
 
 
-def generation_precision(model, tokenizer, width: int, device: str = "cpu", dtype: str | None = None):
-    """Whether the engine should decode with a bf16 copy of the weights or the fp32 model, by timing
-    its own decode steps at `width` rows both ways (saessak/model/precision.py caches the verdict).
-    Returns the choice; `torch_dtype_for_engine(choice)` is what Sampler/Engine take."""
+def decode_probe(model, tokenizer, width: int, device: str = "cpu"):
+    """probe(dtype name) -> the engine's decode seconds per token at `width` rows, with fp32 weights or
+    a bf16 copy (each engine built once): what `generation_precision` and the time plan time."""
     from saessak.model.engine import Engine
-    from saessak.model.precision import choose_dtype, torch_dtype
+    from saessak.model.precision import torch_dtype
 
-    if dtype not in (None, "auto") or str(device).startswith("cuda"):
-        return choose_dtype(device, dtype, mode="generate")  # given, or CUDA's answer: nothing to time
-    width = max(1, min(int(width), 64))  # decode rates change little past 64 rows; the probe stays short
     prompts = probe_prompts(min(model.config.vocab_size, tokenizer.vocab_size), width)
     engines: dict = {}
 
@@ -97,7 +93,21 @@ def generation_precision(model, tokenizer, width: int, device: str = "cpu", dtyp
                                    dtype=None if name == "fp32" else torch_dtype(name))
         return decode_seconds_per_token(engines[name], prompts)
 
-    return choose_dtype(device, dtype, model, rows=width, mode="generate", probe=probe)
+    return probe
+
+
+def generation_precision(model, tokenizer, width: int, device: str = "cpu", dtype: str | None = None, probe=None):
+    """Whether the engine should decode with a bf16 copy of the weights or the fp32 model, by timing
+    its own decode steps at `width` rows both ways (saessak/model/precision.py caches the verdict).
+    Returns the choice; `torch_dtype_for_engine(choice)` is what Sampler/Engine take. `probe`: a
+    `decode_probe` of this model the caller keeps using."""
+    from saessak.model.precision import choose_dtype
+
+    if dtype not in (None, "auto") or str(device).startswith("cuda"):
+        return choose_dtype(device, dtype, mode="generate")  # given, or CUDA's answer: nothing to time
+    width = max(1, min(int(width), 64))  # decode rates change little past 64 rows; the probe stays short
+    return choose_dtype(device, dtype, model, rows=width, mode="generate",
+                        probe=probe or decode_probe(model, tokenizer, width, device))
 
 
 def torch_dtype_for_engine(choice):

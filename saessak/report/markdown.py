@@ -82,10 +82,10 @@ def _whole_bill(r: dict) -> list[str]:
 
 
 def _precision_text(p: dict) -> str:
-    if p.get("source") in ("given", "cuda") or p.get("speedup") is None:
-        return f"{p.get('dtype')} ({'as given' if p.get('source') == 'given' else p.get('source')})"
-    return (f"{p.get('dtype')} ({p.get('source')}; bf16 {fmt(p.get('bf16_gflops'), 0)} vs fp32 "
-            f"{fmt(p.get('fp32_gflops'), 0)} GFLOP/s on the model's {p.get('mode')} work, {fmt(p.get('speedup'), 2)}x)")
+    from saessak.model.precision import PrecisionChoice
+
+    fields = set(PrecisionChoice.__dataclass_fields__)
+    return PrecisionChoice(**{k: v for k, v in p.items() if k in fields}).describe()
 
 
 def speed_lines(r: dict) -> list[str]:
@@ -102,7 +102,7 @@ def speed_lines(r: dict) -> list[str]:
     if plan:
         m, est = plan.get("measured") or {}, plan.get("estimate_s") or {}
         rec = plan.get("recipe") or {}
-        out += ["", f"Time plan for a {fmt(plan.get('budget_s', 0) / 60, 1)}-minute budget (saessak/plan.py): "
+        out += ["", f"Time plan for a {fmt(plan.get('budget_s', 0) / 60, 1)}-minute budget (saessak/report/plan.py): "
                     f"{plan.get('note')}. Measured at the start: one SFT step {fmt(m.get('sft_step_s'), 3)} s "
                     f"({m.get('sft_dtype')}), decoding {fmt((m.get('decode_s_per_token') or 0) * 1e3, 2)} ms per "
                     f"token ({m.get('decode_dtype')}), {fmt(m.get('eval_items'))} evaluation items. Predicted with "

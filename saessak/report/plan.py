@@ -118,9 +118,7 @@ def _decode_seconds_per_token(model_cfg, vocab_size: int) -> tuple[float, dict]:
     """The engine's greedy decode on a random model of the shape, with a stand-in tokenizer, in the
     precision the evaluations will choose (the same measurement and cache key)."""
     from saessak.model import build_model
-    from saessak.model.engine import Engine
-    from saessak.model.precision import choose_dtype, torch_dtype
-    from saessak.model.sampler import decode_seconds_per_token, probe_prompts
+    from saessak.model.sampler import decode_probe, generation_precision
 
     class _Tok:  # what the engine needs of a tokenizer, for random ids
         stop_ids: tuple = ()
@@ -136,17 +134,10 @@ def _decode_seconds_per_token(model_cfg, vocab_size: int) -> tuple[float, dict]:
     model = build_model(model_cfg).eval()
     model.init_weights(0)
     tok = _Tok(vocab_size)
-    prompts = probe_prompts(vocab_size, 64)
-    engines: dict = {}
-
-    def per_token(name: str) -> float:
-        if name not in engines:
-            engines[name] = Engine(model, tok, max_batch_size=64, dtype=None if name == "fp32" else torch_dtype(name))
-        return decode_seconds_per_token(engines[name], prompts)
-
+    probe = decode_probe(model, tok, 64)
     # The same measured choice the evaluations will make (same key: mode, shapes, 64 rows).
-    choice = choose_dtype("cpu", None, model, rows=64, mode="generate", probe=per_token)
-    return min(per_token(choice.dtype), per_token(choice.dtype)), {"decode_dtype": choice.dtype}
+    choice = generation_precision(model, tok, 64, probe=probe)
+    return min(probe(choice.dtype), probe(choice.dtype)), {"decode_dtype": choice.dtype}
 
 
 def _eval_items(preset: str) -> int:
