@@ -118,7 +118,7 @@ def build_report(run_dir: str | os.PathLike, prices: str | os.PathLike | None = 
         "command": command,
         # The speedrun that built the run, if one did (its command, not the report's, is what to rerun).
         "speedrun": read_json_or_none(run.root / "speedrun.json"),
-        # The speedrun's time plan (saessak/plan.py) and the precision each stage measured and chose.
+        # The speedrun's time plan (saessak/report/plan.py) and the precision each stage measured and chose.
         "plan": read_json_or_none(run.root / "plan.json"),
         "precision": precision_section(records),
         "git_commit": git_commit(),
