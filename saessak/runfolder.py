@@ -1,7 +1,7 @@
 """The run folder: the contract between stages (see docs/ARCHITECTURE.md).
 
     runs/<name>/
-      data/                train.jsonl, val.jsonl, data_card.json, data_card.md
+      data/                train.jsonl, val.jsonl (or .parquet), data_card.json, data_card.md
       tokenizer/           tokenizer.json, stats.json
       pretrain/ sft/ rl/   checkpoints, metrics.jsonl, final/ (config.json + model.safetensors)
       eval/                results_final.json (the sealed split the report reads), results_<split>.json,

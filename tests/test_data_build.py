@@ -290,8 +290,82 @@ def test_unreadable_file_skipped_with_reason(tmp_path, monkeypatch):
         return real_read(self)
 
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    # the streamed formats open their files themselves: the same refusal for them
+    import builtins
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import saessak.data.inputs as inputs_mod
+
+    (d / "locked.jsonl").write_text(json.dumps({"text": korean_doc(33)}, ensure_ascii=False) + "\n", encoding="utf-8")
+    pq.write_table(pa.table({"text": [korean_doc(34)]}), d / "locked.parquet")
+
+    def refuse(path, *a, **k):
+        if Path(path).name.startswith("locked."):
+            raise PermissionError(13, "Permission denied")
+        return builtins.open(path, *a, **k)
+
+    monkeypatch.setattr(inputs_mod, "open", refuse, raising=False)
+    real_sha256 = inputs_mod.file_sha256
+    monkeypatch.setattr(inputs_mod, "file_sha256", lambda p: refuse(p, "rb").close() or real_sha256(p))
     out = tmp_path / "run/data"
     build_corpus(out, inputs=[str(d)])
     src = json.loads((out / "data_card.json").read_text())["sources"][0]
-    assert src["skipped_files"] == [{"path": "locked.txt", "reason": "unreadable: Permission denied"}]
+    assert sorted(src["skipped_files"], key=lambda s: s["path"]) == [
+        {"path": f"locked.{ext}", "reason": "unreadable: Permission denied"} for ext in ("jsonl", "parquet", "txt")]
     assert src["documents_out"] == 1
+
+
+def test_bad_parquet_and_empty_inputs_are_counted_drops(tmp_path):
+    """Each bad input is a counted drop, listed in the card with its reason (docs/DATA_CARD.md#bad-input)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "in"
+    d.mkdir()
+    pq.write_table(pa.table({"text": [korean_doc(61), korean_doc(62)]}), d / "good.parquet")
+    pq.write_table(pa.table({"text": [korean_doc(63), None, None, korean_doc(64)]}), d / "nulls.parquet")
+    pq.write_table(pa.table({"text": pa.array([korean_doc(65).encode()], pa.binary())}), d / "bytes.parquet")
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), d / "zero_rows.parquet")
+    (d / "empty.parquet").write_bytes(b"")
+    pq.write_table(pa.table({"text": [korean_doc(66)]}), d / "cut.parquet")
+    (d / "cut.parquet").write_bytes((d / "cut.parquet").read_bytes()[:-30])  # the footer cut off
+    rows = [korean_doc(100 + i, sentences=30) for i in range(400)]
+    pq.write_table(pa.table({"text": rows}), d / "broken_page.parquet", row_group_size=100, compression="zstd")
+    data = bytearray((d / "broken_page.parquet").read_bytes())
+    mid = len(data) // 2
+    data[mid - 200 : mid + 200] = bytes(400)  # a page zeroed, the footer intact
+    (d / "broken_page.parquet").write_bytes(bytes(data))
+    (d / "blank.jsonl").write_text("\n  \n\n", encoding="utf-8")
+
+    out = tmp_path / "run/data"
+    build_corpus(out, inputs=[str(d)], log=lambda m: None)
+    (src,) = json.loads((out / "data_card.json").read_text())["sources"]
+    reasons: dict[str, list[str]] = {}
+    for s in src["skipped_files"]:
+        reasons.setdefault(s["path"], []).append(s["reason"])
+    assert "good.parquet" not in reasons
+    assert reasons["nulls.parquet"] == ["2 row(s) with a null 'text'"]
+    assert reasons["bytes.parquet"] == ["column 'text' holds binary, not text"]
+    assert reasons["zero_rows.parquet"] == ["no rows"]
+    assert reasons["empty.parquet"] == ["empty file"]
+    assert reasons["cut.parquet"][0].startswith("not a readable parquet file (ArrowInvalid: ")
+    (broken,) = reasons["broken_page.parquet"]
+    assert broken.startswith("unreadable after row ")
+    kept_before_break = int(broken.split()[3])
+    assert 0 <= kept_before_break < len(rows)
+    assert reasons["blank.jsonl"] == ["blank lines only"]
+    # every file read is listed with its hash, the skipped ones too
+    assert {f["path"] for f in src["files"]} == {p.name for p in d.iterdir()}
+    ids = {r["id"].rsplit(":", 2)[-2] for r in read_split(out)}
+    assert {"good.parquet", "nulls.parquet"} <= ids and not ids & {"bytes.parquet", "cut.parquet", "zero_rows.parquet"}
+
+
+def test_empty_input_folder_is_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".hidden").write_text("x")
+    assert main(["data", "build", "--out", str(tmp_path / "r/data"), "--input", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert f"saessak: error: --input {tmp_path / 'empty'}: the folder holds no files" in err
+    assert "Traceback" not in err and not (tmp_path / "r").exists()

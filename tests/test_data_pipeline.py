@@ -1,6 +1,7 @@
 """`data build` on datatrove: many tasks and workers give the same corpus, a SIGKILLed build resumes
-from its finished tasks, the Slurm executor's job scripts (run here by hand as Slurm would), bad
-input in the streamed formats."""
+from its finished tasks, the Slurm executor's job scripts (run here by hand as Slurm would), the Ray
+executor on a local Ray instance (slow), Parquet output read by the later stages, bad input in the
+streamed formats."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pytest
 
 from saessak.cli import main
 from saessak.data import build_corpus
+from saessak.io import read_jsonl
 from tests.test_data_build import korean_doc
 
 REPO = Path(__file__).resolve().parent.parent
@@ -186,6 +188,127 @@ def test_slurm_jobs_run_as_slurm_would_then_the_corpus_is_written(tmp_path, monk
     assert card_counts(out) == card_counts(ref)
 
 
+# ----------------------------------------------------------------------------- Ray
+
+RAY_SKIP = "the Ray executor's tests need ray (pip install 'saessak[scale]'; scripts/setup.sh installs it)"
+STAGES = ("read", "boiler", "filter", "exact", "unique", "buckets", "cluster", "write")
+# datatrove 0.10's Ray executor passes placement_group= to .options(), which Ray 2.60 deprecates
+RAY_DEPRECATION = "ignore:placement_group:DeprecationWarning"
+
+
+@pytest.mark.slow  # starts and stops its own Ray instance in a subprocess: ~40 s on an idle 2-core machine
+def test_ray_cli_starts_and_stops_a_ray_instance_of_its_own(tmp_path):
+    pytest.importorskip("ray", reason=RAY_SKIP)
+    d = make_corpus(tmp_path / "in", files=2, per_file=15)
+    ref = tmp_path / "ref" / "data"
+    build_corpus(ref, inputs=[str(d)], tasks=1, workers=1, log=lambda m: None)
+    out = tmp_path / "run" / "data"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    r = subprocess.run([sys.executable, "-m", "saessak", "data", "build", "--out", str(out), "--input", str(d),
+                        "--tasks", "1", "--executor", "ray", "--executor-option", "mem_per_cpu_gb=0.5"],
+                       cwd=REPO, env={**env, "TOKENIZERS_PARALLELISM": "false"}, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[data] Ray cluster: " in r.stderr and "ray executor" in r.stderr
+    assert "Traceback" not in r.stderr
+    for split in ("train.jsonl", "val.jsonl"):
+        assert (out / split).read_bytes() == (ref / split).read_bytes()
+    card = json.loads((out / "data_card.json").read_text())
+    assert card["settings"]["engine"]["executor"] == "ray"
+    assert card["command"].endswith("--executor ray --executor-option mem_per_cpu_gb=0.5")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance in this process (2 CPUs, no dashboard): `data build` uses it as it is."""
+    ray = pytest.importorskip("ray", reason=RAY_SKIP)
+    os.environ.setdefault("LOGURU_DIAGNOSE", "NO")  # as build_corpus sets it, before the workers start
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _ray_args(out: Path, d: Path) -> list[str]:
+    return ["data", "build", "--out", str(out), "--input", str(d), "--tasks", "2", "--executor", "ray",
+            "--executor-option", "mem_per_cpu_gb=0.5"]
+
+
+@pytest.mark.filterwarnings(RAY_DEPRECATION)
+@pytest.mark.slow  # ~38 Ray actors, each a fresh worker process: ~40 s on an idle 2-core machine
+def test_ray_executor_gives_the_local_executors_corpus(local_ray, tmp_path, capsys):
+    import tempfile
+
+    d = make_corpus(tmp_path / "in", files=3, per_file=30)
+    ref = tmp_path / "ref" / "data"
+    build_corpus(ref, inputs=[str(d)], tasks=2, workers=1, log=lambda m: None)
+    # datatrove's own Ray task logs to $TMPDIR/ray_logs and copies the file; ours logs in the run folder
+    tmp_log = Path(tempfile.gettempdir()) / "ray_logs" / "logs" / "task_00000.log"
+    before = tmp_log.stat().st_mtime_ns if tmp_log.exists() else None
+    out = tmp_path / "run" / "data"
+    capsys.readouterr()
+    assert main(_ray_args(out, d)) == 0
+    err = capsys.readouterr().err
+    assert "[data] Ray cluster: 2 CPU(s) on 1 node(s)" in err and "2 task(s), ray executor, 2 worker(s)" in err
+    assert "Logging directory points" not in err and "Traceback" not in err
+    for split in ("train.jsonl", "val.jsonl"):
+        assert (out / split).read_bytes() == (ref / split).read_bytes()
+    assert card_counts(out) == card_counts(ref)
+    card = json.loads((out / "data_card.json").read_text())
+    assert card["settings"]["engine"] == {"name": "datatrove", "executor": "ray", "tasks": 2, "workers": 2}
+    for stage in STAGES:  # every task's completion marker and log, in the run folder
+        done = sorted(p.name for p in (out / "logs" / stage / "completions").iterdir())
+        assert done and done == sorted(p.name.removeprefix("task_").removesuffix(".log")
+                                       for p in (out / "logs" / stage / "logs").iterdir()), stage
+    assert "Launching pipeline for rank=1" in (out / "logs" / "write" / "logs" / "task_00001.log").read_text()
+    assert (tmp_log.stat().st_mtime_ns if tmp_log.exists() else None) == before
+    assert not (tmp_path / "run" / "work").exists() and local_ray.is_initialized()  # the instance stays up
+
+
+@pytest.mark.filterwarnings(RAY_DEPRECATION)
+@pytest.mark.slow  # two builds on the local Ray instance: ~50 s on an idle 2-core machine
+def test_ray_build_with_a_failed_task_says_which_and_resumes(local_ray, tmp_path, monkeypatch, capsys):
+    import saessak.data.pipeline as pipeline_mod
+    from datatrove.pipeline.base import PipelineStep
+
+    d = make_corpus(tmp_path / "in", files=2, per_file=20)
+    real = pipeline_mod.stages
+    flag = tmp_path / "fail-write-task-1"
+    flag.touch()
+
+    def failing(work, **kw):
+        class Boom(PipelineStep):  # defined here: Ray ships it to the workers by value
+            name = "boom"
+
+            def run(self, data, rank: int = 0, world_size: int = 1):
+                if rank == 1 and flag.exists():
+                    raise RuntimeError("injected failure in write task 1")
+                yield from data
+
+        return [(n, p[:-1] + [Boom(), p[-1]] if n == "write" else p, t) for n, p, t in real(work, **kw)]
+
+    # the same pipeline both times (datatrove merges the stats of all tasks), failing while the flag is there
+    monkeypatch.setattr(pipeline_mod, "stages", failing)
+    out = tmp_path / "run" / "data"
+    work = tmp_path / "run" / "work" / "data"
+    assert main(_ray_args(out, d)) == 2
+    err = capsys.readouterr().err
+    assert "stage write: 1 of 2 task(s) failed (task 1: RuntimeError: injected failure in write task 1)" in err
+    assert "run the same command again to retry them" in err and "Traceback" not in err
+    assert not out.exists()
+    assert sorted(p.name for p in (work / "logs" / "write" / "completions").iterdir()) == ["00000"]
+
+    flag.unlink()
+    assert main(_ray_args(out, d)) == 0
+    err = capsys.readouterr().err
+    assert "resuming" in err and "stage write: 1 of 2 task(s)" in err and "(1 done before)" in err
+    assert not any(f"stage {s}:" in err for s in STAGES[:-1])  # only the failed task ran again
+    ref = tmp_path / "ref" / "data"
+    build_corpus(ref, inputs=[str(d)], tasks=2, workers=1, log=lambda m: None)
+    for split in ("train.jsonl", "val.jsonl"):
+        assert (out / split).read_bytes() == (ref / split).read_bytes()
+    assert card_counts(out) == card_counts(ref)
+
+
 def test_streamed_formats_and_bad_lines_are_counted(tmp_path):
     d = tmp_path / "in"
     d.mkdir()
@@ -216,14 +339,175 @@ def test_bad_executor_options_are_clear_errors(tmp_path, capsys):
     assert "expected KEY=VALUE" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(base + ["--workers", "0"])
-    if not _has_ray():
-        assert main(base + ["--executor", "ray"]) == 2
-        assert "'ray' package is not installed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(base + ["--format", "csv"])
+    capsys.readouterr()
+    # an option the executor does not take: named, before anything is submitted
+    assert main(base + ["--executor", "slurm", "--executor-option", "partitionn=cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--executor-option partitionn: not an option of datatrove's SlurmPipelineExecutor" in err
+    assert "Traceback" not in err
 
 
-def _has_ray() -> bool:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def test_ray_not_installed_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    d = make_corpus(tmp_path / "in", files=1, per_file=3)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, installed or not
+    assert main(["data", "build", "--out", str(tmp_path / "r" / "data"), "--input", str(d), "--executor", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert "--executor ray: the 'ray' package is not installed (pip install 'saessak[scale]')" in err
+    assert "Traceback" not in err and not (tmp_path / "r" / "data").exists()
+
+
+# ----------------------------------------------------------------------------- Parquet output
+
+
+def _parquet_rows(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def two_formats(tmp_path_factory):
+    """The same input built as JSONL and as Parquet (2 tasks, so the shards are joined)."""
+    root = tmp_path_factory.mktemp("formats")
+    d = make_corpus(root / "in", files=3, per_file=40)
+    runs = {}
+    for fmt in ("jsonl", "parquet"):
+        runs[fmt] = root / fmt
+        args = ["data", "build", "--out", str(runs[fmt] / "data"), "--input", str(d), "--tasks", "2", "--workers", "1"]
+        assert main(args + (["--format", "parquet"] if fmt == "parquet" else [])) == 0
+    return runs
+
+
+def test_parquet_build_equals_the_jsonl_build(two_formats):
+    import pyarrow.parquet as pq
+
+    js, pa_ = two_formats["jsonl"] / "data", two_formats["parquet"] / "data"
+    assert sorted(p.name for p in pa_.iterdir()) == ["data_card.json", "data_card.md", "done.json", "logs",
+                                                     "train.parquet", "val.parquet"]
+    for split in ("train", "val"):
+        rows = _parquet_rows(pa_ / f"{split}.parquet")
+        assert rows == read_jsonl(js / f"{split}.jsonl")  # document for document, in order, every field
+        assert rows and all(set(r) == {"id", "source", "text"} for r in rows)
+    schema = pq.read_schema(pa_ / "train.parquet")
+    assert [(f.name, str(f.type)) for f in schema] == [("id", "string"), ("source", "string"), ("text", "string")]
+    card, jcard = (json.loads((p / "data_card.json").read_text()) for p in (pa_, js))
+    assert card["settings"]["format"] == "parquet" and jcard["settings"]["format"] == "jsonl"
+    assert set(card["outputs"]) == {"train.parquet", "val.parquet"}
+    import hashlib
+
+    for name, entry in card["outputs"].items():
+        assert entry["sha256"] == hashlib.sha256((pa_ / name).read_bytes()).hexdigest()
+    assert card["totals"] == jcard["totals"] and card["split"] == jcard["split"]
+    assert card["command"].endswith("--workers 1 --tasks 2 --format parquet")
+    assert "- Format: parquet (string columns id, source, text)" in (pa_ / "data_card.md").read_text()
+    done = json.loads((pa_ / "done.json").read_text())
+    assert done["files"] == {"train": "train.parquet", "val": "val.parquet"} and done["format"].startswith("parquet")
+
+
+def test_rebuild_in_the_other_format_needs_force(two_formats, capsys):
+    out = two_formats["parquet"] / "data"
+    card = (out / "data_card.json").read_bytes()
+    assert main(["data", "build", "--out", str(out), "--input", "unused", "--format", "jsonl"]) == 0
+    assert "skipping. Use --force to rebuild (it holds parquet, not jsonl)." in capsys.readouterr().err
+    assert (out / "data_card.json").read_bytes() == card and not (out / "train.jsonl").exists()
+
+
+def test_tokenizer_and_pretraining_read_a_parquet_data_folder(two_formats, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from saessak.data.split import require_split
+    from saessak.pretrain import shards
+    from saessak.tokenizer import Tokenizer
+
+    runs = {}
+    for fmt, src in two_formats.items():
+        runs[fmt] = tmp_path / fmt
+        shutil.copytree(src / "data", runs[fmt] / "data")
+        assert main(["tokenizer", "train", "--run", str(runs[fmt]), "--vocab-size", "400"]) == 0
+    # the same documents in the same order: the same tokenizer, the same val statistics
+    tok_j, tok_p = (runs[f] / "tokenizer" / "tokenizer.json" for f in ("jsonl", "parquet"))
+    assert tok_p.read_bytes() == tok_j.read_bytes()
+    stats = [json.loads((runs[f] / "tokenizer" / "stats.json").read_text()) for f in ("jsonl", "parquet")]
+    assert stats[0] == stats[1] and stats[1]["per_source"]
+    # token shards (what pretraining trains on): the same token stream from either format
+    tok = Tokenizer.load(tok_p)
+    streams = {}
+    for fmt, run in runs.items():
+        splits = {s: require_split(run, s, "pretrain") for s in ("train", "val")}
+        assert splits["train"].suffix == f".{fmt}"
+        meta = shards.build_shards(run / "shards", tok, "sha", splits, seed=5, workers=1)
+        streams[fmt] = {s: np.concatenate([np.asarray(m) for m in shards.open_split(run / "shards", meta, s)]).tolist()
+                        for s in ("train", "val")}
+    assert streams["parquet"] == streams["jsonl"]
+    # the spacing task's sentences cut from a run's corpus (`saessak tasks sample spacing --corpus FILE`)
+    from saessak.tasks.registry import sample
+
+    cut = {fmt: sample("spacing", "train", 6, 0, level=1, corpus=str(run / "data" / f"train.{fmt}"))
+           for fmt, run in runs.items()}
+    assert cut["parquet"] == cut["jsonl"] and all(e["meta"]["source"] == "corpus" for e in cut["parquet"])
+    # and the stage itself: a few steps of the micro preset on the Parquet run
+    assert main(["pretrain", "--run", str(runs["parquet"]), "--preset", "micro", "--no-samples", "--quiet",
+                 "--max-steps", "2"]) == 0
+    assert (runs["parquet"] / "pretrain" / "done.json").exists()
+
+
+def test_parquet_split_is_read_in_row_group_ranges(tmp_path):
+    from saessak.data.split import ParquetSplitWriter, range_texts, split_ranges
+
+    docs = [{"id": f"s:{i}", "source": "s", "text": korean_doc(i, sentences=4)} for i in range(300)]
+    path = tmp_path / "train.parquet"
+    w = ParquetSplitWriter(path, row_group_chars=1000)
+    for d in docs:
+        w.write_line(json.dumps(d, ensure_ascii=False) + "\n")
+    w.close()
+    import pyarrow.parquet as pq
+
+    groups = pq.ParquetFile(path).num_row_groups
+    assert groups >= 20
+    ranges = split_ranges(path, range_bytes=3 * pq.ParquetFile(path).metadata.row_group(0).total_byte_size)
+    assert 5 <= len(ranges) < groups and ranges[0][0] == 0 and ranges[-1][1] == groups
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))  # contiguous, nothing read twice
+    assert [t for a, b in ranges for t in range_texts(path, a, b)] == [d["text"] for d in docs]
+
+
+def _corrupt_middle(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid - 200 : mid + 200] = bytes(400)  # a data page zeroed; the footer is intact
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt_page", "no_text_column", "both_formats"])
+def test_a_broken_parquet_split_is_a_clear_error(two_formats, tmp_path, capsys, damage):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run = tmp_path / "run"
+    shutil.copytree(two_formats["parquet"] / "data", run / "data")
+    train = run / "data" / "train.parquet"
+    if damage == "truncated":
+        train.write_bytes(train.read_bytes()[: train.stat().st_size // 2])  # as a copy cut short would be
+        want = f"{train}: not a readable Parquet file ("
+    elif damage == "corrupt_page":
+        # a larger file, so the damage falls in the text pages, not the footer
+        rows = _parquet_rows(train) * 20
+        pq.write_table(pa.table({k: [r[k] for r in rows] for k in ("id", "source", "text")}), train,
+                       row_group_size=len(rows) // 4, compression="zstd")
+        _corrupt_middle(train)
+        want = f"{train}: unreadable after row "
+    elif damage == "no_text_column":
+        pq.write_table(pa.table({"id": ["a"], "body": [korean_doc(1)]}), train)
+        want = f"{train}: no column 'text' (columns: id, body)"
+    else:
+        shutil.copy(two_formats["jsonl"] / "data" / "train.jsonl", run / "data" / "train.jsonl")
+        want = "both train.jsonl and train.parquet"
+    assert main(["tokenizer", "train", "--run", str(run), "--vocab-size", "400"]) == 2
+    err = capsys.readouterr().err
+    assert "saessak: error:" in err and want in err and "Traceback" not in err, err
+    assert not (run / "tokenizer" / "done.json").exists()

@@ -7,9 +7,10 @@
 - ingest.py         the door into training: every outside text (corpus, SFT chat data, ...) is PII-masked and counted there
 - dedup.py          the Korean parts of dedup: the exact key, character shingles, the MinHash settings
 - pipeline.py       the datatrove steps and stages (read, boilerplate, filter + PII, exact and MinHash dedup, write)
-- split.py          the train/val split by document hash, and reading a run's split files
+- split.py          the train/val split by document hash, and writing and reading a run's split files (JSONL, Parquet)
 - source_report.py  per-source counts, measured while the corpus is built
 - card.py           data_card.json / data_card.md, and the summary the report and model card carry
+- executors.py      the datatrove executors the stages run on (local, Slurm, Ray)
 - build.py          `build_corpus`: runs the stages on an executor, sums the task counts into the card
 - cli.py            `saessak data fetch|build`
 

@@ -1,12 +1,14 @@
 """`build_corpus`: sources -> clean -> filter -> PII mask -> dedup -> split -> run folder `data/`.
 
-The work runs as datatrove stages (saessak/data/pipeline.py) on a local, Slurm or Ray executor,
-in RUN/work/data/ (task files, datatrove's logs and completion markers): a killed build, run again
-with the same command, skips the tasks that finished. PII is masked before anything is written,
-through the door into training (data/ingest.py; `keep_pii` opts out, loudly, and the card and
-done.json say so). The output folder is assembled from the task shards under a temporary name and
-renamed into place whole, so a killed build leaves nothing that looks complete; the work folder
-is removed once it is (datatrove's logs move into RUN/data/logs/).
+The work runs as datatrove stages (saessak/data/pipeline.py) on a local, Slurm or Ray executor
+(saessak/data/executors.py), in RUN/work/data/ (task files, datatrove's logs and completion
+markers): a killed build, run again with the same command, skips the tasks that finished. PII is
+masked before anything is written, through the door into training (data/ingest.py; `keep_pii` opts
+out, loudly, and the card and done.json say so). The output folder is assembled from the task
+shards under a temporary name and renamed into place whole, so a killed build leaves nothing that
+looks complete; the work folder is removed once it is (datatrove's logs move into RUN/data/logs/).
+The train/val files are JSONL or, with `output_format="parquet"`, Parquet (saessak/data/split.py
+writes and reads both).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import shutil
 import sys
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -29,7 +32,7 @@ from saessak.data.ingest import Door
 from saessak.data.inputs import HFDataset, LocalInput
 from saessak.data.source_report import SourceReport
 from saessak.data.sources import DEFAULT_SOURCES, resolve_sources
-from saessak.data.split import SPLIT_METHOD, VAL_FRACTION
+from saessak.data.split import COLUMNS, FORMATS, SPLIT_METHOD, VAL_FRACTION, ParquetSplitWriter
 from saessak.errors import UserError
 from saessak.io import atomic_dir, file_sha256, read_json, read_json_or_none, write_json, write_text
 from saessak.ledger import StageTimer
@@ -63,50 +66,6 @@ def default_tasks(units: list, workers: int) -> int:
 def work_dir(out: Path) -> Path:
     """RUN/work/data: the resumable state of a build of RUN/data (outside RUN/data, which appears whole)."""
     return out.parent / "work" / out.name
-
-
-def _executor(kind: str, pipeline: list, tasks: int, workers: int, logs: Path, options: dict[str, Any], name: str):
-    if kind == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
-        class Quiet(LocalPipelineExecutor):
-            # datatrove prints every task's log to stderr for local rank 0; ours keeps stderr for errors
-            # (each task's full log is in WORK/logs/<stage>/logs/).
-            def _run_for_rank(self, rank, local_rank=0, node_rank=-1):
-                return super()._run_for_rank(rank, local_rank + 1, node_rank)
-
-            def run(self):
-                if self.workers > 1:
-                    import multiprocess
-
-                    # The fork server imports the pipeline once; each worker of each stage forks from it
-                    # instead of importing datatrove and saessak again (seconds per worker).
-                    multiprocess.get_context(self.start_method).set_forkserver_preload(["saessak.data.pipeline"])
-                    return super().run()
-                # One at a time: in this process, without the manager process datatrove starts for a
-                # pool (seconds per stage, most of a small build's time).
-                from copy import deepcopy
-
-                pipeline = self.pipeline
-                for rank in self.get_incomplete_ranks():
-                    self.pipeline = deepcopy(pipeline)
-                    self._run_for_rank(rank)
-                self.pipeline = pipeline
-
-        return Quiet(pipeline, tasks=tasks, workers=max(1, min(workers, tasks)), logging_dir=str(logs))
-    if kind == "slurm":
-        from datatrove.executor import SlurmPipelineExecutor
-
-        activate = Path(sys.prefix) / "bin" / "activate"  # the jobs run this Python's venv, if it is one
-        opts = {"time": "24:00:00", "partition": "cpu", "job_name": f"saessak-data-{name}",
-                **({"venv_path": str(activate)} if activate.exists() else {}), **options}
-        return SlurmPipelineExecutor(pipeline, tasks=tasks, logging_dir=str(logs), **opts)
-    try:
-        from datatrove.executor import RayPipelineExecutor
-        import ray  # noqa: F401
-    except ImportError:
-        raise UserError("--executor ray: the 'ray' package is not installed (pip install 'ray[default]')") from None
-    return RayPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(logs), **options)
 
 
 def _merge_reports(srcs: list, work: Path) -> list[SourceReport]:
@@ -168,21 +127,29 @@ def build_corpus(
     tasks: int | None = None,
     executor: str = "local",
     executor_options: dict[str, Any] | None = None,
+    output_format: str = "jsonl",
 ) -> dict[str, Any]:
-    """Build RUN/data (train.jsonl, val.jsonl, data_card.json/.md, done.json); returns done.json's summary.
+    """Build RUN/data (train/val .jsonl or .parquet, data_card.json/.md, done.json); returns done.json's summary.
 
     With no sources, inputs or dataset, the default sources are used. Otherwise exactly the named
     ones. An existing complete build is kept unless `force`. `keep_pii` writes personal data unmasked.
     `workers` (default: the machine's cores) run `tasks` (default: one per 32 MB of input) at a time
     on the local executor; `executor` "slurm" submits the stages as dependent job arrays and returns
-    (run the same command again when they finish), "ray" runs them on a Ray cluster. `executor_options`
-    go to datatrove's executor as they are (partition, time, cpus_per_task, ...).
+    (run the same command again when they finish), "ray" runs them on a Ray cluster (the one this
+    process is connected to, RAY_ADDRESS's, or a new one on this machine; `workers` then defaults to
+    its CPUs). `executor_options` go to datatrove's executor as they are (partition, time,
+    cpus_per_task, ...). `output_format` "parquet" writes train.parquet and val.parquet instead.
     """
     out = Path(out_dir)
     done_path = out / "done.json"
+    if output_format not in FORMATS:
+        raise UserError(f"--format {output_format}: must be one of {', '.join(FORMATS)}")
     if done_path.exists() and not force:
-        log(f"{out} is complete (done.json exists); skipping. Use --force to rebuild.")
-        return read_json(done_path)
+        done = read_json(done_path)
+        built = next((f for f in FORMATS if (out / f"train.{f}").exists()), None)
+        log(f"{out} is complete (done.json exists); skipping. Use --force to rebuild"
+            + (f" (it holds {built}, not {output_format})." if built and built != output_format else "."))
+        return done
     if max_docs is not None and max_docs < 1:
         raise UserError(f"--max-docs {max_docs}: must be at least 1")
     if not 0.0 <= val_fraction < 1.0:
@@ -205,11 +172,20 @@ def build_corpus(
         srcs.append(HFDataset(hf_dataset, text_field))
         srcs[-1]._open()  # a missing dataset or config is a user error now, not a failed task
     command = command or f"build_corpus({str(out)!r}, sources={sources!r}, inputs={inputs!r}, " \
-                         f"hf_dataset={hf_dataset!r}, max_docs={max_docs!r}, seed={seed!r})"
-    workers = workers or default_workers()
+                         f"hf_dataset={hf_dataset!r}, max_docs={max_docs!r}, seed={seed!r}" \
+                         + (f", output_format={output_format!r})" if output_format != "jsonl" else ")")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # datatrove's progress bars; read when tqdm is first imported
+    # A failed task's log shows the exception without the values of its variables (loguru prints them
+    # by default: document text, unmasked). Read when loguru is first imported, in this process and in
+    # the workers it starts.
+    os.environ.setdefault("LOGURU_DIAGNOSE", "NO")
 
     # The attempt is in the ledger from here on; an error ends it as failed (saessak/ledger.py).
-    with StageTimer(out.parent, "data") as timer:
+    with StageTimer(out.parent, "data") as timer, ExitStack() as cluster:
+        from saessak.data import executors
+
+        cpus = cluster.enter_context(executors.ray_cluster(log)) if executor == "ray" else None
+        workers = workers or cpus or default_workers()
         door = Door(keep_pii=keep_pii, stage="data")  # warns once here with --keep-pii
         units = [(i, unit, size) for i, src in enumerate(srcs) for unit, size in src.units(max_docs)]
         tasks = tasks or default_tasks(units, workers)
@@ -226,15 +202,15 @@ def build_corpus(
         else:
             log(f"{work}: resuming (finished tasks are skipped)")
 
-        os.environ.setdefault("TQDM_DISABLE", "1")  # datatrove's progress bars; read when tqdm is first imported
         from saessak.data.pipeline import stages
 
         pipeline = stages(work, sources=srcs, units=units, tasks=tasks, max_docs=max_docs, cfg=cfg,
                           keep_pii=keep_pii, seed=seed, val_fraction=val_fraction)
         log(f"{len(units)} input units from {len(srcs)} source(s) -> {tasks} task(s), {executor} executor"
-            + (f", {workers} worker(s)" if executor == "local" else ""))
+            + (f", {workers} worker(s)" if executor != "slurm" else ""))
         if not _run_stages(pipeline, executor, workers, work, executor_options or {}, log):
             return {"submitted": True, "work": str(work)}
+        cluster.close()  # a Ray instance this build started stops here
 
         reports = _merge_reports(srcs, work)
         for r in reports:
@@ -253,19 +229,22 @@ def build_corpus(
             )
         with atomic_dir(out) as tmp:
             os.chmod(tmp, 0o755)  # mkdtemp makes it private; the corpus is meant to be read by other stages
-            split_stats = _assemble(work, tmp, tasks)
+            split_stats = _assemble(work, tmp, tasks, output_format)
             if (work / "logs").exists():
                 shutil.copytree(work / "logs", tmp / "logs")  # datatrove's per-stage logs and stats
             split = {"method": SPLIT_METHOD, "seed": seed, "val_fraction": val_fraction, **split_stats}
-            outputs = {f"{s}.jsonl": _file_entry(tmp / f"{s}.jsonl") for s in ("train", "val")}
-            settings = {**settings, "engine": {"name": "datatrove", "executor": executor, "tasks": tasks,
-                                               "workers": workers if executor == "local" else None}}
+            outputs = {f"{s}.{output_format}": _file_entry(tmp / f"{s}.{output_format}") for s in ("train", "val")}
+            settings = {**settings, "format": output_format,
+                        "engine": {"name": "datatrove", "executor": executor, "tasks": tasks,
+                                   "workers": workers if executor != "slurm" else None}}
             card = make_card(command=command, settings=settings, sources=source_json, split=split, outputs=outputs)
             write_json(tmp / "data_card.json", card)
             write_text(tmp / "data_card.md", render_markdown(card))
             t = card["totals"]
             summary = {
-                "format": "jsonl: one {\"id\", \"source\", \"text\"} object per line",
+                "format": ("jsonl: one {\"id\", \"source\", \"text\"} object per line" if output_format == "jsonl"
+                           else f"parquet: string columns {', '.join(COLUMNS)}, one row per document"),
+                "files": {s: f"{s}.{output_format}" for s in ("train", "val")},
                 "train": split_stats["train"],
                 "val": split_stats["val"],
                 "sources": [r.name for r in reports],
@@ -289,9 +268,11 @@ def build_corpus(
 
 def _run_stages(pipeline: list, executor: str, workers: int, work: Path, options: dict, log) -> bool:
     """Run (local, Ray) or submit (Slurm) the stages; True when every task of every stage is done."""
+    from saessak.data.executors import failed_tasks, make_executor
+
     if executor == "slurm":
         if (work / "submitted.json").exists():
-            left = {name: len(_executor("local", p, n, 1, work / "logs" / name, {}, name).get_incomplete_ranks())
+            left = {name: len(make_executor("local", p, n, 1, work / "logs" / name, {}, name).get_incomplete_ranks())
                     for name, p, n in pipeline}
             if not any(left.values()):
                 return True
@@ -300,7 +281,7 @@ def _run_stages(pipeline: list, executor: str, workers: int, work: Path, options
                             f"they finish, or delete {work / 'submitted.json'} to submit the unfinished tasks again")
         prev = None
         for name, p, n in pipeline:
-            ex = _executor("slurm", p, n, workers, work / "logs" / name, options, name)
+            ex = make_executor("slurm", p, n, workers, work / "logs" / name, options, name)
             ex.depends = prev
             prev = ex
         prev.run()  # launches the whole chain of dependent job arrays
@@ -312,24 +293,30 @@ def _run_stages(pipeline: list, executor: str, workers: int, work: Path, options
     from loguru import logger  # datatrove's logger: this process prints warnings; tasks log to WORK/logs
 
     logger.remove()
-    logger.add(sys.stderr, level="WARNING")
+    # datatrove's Ray executor warns on every stage that a local logging folder must be shared by the
+    # nodes; the docs say so once (the run folder must be on a file system every node sees).
+    logger.add(sys.stderr, level="WARNING", filter=lambda r: not r["message"].startswith("Logging directory points"))
     for name, p, n in pipeline:
         # A one-task build is small: its 12 MinHash bucket tasks run in this process, not in a pool.
-        ex = _executor(executor, p, n, workers if main_tasks > 1 else 1, work / "logs" / name, options, name)
+        ex = make_executor(executor, p, n, workers if main_tasks > 1 else 1, work / "logs" / name, options, name)
         left = ex.get_incomplete_ranks()
         if left:
             t0 = time.perf_counter()
             ex.run()
             log(f"stage {name}: {len(left)} of {n} task(s) in {time.perf_counter() - t0:.1f} s"
                 + (f" ({n - len(left)} done before)" if len(left) < n else ""))
-            if ex.get_incomplete_ranks():
-                raise UserError(f"stage {name}: tasks failed; see {work / 'logs' / name / 'logs'}")
+            failed = ex.get_incomplete_ranks()
+            if failed:
+                why = failed_tasks(work / "logs" / name, failed)
+                raise UserError(f"stage {name}: {len(failed)} of {n} task(s) failed ({why}); logs in "
+                                f"{work / 'logs' / name / 'logs'}; run the same command again to retry them "
+                                "(finished tasks are kept)")
     return True
 
 
-def _assemble(work: Path, tmp: Path, tasks: int) -> dict[str, dict[str, int]]:
-    """train.jsonl and val.jsonl from the task shards, in task order. When no document scored into
-    val, the lowest-scored one goes there (a tiny corpus still gets a validation set)."""
+def _assemble(work: Path, tmp: Path, tasks: int, output_format: str = "jsonl") -> dict[str, dict[str, int]]:
+    """train and val files (.jsonl, or .parquet) from the task shards, in task order. When no document
+    scored into val, the lowest-scored one goes there (a tiny corpus still gets a validation set)."""
     from saessak.data.pipeline import read_reports, task_path
 
     reports = read_reports(work, "write")
@@ -349,18 +336,40 @@ def _assemble(work: Path, tmp: Path, tasks: int) -> dict[str, dict[str, int]]:
             stats["train"][key] -= delta
             stats["val"][key] += delta
     moved_line = None
-    with open(tmp / "train.jsonl", "w", encoding="utf-8") as train:
+    with _split_file(tmp / f"train.{output_format}") as train:
         for rank in range(tasks):
             with open(task_path(work, "out/train", rank), encoding="utf-8") as f:
                 for i, line in enumerate(f):
                     if moved == (rank, i):
                         moved_line = line
                     else:
-                        train.write(line)
-    with open(tmp / "val.jsonl", "w", encoding="utf-8") as val:
+                        train.write_line(line)
+    with _split_file(tmp / f"val.{output_format}") as val:
         for rank in range(tasks):
             with open(task_path(work, "out/val", rank), encoding="utf-8") as f:
-                shutil.copyfileobj(f, val)
+                for line in f:
+                    val.write_line(line)
         if moved_line is not None:
-            val.write(moved_line)
+            val.write_line(moved_line)
     return stats
+
+
+class _JsonlSplitWriter:
+    def __init__(self, path: Path):
+        self.f = open(path, "w", encoding="utf-8")
+
+    def write_line(self, line: str) -> None:
+        self.f.write(line)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+@contextmanager
+def _split_file(path: Path):
+    """A writer of one split file in the format its suffix names (the task shards' lines go in as they are)."""
+    w = ParquetSplitWriter(path) if path.suffix == ".parquet" else _JsonlSplitWriter(path)
+    try:
+        yield w
+    finally:
+        w.close()

@@ -14,6 +14,7 @@ from saessak.ledger import git_commit, now_iso
 SCHEMA_VERSION = 1
 _SUMMED = ("bytes_in", "documents_in", "characters_in", "documents_out", "characters_out", "hangul_syllables_out")
 _COUNTERS = ("lines_dropped", "documents_dropped", "dedup_removed", "pii_masked", "pii_kept")
+_FORMATS = {"jsonl": 'one {"id", "source", "text"} object per line', "parquet": "string columns id, source, text"}
 
 
 def totals(sources: list[dict[str, Any]]) -> dict[str, Any]:
@@ -92,6 +93,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines.append(f"- file hashes (sha256): {len(s['files'])} files listed in data_card.json")
         lines.append("")
     sp = card["split"]
+    fmt_name = card["settings"].get("format", "jsonl")  # cards from before --format: JSONL
     lines += [
         "## Split",
         "",
@@ -101,6 +103,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         "",
         "## Outputs",
         "",
+        f"- Format: {fmt_name} ({_FORMATS.get(fmt_name, 'unknown')})",
     ]
     for name, o in card["outputs"].items():
         lines.append(f"- `{name}`: {o['bytes']:,} bytes, sha256 `{o['sha256']}`")

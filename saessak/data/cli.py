@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     f.add_argument("--force", action="store_true", help="download again even when cached")
     f.set_defaults(func=run_fetch)
 
-    b = sub.add_parser("build", help="build RUN/data: train.jsonl, val.jsonl, data_card.json/.md",
+    b = sub.add_parser("build", help="build RUN/data: train/val .jsonl (or .parquet), data_card.json/.md",
                        description="Build the corpus. With no --sources/--input/--hf-dataset the default sources "
                                    "(debian-ko, kolaw) are used; otherwise exactly the ones given.")
     b.add_argument("--out", required=True, help="output folder, normally RUN/data")
@@ -69,7 +69,11 @@ def register(subparsers) -> None:
                                                        "input, at least one per worker for a larger input)")
     b.add_argument("--executor", choices=("local", "slurm", "ray"), default="local",
                    help="datatrove executor: local processes (default), Slurm job arrays (submits and returns; run "
-                        "the same command again when the jobs finish), or a Ray cluster")
+                        "the same command again when the jobs finish), or Ray (the cluster RAY_ADDRESS names, else a "
+                        "new instance on this machine; pip install 'saessak[scale]')")
+    b.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl", dest="output_format",
+                   help="train/val files: JSONL (default) or Parquet (string columns id, source, text); every "
+                        "later stage reads either")
     b.add_argument("--executor-option", action="append", default=[], metavar="KEY=VALUE", type=_key_value,
                    help="passed to datatrove's Slurm/Ray executor as it is, e.g. partition=cpu, time=12:00:00, "
                         "cpus_per_task=2, mem_per_cpu_gb=4, qos=low (repeatable)")
@@ -106,6 +110,8 @@ def command_line(args: argparse.Namespace) -> str:
     for flag in ("workers", "tasks"):
         if getattr(args, flag) is not None:
             parts += [f"--{flag}", str(getattr(args, flag))]
+    if args.output_format != "jsonl":
+        parts += ["--format", args.output_format]
     if args.executor != "local":
         parts += ["--executor", args.executor]
     for key, value in args.executor_option:
@@ -123,7 +129,7 @@ def run_build(args: argparse.Namespace) -> int:
         args.out, sources=sources, inputs=args.input, hf_dataset=args.hf_dataset, text_field=args.text_field,
         max_docs=args.max_docs, seed=args.seed, force=args.force, keep_pii=args.keep_pii,
         command=command_line(args), workers=args.workers, tasks=args.tasks, executor=args.executor,
-        executor_options=dict(args.executor_option),
+        executor_options=dict(args.executor_option), output_format=args.output_format,
     )
     if summary.get("submitted"):
         print(f"data: Slurm jobs submitted (work in {summary['work']}); run the same command again when they finish")

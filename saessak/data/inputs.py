@@ -2,9 +2,10 @@
 
 Local: `.txt` and `.md` (one document per file), `.jsonl` / `.jsonl.gz` (one document per line, text
 in a configurable field, streamed), `.parquet` (one document per row, same field, read in batches),
-or folders of them. Bad files (unreadable, binary, invalid UTF-8, empty, no text field) are skipped
-with the reason recorded; in a JSONL file, bad lines (not UTF-8, not JSON, no text field) are
-dropped and counted; a path that does not exist is a user error.
+or folders of them. Bad files (unreadable, binary, invalid UTF-8, empty, no text field or column,
+a column that is not text) are skipped with the reason recorded; in a JSONL file, bad lines (not
+UTF-8, not JSON, no text field) and in a Parquet file, null values are dropped and counted; a path
+that does not exist, or a folder without files, is a user error (docs/DATA_CARD.md#bad-input).
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ class LocalInput:
         if not root.exists():
             raise UserError(f"--input {self.path}: no such file or folder")
         if root.is_dir():
-            return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+            files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+            if not files:
+                raise UserError(f"--input {self.path}: the folder holds no files")
+            return files
         return [root]
 
     def units(self, max_docs: int | None) -> list[tuple[str | None, int]]:
@@ -83,6 +87,19 @@ class LocalInput:
         if suffix in (".jsonl", ".jsonl.gz"):
             yield from self._jsonl(path, rel, report)
             return
+        if suffix == ".parquet":  # hashed and read in pieces: memory does not grow with the file
+            try:
+                size, sha = path.stat().st_size, file_sha256(path)
+            except OSError as e:
+                report.skip(rel, f"unreadable: {e.strerror or e}")
+                return
+            report.files.append({"path": rel, "bytes": size, "sha256": sha})
+            report.bytes_in += size
+            if not size:
+                report.skip(rel, "empty file")
+                return
+            yield from self._parquet(path, rel, report)
+            return
         try:
             data = path.read_bytes()
         except OSError as e:
@@ -92,9 +109,6 @@ class LocalInput:
         report.bytes_in += len(data)
         if not data:
             report.skip(rel, "empty file")
-            return
-        if suffix == ".parquet":
-            yield from self._parquet(path, rel, report)
             return
         if _looks_binary(data):
             report.skip(rel, "binary file (NUL bytes)")
@@ -109,7 +123,7 @@ class LocalInput:
     def _jsonl(self, path: Path, rel: str, report: SourceReport) -> Iterator[RawDoc]:
         """Streamed line by line (memory does not grow with the file); bad lines are counted, not fatal."""
         found = False
-        bad_lines = missing = bad_utf8 = 0
+        bad_lines = missing = bad_utf8 = blank = 0
         digest, size, opened = hashlib.sha256(), 0, False
         try:
             with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as f:
@@ -127,6 +141,7 @@ class LocalInput:
                         bad_utf8 += 1
                         continue
                     if not line.strip():
+                        blank += 1
                         continue
                     try:
                         obj = json.loads(line)
@@ -152,6 +167,9 @@ class LocalInput:
         if size == 0:
             report.skip(rel, "empty file")
             return
+        if blank == n:
+            report.skip(rel, "blank lines only")
+            return
         if bad_utf8:
             report.skip(rel, f"{bad_utf8} line(s) not valid UTF-8")
         if bad_lines:
@@ -162,22 +180,41 @@ class LocalInput:
             report.skip(rel, f"{missing} line(s) without a string field '{self.text_field}'")
 
     def _parquet(self, path: Path, rel: str, report: SourceReport) -> Iterator[RawDoc]:
+        """Read in batches; a file that is not Parquet, or whose text column is missing or not strings,
+        is skipped; null values are dropped and counted; a file that breaks off part way (truncated
+        or corrupt pages) keeps the rows read before and is listed with the row it broke at."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
             pf = pq.ParquetFile(path)
         except Exception as e:  # pyarrow raises several types for a corrupt file
-            report.skip(rel, f"not a readable parquet file ({type(e).__name__})")
+            report.skip(rel, f"not a readable parquet file ({type(e).__name__}: {e})")
             return
-        if self.text_field not in pf.schema_arrow.names:
-            report.skip(rel, f"no column '{self.text_field}' (columns: {', '.join(pf.schema_arrow.names)})")
+        schema = pf.schema_arrow
+        if self.text_field not in schema.names:
+            report.skip(rel, f"no column '{self.text_field}' (columns: {', '.join(schema.names)})")
             return
-        row = 0
-        for batch in pf.iter_batches(columns=[self.text_field], batch_size=1024):
-            for value in batch.column(0).to_pylist():
-                row += 1
-                if isinstance(value, str):
-                    yield RawDoc(f"{rel}:{row}", value)
+        kind = schema.field(self.text_field).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            report.skip(rel, f"column '{self.text_field}' holds {kind}, not text")
+            return
+        if pf.metadata.num_rows == 0:
+            report.skip(rel, "no rows")
+            return
+        row = nulls = 0
+        try:
+            for batch in pf.iter_batches(columns=[self.text_field], batch_size=1024):
+                for value in batch.column(0).to_pylist():
+                    row += 1
+                    if isinstance(value, str):
+                        yield RawDoc(f"{rel}:{row}", value)
+                    else:
+                        nulls += 1
+        except (OSError, ValueError, pa.ArrowException) as e:  # ValueError: ArrowInvalid, bad UTF-8
+            report.skip(rel, f"unreadable after row {row} ({type(e).__name__}: {e})")
+        if nulls:
+            report.skip(rel, f"{nulls} row(s) with a null '{self.text_field}'")
 
 
 @dataclass(frozen=True)

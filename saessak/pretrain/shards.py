@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from saessak.data.split import range_texts, split_ranges
 from saessak.errors import UserError
 from saessak.io import atomic_dir
 
@@ -43,10 +44,10 @@ def build_shards(out_dir: str | os.PathLike, tokenizer, tokenizer_sha: str, spli
                  range_bytes: int = RANGE_BYTES) -> dict:
     """Tokenize each split (`{"train": path, "val": path}`) into shards under `out_dir`, atomically.
 
-    Each split file is cut at line ends into ranges of about `range_bytes`; each range is one job
-    (`workers` at a time, default: the cores), read on its own, its documents shuffled with the seed
-    and the range number, and written as one shard file, so memory is bounded by the range size,
-    not the corpus. Finished ranges are kept in `<out_dir>.work/` and skipped when a killed build is
+    Each split file is cut at line ends (.jsonl) or row-group ends (.parquet) into ranges of about
+    `range_bytes`; each range is one job (`workers` at a time, default: the cores), read on its own,
+    its documents shuffled with the seed and the range number, and written as one shard file, so
+    memory is bounded by the range size, not the corpus. Finished ranges are kept in `<out_dir>.work/` and skipped when a killed build is
     run again; the folder appears only when every range is done. A split of one range gives the
     same token stream as a whole-split shuffle with the same seed.
     """
@@ -107,18 +108,9 @@ def _read_json(path: Path):
 
 
 def _ranges(path: Path, range_bytes: int) -> list[tuple[int, int]]:
-    """[start, end) byte ranges of `path`, each ending at a line end."""
-    size = path.stat().st_size
-    out, start = [], 0
-    with open(path, "rb") as f:
-        while start < size:
-            f.seek(min(start + range_bytes, size))
-            if f.tell() < size:
-                f.readline()  # on to the end of the line the cut fell in
-            end = min(f.tell(), size)
-            out.append((start, end))
-            start = end
-    return out or [(0, 0)]
+    """Pieces of about `range_bytes` of a split file: byte ranges at line ends (.jsonl) or row-group
+    ranges (.parquet), read by `range_texts` (saessak/data/split.py)."""
+    return split_ranges(path, range_bytes)
 
 
 _TOK: dict = {}
@@ -138,25 +130,7 @@ def _tokenize_range(job) -> None:
     """One range of one split -> WORK/<split>_<range>.bin and, last, its .json (the job is done)."""
     path, a, b, split, index, seed, dtype_name, batch_docs, work = job
     tok, bos = _TOK["tok"], _TOK["bos"]
-    texts = []
-    with open(path, "rb") as f:
-        f.seek(a)
-        while f.tell() < b:
-            at = f.tell()
-            raw = f.readline()
-            if not raw:
-                break
-            line = raw.decode("utf-8").strip()
-            if not line:
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError:
-                doc = None
-            if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
-                raise UserError(f"{path}: line at byte {at}: each line must be an object with a string 'text' field")
-            if doc["text"].strip():
-                texts.append(doc["text"])
+    texts = [t for t in range_texts(path, a, b) if t.strip()]
     rng_key = [seed, _split_salt(split)] if index == 0 else [seed, _split_salt(split), index]
     order = np.random.default_rng(rng_key).permutation(len(texts))
     name = f"{split}_{index:06d}.bin"

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--level", type=int, default=None, help="difficulty 1..5 (default: mixed)")
     sp.add_argument("--start", type=int, default=0, help="index of the first example")
-    sp.add_argument("--corpus", default=None, help="spacing only: JSONL corpus (e.g. RUN/data/val.jsonl)")
+    sp.add_argument("--corpus", default=None, help="spacing only: a corpus split file (e.g. RUN/data/val.jsonl or val.parquet)")
     sp.add_argument("--solutions", action="store_true", help="add a worked `solution` to each example")
     sp.set_defaults(func=run_sample)
 

@@ -7,17 +7,17 @@ the spelling rules (한글 맞춤법), and are left out of both sides before sco
 - an auxiliary verb after -아/-어 may be attached (읽어 보았다 / 읽어보았다, 제47항).
 
 Sentences are generated from a small grammar by default; with `corpus=PATH` (a run folder's
-`data/val.jsonl`) they are cut from its texts, bucketed by length per level.
+`data/val.jsonl`, or `val.parquet`) they are cut from its texts, bucketed by length per level.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import random
 import re
 from pathlib import Path
 
+from saessak.data.split import iter_docs
 from saessak.errors import UserError
 from saessak.hangul import is_syllable
 from saessak.tasks.base import SPLITS, Draft, normalize, split_of
@@ -170,31 +170,24 @@ _SENTENCE_END = re.compile(r"(?<=[.!?。])\s+")
 
 @functools.lru_cache(maxsize=4)
 def _corpus_buckets(path: str) -> dict[tuple[int, str], list[str]]:
-    """Sentences from a JSONL corpus (`{"id","source","text"}` lines) by (level, split)."""
+    """Sentences from a corpus file (a run's `data/val.jsonl` or `val.parquet`) by (level, split)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{path}: corpus file not found")
     seen = set()
     buckets = {(lvl, split): [] for lvl in WORD_COUNTS for split in SPLITS}
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
+    for doc in iter_docs(p):  # a run's split file, .jsonl or .parquet; a bad line or row is a UserError
+        # Lines are separate units (titles, list items), then sentence ends split them further.
+        pieces = (s for para in normalize(doc["text"]).splitlines() for s in _SENTENCE_END.split(para))
+        for sentence in pieces:
+            sentence = " ".join(sentence.split())
+            if sentence in seen or not _mostly_hangul(sentence):
                 continue
-            try:
-                text = json.loads(line)["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise UserError(f"{path}:{n}: expected a JSON object with a \"text\" field") from None
-            # Lines are separate units (titles, list items), then sentence ends split them further.
-            pieces = (s for para in normalize(text).splitlines() for s in _SENTENCE_END.split(para))
-            for sentence in pieces:
-                sentence = " ".join(sentence.split())
-                if sentence in seen or not _mostly_hangul(sentence):
-                    continue
-                seen.add(sentence)
-                count = len(sentence.split())
-                for lvl, (lo, hi) in WORD_COUNTS.items():
-                    if lo <= count <= hi:
-                        buckets[lvl, split_of(TASK, sentence)].append(sentence)
+            seen.add(sentence)
+            count = len(sentence.split())
+            for lvl, (lo, hi) in WORD_COUNTS.items():
+                if lo <= count <= hi:
+                    buckets[lvl, split_of(TASK, sentence)].append(sentence)
     # Line order decides nothing: sort so the same sentences give the same examples.
     for items in buckets.values():
         items.sort()
