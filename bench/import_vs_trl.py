@@ -13,7 +13,7 @@ its peak resident memory (ru_maxrss) is its own:
   - SFT: saessak's SFT loop (packed rows, assistant-only loss) against TRL's `SFTTrainer` (packed
     rows of the same length and batch) on the same task conversations; tokens/s = tokens in the
     packed rows per second of optimizer step.
-Each side's best step after the first is kept. `--smoke` runs all six in one process (seconds;
+Each side runs six steps (two with --quick) and its best step after the first is kept. `--smoke` runs all six in one process (seconds;
 its figures, memory included, mean nothing).
 
 Usage: python bench/import_vs_trl.py [--quick | --smoke] [--no-trl]   (last stdout line: one JSON object)
@@ -45,7 +45,7 @@ def sizes(smoke: bool, quick: bool) -> dict:
         return dict(hidden=64, inter=128, layers=2, heads=4, kv=2, head_dim=32, vocab=512, G=2, L=8, prompts=1,
                     steps=2, sft_batch=2, sft_len=64)
     return dict(hidden=512, inter=1536, layers=8, heads=8, kv=4, head_dim=64, vocab=4096, G=8, L=64,
-                prompts=2 if quick else 4, steps=2 if quick else 3, sft_batch=8, sft_len=256)
+                prompts=2 if quick else 4, steps=2 if quick else 6, sft_batch=8, sft_len=256)
 
 
 def make_model(folder: Path, s: dict) -> None:
@@ -101,6 +101,7 @@ def saessak_grpo(folder: Path, s: dict, lora: bool) -> dict:
 
     import saessak.tasks as tasks
     from saessak.model.checkpoint import load_model
+    from saessak.model.kernels import choose_linear_kernel, linear_kernel, linear_layers
     from saessak.model.lora import LoraSettings, attach
     from saessak.model.sampler import Sampler
     from saessak.rl.config import GRPOConfig
@@ -117,6 +118,9 @@ def saessak_grpo(folder: Path, s: dict, lora: bool) -> dict:
     cfg = GRPOConfig(max_steps=1, prompts_per_step=s["prompts"], num_generations=s["G"], max_completion_length=s["L"],
                      dynamic_sampling=False, mask_truncated_completions=False, micro_batch_size=32, beta=0.0)
     sampler = Sampler(model, tok, max_batch_size=64)
+    # the policy update's linear kernel as `saessak rl` picks it (the engine picks its own)
+    kernel = choose_linear_kernel(model, "cpu", 32 * (s["L"] + 64), mode="train")
+    layers = linear_layers(model)
     cur = Curriculum(tasks.FAMILIES, 1, 5, 0.8, 0.05, 32)
     opt = build_optimizer(model, 1e-4, 0.0)
     times = []
@@ -127,17 +131,20 @@ def saessak_grpo(folder: Path, s: dict, lora: bool) -> dict:
         model.train()
         assign_advantages(batch.kept, cfg)
         seqs = sequences(batch.kept, False)
-        update(model, None, opt, seqs, cfg, tok.pad_id, "cpu", normaliser(local_counts(seqs), cfg.loss_type, s["L"]))
+        with linear_kernel(model, kernel.kernel, layers):
+            update(model, None, opt, seqs, cfg, tok.pad_id, "cpu", normaliser(local_counts(seqs), cfg.loss_type, s["L"]))
         times.append((time.perf_counter() - t0, batch.completion_tokens))
     step_s, toks = min(times[1:] or times)
     return {"step_s": round(step_s, 3), "completion_tokens": toks, "tok_per_s": round(toks / step_s, 1),
-            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "linear_kernel": {"rollouts": sampler.engine.kernel.kernel, "update": kernel.kernel}}
 
 
 def saessak_sft(folder: Path, s: dict) -> dict:
     import torch
 
     from saessak.model.checkpoint import load_model
+    from saessak.model.kernels import choose_linear_kernel, linear_kernel, linear_layers
     from saessak.sft.pack import block_causal_mask, pack
     from saessak.tokenizer.chat_format import render
     from saessak.tokenizer.imported import ImportedTokenizer
@@ -145,6 +152,9 @@ def saessak_sft(folder: Path, s: dict) -> dict:
 
     model = load_model(folder, dtype=torch.float32).train()
     tok = ImportedTokenizer.from_folder(folder)
+    # the linear kernel `saessak sft` picks for this model and micro-batch (saessak/model/kernels.py)
+    kernel = choose_linear_kernel(model, "cpu", s["sft_batch"] * s["sft_len"], mode="train")
+    layers = linear_layers(model)
     convs = conversations(s["sft_batch"] * (s["steps"] + 1))
     rows = pack([(r.ids, r.loss_mask) for r in (render(tok, c) for c in convs)], s["sft_len"], tok.pad_id)
     opt = build_optimizer(model, 1e-4, 0.0)
@@ -153,15 +163,17 @@ def saessak_sft(folder: Path, s: dict) -> dict:
         idx = torch.arange(step * s["sft_batch"], (step + 1) * s["sft_batch"]) % len(rows)
         b = rows.batch(idx)
         t0 = time.perf_counter()
-        loss = model(b.input_ids, position_ids=b.position_ids, attn_mask=block_causal_mask(b.segment_ids),
-                     targets=b.targets, loss_reduction="none").sum() / max(1, b.trained_tokens())
+        with linear_kernel(model, kernel.kernel, layers):
+            loss = model(b.input_ids, position_ids=b.position_ids, attn_mask=block_causal_mask(b.segment_ids),
+                         targets=b.targets, loss_reduction="none").sum() / max(1, b.trained_tokens())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
     best = min(times[1:] or times)
-    return {"step_s": round(best, 3), "tok_per_s": round(s["sft_batch"] * s["sft_len"] / best, 1)}
+    return {"step_s": round(best, 3), "tok_per_s": round(s["sft_batch"] * s["sft_len"] / best, 1),
+            "linear_kernel": kernel.kernel}
 
 
 # ---------------------------------------------------------------------------------------------- TRL
@@ -304,8 +316,13 @@ def render(r: dict) -> str:
     head = (f"Qwen3-shaped random model, {r['params'] / 1e6:.1f} M parameters; GRPO: {r['prompts']} prompts x G={r['G']}, "
             f"up to {r['L']} completion tokens; SFT: {r['sft_batch']} rows x {r['sft_len']} tokens; "
             f"{r['threads']} torch threads" + (" (--quick)" if r.get("quick") else "") + ".")
+    kernels = {key: r[f"saessak_{key}"].get("linear_kernel") for key in ("grpo_full", "grpo_lora", "sft")}
+    note = ("saessak's linear kernel, chosen by measurement (saessak/model/kernels.py): "
+            + "; ".join(f"{key.replace('_', ' ')}: " + (", ".join(f"{a} {b}" for a, b in k.items()) if isinstance(k, dict)
+                                                         else k) for key, k in kernels.items() if k)
+            + ".") if any(kernels.values()) else ""
     return "\n".join([head, "", md_table(["", "unit", "saessak (step)", "TRL (step)", "saessak / TRL",
-                                          "peak RSS MiB saessak / TRL"], rows)])
+                                          "peak RSS MiB saessak / TRL"], rows)] + (["", note] if note else []))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ is also told `ignore_eos`, so both sides generate exactly max_tokens per request
 side: aggregate generated tokens/s, time to first token (TTFT) p50/p99, inter-token latency (ITL:
 the gaps between streamed chunks) p50/p99, peak RSS of the server's process tree, start-up time
 (spawn to a healthy /health) and how many replies were identical on both sides. Both servers
-stay up during a shape's run and each level runs on one, then on the other.
+stay up during a shape's run and each level runs on one, then on the other, --repeats times
+(default 3, alternating); the run with the median throughput is reported, with every run's figure.
 
     .venv/bin/python bench/serve_vs_vllm.py                  # both shapes, 1/8/32/128 clients
     .venv/bin/python bench/serve_vs_vllm.py --quick          # one request per client, 32 tokens
@@ -287,9 +288,15 @@ def bench_shape(shape: str, args, vllm_py: Path | None, tmp: Path, logs: Path) -
         for server in servers.values():  # warm-up, not timed
             asyncio.run(run_level(server, prompts_by_level[min(args.levels)][:2], 2, 4))
         for clients, prompts in prompts_by_level.items():
-            for name, server in servers.items():
-                levels[name][str(clients)], texts[name][clients] = asyncio.run(
-                    run_level(server, prompts, clients, args.max_tokens))
+            runs = {name: [] for name in servers}
+            for _ in range(args.repeats):  # alternating sides, so a change in the machine's load falls on both
+                for name, server in servers.items():
+                    runs[name].append(asyncio.run(run_level(server, prompts, clients, args.max_tokens)))
+            for name, got in runs.items():
+                # the run with the median throughput stands for the level; every run's figure is kept
+                got.sort(key=lambda r: r[0]["tok_s"])
+                level, texts[name][clients] = got[len(got) // 2]
+                levels[name][str(clients)] = {**level, "tok_s_runs": [r[0]["tok_s"] for r in got]}
     finally:
         for server in servers.values():
             server.stop()
@@ -314,6 +321,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=None, help="tokens generated per request (default 64)")
     ap.add_argument("--per-client", type=int, default=2, help="requests each client sends in a row (default 2)")
     ap.add_argument("--threads", type=int, default=1, help="compute threads for each server (default 1)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="timed runs of each level on each side, alternating; the median run is reported (default 3)")
     ap.add_argument("--vllm-python", default=None, help="python of the vLLM environment (default: scripts/vllm_env.sh's)")
     ap.add_argument("--quick", action="store_true", help="one request per client, 32 tokens")
     ap.add_argument("--smoke", action="store_true", help="micro shape, 1 and 2 clients, 4 tokens, saessak only (tests)")
@@ -322,6 +331,8 @@ def main() -> None:
 
     shapes = (args.shapes or ("micro" if args.smoke else "cpu-tiny,d12")).split(",")
     args.levels = [int(x) for x in (args.levels or ("1,2" if args.smoke else "1,8,32,128")).split(",")]
+    if args.smoke or args.quick:
+        args.repeats = 1
     args.prompt_tokens = args.prompt_tokens or (16 if args.smoke else 64)
     args.max_tokens = args.max_tokens or (4 if args.smoke else 32 if args.quick else 64)
     vllm_py = None if args.smoke else vllm_python(args.vllm_python)
@@ -359,12 +370,20 @@ def render(r: dict) -> str:
         v = side.get("levels", {}).get(c, {}).get(key)
         return "-" if v is None else fmt.format(v)
 
-    parts = [f"Compute threads per server: {r['threads']}; vLLM: {r['vllm']}."]
+    def tok(side: dict, c: str) -> str:
+        runs = side.get("levels", {}).get(c, {}).get("tok_s_runs") or []
+        spread = f" ({min(runs):,.0f}-{max(runs):,.0f})" if len(runs) > 1 else ""
+        return cell(side, c, "tok_s") + spread
+
+    runs = {len(lv.get("tok_s_runs") or [1]) for s in r["shapes"].values() for lv in s["saessak"]["levels"].values()}
+    parts = [f"Compute threads per server: {r['threads']}; vLLM: {r['vllm']}."
+             + (f" Each level ran {max(runs)} times per side, alternating; tok/s is the median run's, with the "
+                "range of all runs in brackets, and the other columns are that run's." if max(runs) > 1 else "")]
     for shape, s in r["shapes"].items():
         o, v = s["saessak"], s["vllm"]
         rows = []
         for c in o["levels"]:
-            rows.append([c, cell(o, c, "tok_s"), cell(v, c, "tok_s"), s.get("ratio", {}).get(c, "-"),
+            rows.append([c, tok(o, c), tok(v, c), s.get("ratio", {}).get(c, "-"),
                          f"{cell(o, c, 'ttft_p50_ms', '{:,.0f}')} / {cell(o, c, 'ttft_p99_ms', '{:,.0f}')}",
                          f"{cell(v, c, 'ttft_p50_ms', '{:,.0f}')} / {cell(v, c, 'ttft_p99_ms', '{:,.0f}')}",
                          f"{cell(o, c, 'itl_p50_ms')} / {cell(o, c, 'itl_p99_ms')}",

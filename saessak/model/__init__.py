@@ -12,6 +12,8 @@
 - checkpoint.py  checkpoint folders (config.json + model.safetensors or shards), `unwrap`
 - loading.py     a finished model and its tokenizer from a run folder or a checkpoint folder
 - engine.py      the one generation engine (batched KV cache, sampling, stops)
+- kernels.py     the linear layers' matmul implementation (F.linear or oneDNN), chosen by measurement
+- precision.py   fp32 or bf16, chosen by measurement
 - sampler.py     the engine as RL rollouts and evaluation use it
 
 `build_model(cfg)` is the one place a config becomes a model (Llama or DeepSeek by the config's

@@ -42,6 +42,7 @@ from typing import Sequence
 import torch
 
 from saessak.errors import UserError
+from saessak.model.kernels import choose_linear_kernel, linear_kernel, linear_layers, warm_up
 from saessak.tokenizer.token_text import TokenTextDecoder, decode_ids, token_bytes_table
 
 _MASK32 = 0xFFFFFFFF
@@ -248,11 +249,14 @@ def _held_back(text: str, stops: Sequence[str]) -> int:
 
 class Engine:
     def __init__(self, model, tokenizer, max_batch_size: int = 64, max_seq_len: int | None = None,
-                 device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+                 device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                 linear_kernel: str | None = "auto"):
         """`dtype=None` runs the model as it is. Another dtype (e.g. torch.bfloat16) runs a private
         copy of the weights in that dtype, re-synced automatically when the source model's
         parameters change (an optimizer step bumps their version counters): RL can keep training
-        the fp32 model and generate from the same Engine."""
+        the fp32 model and generate from the same Engine. `linear_kernel`: the matmul implementation
+        of the forward passes, "auto" (the faster on this CPU, measured once and cached:
+        saessak/model/kernels.py), "aten" or "onednn"."""
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.max_batch_size = int(max_batch_size)
@@ -268,6 +272,8 @@ class Engine:
         self._source_version = None
         self.model = model
         self._sync_weights()
+        self.kernel = choose_linear_kernel(self.model, self.device.type, self.max_batch_size, linear_kernel)
+        self._linears = linear_layers(self.model) if self.kernel.kernel != "aten" else []
         self._cache = _SlotCache(self)
         self._n_layers = cfg.num_hidden_layers
         # MLA (DeepSeek): _k/_v hold the latent [L, slots, positions, kv_lora_rank] and the rope key
@@ -287,6 +293,14 @@ class Engine:
         # per-slot state, kept in step with self._running
         self._lens = torch.zeros(0, dtype=torch.long)
         self._last = torch.zeros(0, dtype=torch.long)
+
+    def warm_up(self) -> float:
+        """Prepare the linear kernel for every decode width up to max_batch_size (oneDNN builds a
+        primitive per input shape; saessak/model/kernels.py `warm_up`). For a long-lived server, not
+        needed for a one-off generate. Returns the seconds spent (0 with aten)."""
+        if self.kernel.kernel != "onednn":
+            return 0.0
+        return warm_up(self._linears, self.max_batch_size)
 
     # -- weights ---------------------------------------------------------------------------------
     def _version(self) -> int:
@@ -384,10 +398,11 @@ class Engine:
             self._sync_weights()  # between batches only: a running batch keeps one set of weights
         decoding = len(self._running)
         admitted = self._admit()
-        if admitted:
-            outputs += self._prefill(admitted)
-        if decoding:
-            outputs += self._decode(decoding)
+        with linear_kernel(self.model, self.kernel.kernel, self._linears):
+            if admitted:
+                outputs += self._prefill(admitted)
+            if decoding:
+                outputs += self._decode(decoding)
         return outputs
 
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]) -> list[Completion]:

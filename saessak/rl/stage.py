@@ -35,8 +35,9 @@ from saessak.runfolder import RunFolder
 from saessak.training.distributed import all_reduce_max, all_reduce_sum, barrier
 from saessak.training.lifecycle import StageRun, completed
 from saessak.training.optim import build_optimizer, lr_at, set_lr
+from saessak.model.kernels import linear_kernel, linear_layers
 from saessak.model.precision import torch_dtype
-from saessak.training.optim import precision_on_rank0
+from saessak.training.optim import kernel_on_rank0, precision_on_rank0
 from saessak.training.parallel import Parallel, full_weights, shard_model
 
 
@@ -82,6 +83,9 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
                                         rows=max(64, cfg.num_generations), mode="generate")
         gen_dtype = None if par.fsdp or gen_precision.dtype == "fp32" else torch_dtype(gen_precision.dtype)
         log(f"rl: precision: training {precision.describe()}; rollouts {gen_precision.describe()}")
+        kernel = kernel_on_rank0(info, model, seq_rows, dtype, compiled=False, fsdp=par.fsdp)
+        kernel_layers = linear_layers(model) if kernel.kernel != "aten" else []
+        log(f"rl: linear kernel of the policy update {kernel.describe()}")
         shard_model(model, info, par, dtype)
         if ref_model is not None and par.fsdp:
             shard_model(ref_model, info, dataclasses.replace(par, activation_checkpointing="none"), dtype)
@@ -118,7 +122,8 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
             summed = dict(zip(keys, all_reduce_sum([counts[k] for k in keys], info)))
             norm = normaliser(summed, cfg.loss_type, cfg.max_completion_length)
             t1 = time.perf_counter()
-            stats = update(model, ref_model, opt, seqs, cfg, tok.pad_id, info.device, norm, info, dtype=dtype)
+            with linear_kernel(model, kernel.kernel, kernel_layers):
+                stats = update(model, ref_model, opt, seqs, cfg, tok.pad_id, info.device, norm, info, dtype=dtype)
             train_s = time.perf_counter() - t1
             step += 1
             rec = _step_metrics(step, batch, stats, cfg, families, cur, info)
@@ -163,6 +168,7 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
                    "rollout_tokens": rollout_toks, "trained_tokens": trained_toks,
                    "loop_s": round(time.perf_counter() - t_start, 2), "config": dataclasses.asdict(cfg),
                    "precision": {"train": precision.facts(), "rollouts": gen_precision.facts()},
+                   "linear_kernel": {"train": kernel.facts(), "rollouts": sampler.engine.kernel.facts()},
                    "last": rec}
         meta = {"preset": preset, "stage": "rl", "step": step, "parent": "sft", "levels": dict(cur.levels)}
         model, footprint = lora_finish(model, lora, cfg, st.dir, str(rf.final_checkpoint("sft")), info.is_main, meta)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saessak.serve.batching import BatchingLoop, Failure, Overloaded
+from saessak.serve.engine_process import EngineProcess, EngineSpec, EngineStopped
 from saessak.serve.loading import ServedModel
 from saessak.serve.metrics import Metrics
 from saessak.serve.openapi import openapi_schema
@@ -46,6 +47,10 @@ class ServeSettings:
     log_content: bool = False
     dtype: str | None = None  # None: the checkpoint's dtype; "bfloat16" for a bf16 copy
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # The engine in a child process (saessak/serve/engine_process.py; `saessak serve`'s default):
+    # `load` then returns the tokenizer only and the child loads the weights from `served.source`.
+    engine_process: bool = False
+    threads: int | None = None  # the child's torch threads (default: this process's)
 
 
 class _State:
@@ -84,13 +89,23 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
     def load_in_background():
         try:
             served = load()
-            dtype = getattr(torch, settings.dtype) if settings.dtype else None
-            engine = Engine(served.model, served.tokenizer, max_batch_size=settings.max_batch_size,
-                            max_seq_len=settings.max_seq_len, dtype=dtype)
-            batcher = BatchingLoop(engine, max_queue=settings.max_queue)
+            if settings.engine_process:
+                batcher = EngineProcess(EngineSpec(served.source, served.name, settings.max_batch_size,
+                                                   settings.max_seq_len, settings.dtype,
+                                                   settings.threads or torch.get_num_threads()),
+                                        max_queue=settings.max_queue)
+            else:
+                dtype = getattr(torch, settings.dtype) if settings.dtype else None
+                engine = Engine(served.model, served.tokenizer, max_batch_size=settings.max_batch_size,
+                                max_seq_len=settings.max_seq_len, dtype=dtype)
+                engine.warm_up()
+                batcher = BatchingLoop(engine, max_queue=settings.max_queue)
             batcher.start()
             state.served, state.batcher = served, batcher
             state.ready.set()
+        except EngineStopped as e:  # the child's own "Type: message"
+            state.load_error = str(e)
+            reqlog.logger.error("model load failed: %s", state.load_error)
         except Exception as e:  # noqa: BLE001 - reported by /health; the message names a path, never content
             state.load_error = f"{type(e).__name__}: {e}"
             reqlog.logger.error("model load failed: %s", state.load_error)
@@ -176,6 +191,8 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
         if not state.ready.is_set():
             msg = "the model failed to load" if state.load_error else "the model is still loading"
             raise APIError(503, msg, type="service_unavailable", code="model_not_ready")
+        if state.batcher.error:
+            raise APIError(503, state.batcher.error, type="service_unavailable", code="engine_stopped")
         return state.served, state.batcher
 
     def check_auth(request: Request) -> None:
@@ -194,6 +211,8 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
 
     @app.get("/health")
     async def health():
+        if state.ready.is_set() and state.batcher.error:
+            return JSONResponse({"status": "error", "error": state.batcher.error}, status_code=503)
         if state.ready.is_set():
             return {"status": "ok", "model": state.served.name}
         if state.load_error:
@@ -270,6 +289,8 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
                 for t in tickets:
                     batcher.cancel(t)
                 raise APIError(429, str(e), type="rate_limit_error", code="server_busy") from None
+            except EngineStopped as e:
+                raise APIError(503, str(e), type="service_unavailable", code="engine_stopped") from None
         except APIError as e:
             metrics.inc("saessak_requests_total", endpoint=endpoint, status=str(e.status))
             reqlog.request(**meta, status=e.status, error_type=e.type, error_code=e.code,
@@ -299,16 +320,19 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
     async def _next(run: "_Run", request: Request):
         """The next output of any of the run's choices; None if the client went away."""
         while True:
+            if not run.queue.empty():  # the common case under load: no timer, no task per token
+                item = run.queue.get_nowait()
+                break
             try:
                 item = await asyncio.wait_for(run.queue.get(), timeout=DISCONNECT_POLL_S)
+                break
             except TimeoutError:
                 if await request.is_disconnected():
                     return None
-                continue
-            if run.t_first is None and not isinstance(item, Failure) and item.new_token_ids:
-                run.t_first = now()
-                metrics.observe("saessak_time_to_first_token_seconds", run.t_first - run.t0)
-            return item
+        if run.t_first is None and not isinstance(item, Failure) and item.new_token_ids:
+            run.t_first = now()
+            metrics.observe("saessak_time_to_first_token_seconds", run.t_first - run.t0)
+        return item
 
     async def _complete(run: "_Run", request: Request, meta: dict):
         try:

@@ -4,7 +4,8 @@ HTTP handlers (on the asyncio thread) never touch the engine: they `submit` requ
 them through a command list that the loop applies between decode steps, so requests join and
 leave the running batch at step boundaries (continuous batching) and an aborted request's slot is
 free before the next step. Outputs go back to each request's asyncio.Queue through
-`loop.call_soon_threadsafe`.
+`loop.call_soon_threadsafe`, once per step for all of that step's outputs (one wake-up of the
+event loop per step, not one per token per request).
 
 Admission is bounded: at most `max_batch_size + max_queue` requests may be open; beyond that
 `submit` raises `Overloaded` (the API answers 429) instead of letting latency grow without limit.
@@ -60,6 +61,7 @@ class BatchingLoop:
         self._tickets: dict[str, Ticket] = {}  # owned by the loop thread
         self._open = 0  # submitted and not yet finished (guarded by _commands.lock)
         self._thread = threading.Thread(target=self._run, name="saessak-batching", daemon=True)
+        self.error: str | None = None  # set when the engine can serve no more (never, in a thread)
 
     # -- called from the asyncio thread ------------------------------------------------------
     def start(self) -> None:
@@ -111,54 +113,74 @@ class BatchingLoop:
                 log.error("engine step failed: %s", type(e).__name__)
                 self._fail_all("internal error while generating")
                 continue
+            batch: list[tuple[Ticket, object]] = []
             for out in outputs:
-                self._deliver(out)
+                self._deliver(out, batch)
+            self._flush(batch)
 
     def _apply_commands(self) -> None:
         from saessak.errors import UserError
 
         with self._commands.lock:
             items, self._commands.items = self._commands.items, []
+        failed: list[tuple[Ticket, object]] = []
         for item in items:
             if item[0] == "add":
                 _, ticket, prompt_ids, params = item
                 try:
                     self.engine.add_request(prompt_ids, params, request_id=ticket.request_id)
                 except UserError as e:
-                    self._finish(ticket, Failure(ticket.request_id, str(e), user_error=True))
+                    self._finish(ticket, Failure(ticket.request_id, str(e), user_error=True), failed)
                     continue
                 self._tickets[ticket.request_id] = ticket
             else:
                 ticket = item[1]
                 if ticket.request_id in self._tickets:
                     self.engine.abort(ticket.request_id)  # frees the slot now; reported next step
+        self._flush(failed)
 
-    def _deliver(self, out: RequestOutput) -> None:
+    def _deliver(self, out: RequestOutput, batch: list) -> None:
         ticket = self._tickets.get(out.request_id)
         if ticket is None:
             return
         if out.finished:
             del self._tickets[out.request_id]
-            self._finish(ticket, out)
+            self._finish(ticket, out, batch)
         else:
-            self._put(ticket, out)
+            batch.append((ticket, out))
 
-    def _finish(self, ticket: Ticket, item) -> None:
+    def _finish(self, ticket: Ticket, item, batch: list) -> None:
         ticket.done = True
         with self._commands.lock:
             self._open -= 1
-        self._put(ticket, item)
+        batch.append((ticket, item))
 
     @staticmethod
-    def _put(ticket: Ticket, item) -> None:
+    def _flush(batch: list[tuple[Ticket, object]]) -> None:
+        deliver(batch)
+
+    def _fail_all(self, message: str) -> None:
+        failed: list[tuple[Ticket, object]] = []
+        for rid, ticket in list(self._tickets.items()):
+            self.engine.abort(rid)
+            self._finish(ticket, Failure(rid, message), failed)
+        self._tickets.clear()
+        self._flush(failed)
+        self.engine.step()  # drains the aborts
+
+
+def deliver(batch: list[tuple[Ticket, object]]) -> None:
+    """Hand a step's outputs to their event loops: one call per loop, in engine order."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for ticket, item in batch:
+        by_loop.setdefault(ticket.loop, []).append((ticket.queue, item))
+    for loop, items in by_loop.items():
         try:
-            ticket.loop.call_soon_threadsafe(ticket.queue.put_nowait, item)
+            loop.call_soon_threadsafe(_put_all, items)
         except RuntimeError:  # the client's event loop is gone (server shutting down)
             pass
 
-    def _fail_all(self, message: str) -> None:
-        for rid, ticket in list(self._tickets.items()):
-            self.engine.abort(rid)
-            self._finish(ticket, Failure(rid, message))
-        self._tickets.clear()
-        self.engine.step()  # drains the aborts
+
+def _put_all(items: list[tuple[asyncio.Queue, object]]) -> None:
+    for queue, item in items:
+        queue.put_nowait(item)

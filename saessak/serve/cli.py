@@ -39,6 +39,9 @@ def register(subparsers) -> None:
     s.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
                    help="run weights in this dtype (default: as stored)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    s.add_argument("--engine-in-process", action="store_true",
+                   help="run the engine in a thread of the HTTP process instead of its own process (the "
+                        "default gives the engine a core of its own: faster under load; see docs/API.md)")
     s.add_argument("--log-content", action="store_true",
                    help="also log request and reply content (off by default: privacy)")
     s.add_argument("--log-file", default=None, help="also write the request log to this file")
@@ -136,7 +139,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from saessak.errors import UserError
     from saessak.model.loading import find
     from saessak.serve import privacy_log
-    from saessak.serve.loading import load_served_model
+    from saessak.serve.loading import load_served_model, load_served_tokenizer
 
     _check_port(args.port)
     api_key = resolve_api_key(args)
@@ -158,8 +161,10 @@ def run_serve(args: argparse.Namespace) -> int:
     logger = privacy_log.configure(args.log_file)
     settings = ServeSettings(api_key=api_key, max_batch_size=args.max_batch_size, max_queue=args.max_queue,
                              max_n=args.max_n, max_seq_len=args.max_seq_len, log_content=args.log_content,
-                             dtype=args.dtype, max_request_bytes=args.max_request_bytes)
-    app = create_app(settings, lambda: load_served_model(args.model, name=args.served_model_name))
+                             dtype=args.dtype, max_request_bytes=args.max_request_bytes,
+                             engine_process=not args.engine_in_process, threads=args.threads)
+    load = load_served_model if args.engine_in_process else load_served_tokenizer
+    app = create_app(settings, lambda: load(args.model, name=args.served_model_name))
     if not is_loopback(args.host):
         logger.warning("binding to %s: the server is reachable from other machines%s", args.host,
                        "" if api_key else ", and --no-auth lets anyone who reaches it use it")

@@ -23,3 +23,13 @@ def load_served_model(path: str | Path, name: str | None = None, device: str = "
     found = find(path, needed_by="serve")
     model, tokenizer = load(found, device=device)
     return ServedModel(model=model.eval(), tokenizer=tokenizer, name=name or found.name, source=str(found.checkpoint))
+
+
+def load_served_tokenizer(path: str | Path, name: str | None = None) -> ServedModel:
+    """What the HTTP side of a server whose engine runs in another process needs: the tokenizer (for
+    the chat template), the name and where the weights are; `model` is None."""
+    from saessak.tokenizer.imported import load_tokenizer
+
+    found = find(path, needed_by="serve")
+    return ServedModel(model=None, tokenizer=load_tokenizer(found.tokenizer_json), name=name or found.name,
+                       source=str(found.checkpoint))

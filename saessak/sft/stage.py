@@ -38,7 +38,8 @@ from saessak.tokenizer.chat_format import render
 from saessak.training.distributed import all_reduce_sum, barrier, wrap_ddp
 from saessak.training.lifecycle import StageRun, completed
 from saessak.training.optim import autocast, build_optimizer, lr_at, set_lr
-from saessak.training.optim import precision_on_rank0
+from saessak.model.kernels import linear_kernel, linear_layers
+from saessak.training.optim import kernel_on_rank0, precision_on_rank0
 from saessak.training.parallel import Parallel, clip_grad_norm, shard_model
 
 
@@ -100,6 +101,10 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
         # not under LoRA or FSDP, whose wrappers it has not been checked with.
         compiled = cfg.compile and not cfg.lora_r and not par.fsdp
         ddp_model = wrap_ddp(torch.compile(model) if compiled else model, info)
+        kernel = kernel_on_rank0(info, model, per_rank_rows := cfg.batch_size // info.world * cfg.seq_len, dtype,
+                                 compiled, par.fsdp)
+        kernel_layers = linear_layers(model) if kernel.kernel != "aten" else []
+        log(f"sft: linear kernel {kernel.describe()} ({per_rank_rows} rows per micro-batch)")
         opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
         step, tokens_trained = 0, 0
         state = st.restore(model, opt)
@@ -116,9 +121,9 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
 
         def loss_on(rows, m=ddp_model) -> tuple[torch.Tensor, int]:
             mask = block_causal_mask(rows.segment_ids.to(info.device))
-            with autocast(info.device, dtype):
+            with autocast(info.device, dtype), linear_kernel(model, kernel.kernel, kernel_layers):
                 per_tok = m(rows.input_ids.to(info.device), position_ids=rows.position_ids.to(info.device),
-                                    attn_mask=mask, targets=rows.targets.to(info.device), loss_reduction="none")
+                            attn_mask=mask, targets=rows.targets.to(info.device), loss_reduction="none")
             return per_tok.sum(), rows.trained_tokens()
 
         def val_loss() -> float:
@@ -179,6 +184,7 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
                    "final_loss": rec.get("loss"), "final_val_loss": rec.get("val_loss"),
                    "conversations": len(convs), "train_rows": len(train_rows), "pii": door.record(),
                    "config": dataclasses.asdict(cfg), "precision": precision.facts(),
+                   "linear_kernel": kernel.facts(),
                    "loop_s": round(time.perf_counter() - t_loop, 2)}
         meta = {"preset": preset, "stage": "sft", "step": step, "tokens_seen": tokens_trained, "parent": "pretrain"}
         attempt_tokens = tokens_trained - tokens_before

@@ -95,6 +95,22 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_b
     return StepResult(loss=total / n, grad_norm=norm)
 
 
+def kernel_on_rank0(info, model, rows: int, precision: str, compiled: bool, fsdp: bool):
+    """The linear kernel a training stage runs (saessak/model/kernels.py, mode "train"), measured by
+    rank 0 and broadcast. aten wherever oneDNN's path does not apply: bf16 autocast (autocast picks
+    the kernel), a compiled model (inductor's choice), FSDP (sharded DTensor weights)."""
+    from dataclasses import asdict
+
+    from saessak.model.kernels import KernelChoice, choose_linear_kernel
+    from saessak.training.distributed import broadcast_object
+
+    if precision != "fp32" or compiled or fsdp:
+        why = "bf16 autocast" if precision != "fp32" else ("compiled" if compiled else "FSDP")
+        return KernelChoice("aten", f"not-used ({why})")
+    choice = choose_linear_kernel(model, str(info.device), rows, mode="train", distributed_ok=True) if info.is_main else None
+    return KernelChoice(**broadcast_object(asdict(choice) if choice else None, info))
+
+
 def precision_on_rank0(info, device: str, dtype: str | None, model_or_cfg=None, **kw):
     """`saessak.model.precision.choose_dtype` measured by rank 0 alone and broadcast: ranks timing at
     once on shared cores would skew each other and could disagree."""

@@ -1,0 +1,236 @@
+"""Which matmul implementation the generation engine's linear layers run on a CPU, by measurement.
+
+On a CPU `F.linear` runs MKL's GEMM for fp32. oneDNN, also inside every torch CPU build, is the
+other implementation (`torch.ops.mkldnn._linear_pointwise`, what torch.compile's CPU backend and
+vLLM's CPU build call). Which is faster depends on the CPU and the shapes: on the 2-core AMD EPYC
+(Zen) of docs/BENCHMARKS.md oneDNN ran the cpu-tiny and d12 layers 1.5-2.1x faster at 32-128 rows,
+because MKL does not take its fastest path on AMD; on an Intel CPU MKL may well win. So the engine
+does not guess from CPU flags: `choose_linear_kernel` times both on the model's own linear shapes, at
+the engine's decode width and at a prefill-sized row count (the best of ROUNDS alternating rounds
+each), and takes oneDNN only when it is at least MARGIN faster in total and gives the same numbers
+(to fp32 rounding). The verdict is cached beside the precision verdict
+(`${SAESSAK_CACHE}/precision.json`, keyed by CPU model, torch version, threads, dtype and shapes).
+
+`linear_kernel(model, "onednn")` is a context: while it is open the model's nn.Linear layers (also
+the base and adapter layers inside peft's LoRA wrappers) run their forward through oneDNN; on exit
+they are plain nn.Linear again. The engine opens it around its forward passes only, so training on
+the same model (GRPO between rollouts) is untouched. Inference only: the oneDNN call has no
+backward, and the engine runs under no_grad.
+"""
+
+from __future__ import annotations
+
+import time
+import types
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+KERNELS = ("aten", "onednn")
+MARGIN = 1.15
+ROUNDS = 3
+_PREFILL_ROWS = 512
+
+
+@dataclass
+class KernelChoice:
+    kernel: str  # "aten" (F.linear) or "onednn"
+    source: str  # "measured", "cached", "given", "not-cpu", "unavailable", "distributed"
+    aten_ms: float | None = None  # one pass over the model's linear layers at the measured rows
+    onednn_ms: float | None = None
+    speedup: float | None = None  # oneDNN over aten
+    rows: list[int] | None = None
+    key: str | None = None
+
+    def facts(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def describe(self) -> str:
+        if self.speedup is None:
+            return f"{self.kernel} ({self.source})"
+        return (f"{self.kernel} ({self.source}: oneDNN {self.onednn_ms:.2f} ms vs aten {self.aten_ms:.2f} ms per "
+                f"pass over the model's linear layers, {self.speedup:.2f}x)")
+
+
+def onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    if x.dim() == 2:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), weight, bias, "none", [], "")
+    return y.view(*x.shape[:-1], weight.shape[0])
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """y = x W^T + b with oneDNN for the forward and for both backward products (the input's and the
+    weight's gradients are linear maps too: dx = dy W, dW = dy^T x)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, weight = ctx.saved_tensors
+        gy2 = gy.reshape(-1, gy.shape[-1])
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _onednn(gy2, weight.t().contiguous(), None).view(x.shape)
+        if ctx.needs_input_grad[1]:
+            gw = _onednn(gy2.t().contiguous(), x.reshape(-1, x.shape[-1]).t().contiguous(), None)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = gy2.sum(0)
+        return gx, gw, gb
+
+
+def _onednn_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if (x.dtype != self.weight.dtype or not x.is_contiguous() or x.device.type != "cpu"
+            or torch.is_autocast_enabled("cpu")):  # autocast decides the dtype of F.linear: leave it to it
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+    if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+        return _OneDNNLinear.apply(x, self.weight, self.bias)
+    return _onednn(x, self.weight, self.bias)
+
+
+def linear_layers(model: torch.nn.Module) -> list[torch.nn.Linear]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+
+
+@contextmanager
+def linear_kernel(model: torch.nn.Module, kernel: str, layers: list[torch.nn.Linear] | None = None):
+    """Run `model`'s nn.Linear layers (or the given `layers` of it) through `kernel` while the context
+    is open."""
+    if kernel == "aten":
+        yield
+        return
+    if kernel != "onednn":
+        raise ValueError(f"linear kernel {kernel!r}: one of {KERNELS}")
+    patched = [m for m in (linear_layers(model) if layers is None else layers) if "forward" not in m.__dict__]
+    for m in patched:
+        m.forward = types.MethodType(_onednn_forward, m)
+    try:
+        yield
+    finally:
+        for m in patched:
+            m.__dict__.pop("forward", None)
+
+
+def warm_up(layers: list[torch.nn.Linear], max_rows: int) -> float:
+    """Create oneDNN's primitives for every row count 1..max_rows of each distinct layer shape; returns
+    the seconds it took. oneDNN builds (JIT-compiles) a primitive the first time it sees an input
+    shape: about 0.4-1.4 ms each on the 2-core EPYC, so a server whose decode batch grows from 1 to
+    32 sequences would otherwise pay 32 x (layers) of them while answering its first clients. A
+    server calls this once at start-up (oneDNN keeps 1,024 primitives per process by default)."""
+    t0 = time.perf_counter()
+    seen = set()
+    with torch.no_grad():
+        for m in layers:
+            sig = (tuple(m.weight.shape), m.weight.dtype, m.bias is not None)
+            if sig in seen or m.weight.device.type != "cpu":
+                continue
+            seen.add(sig)
+            for rows in range(1, max_rows + 1):
+                _onednn(torch.zeros(rows, m.in_features, dtype=m.weight.dtype), m.weight, m.bias)
+    return time.perf_counter() - t0
+
+
+def _time_once(work) -> float:
+    t0 = time.perf_counter()
+    work()
+    return time.perf_counter() - t0
+
+
+def measure(shapes: Counter, rows: list[int], dtype: torch.dtype = torch.float32,
+            backward: bool = False) -> dict[str, float]:
+    """Seconds per pass over the model's linear layers (each distinct shape timed at each row count,
+    weighted by how many layers have it) with F.linear and with oneDNN, forward only or (`backward`)
+    forward and both gradients, and the largest difference between the two results relative to the
+    result's scale."""
+    gen = torch.Generator().manual_seed(0)
+    total = {"aten": 0.0, "onednn": 0.0}
+    worst = 0.0
+    with torch.set_grad_enabled(backward):
+        for (k, n), count in sorted(shapes.items()):
+            w = (torch.randn(n, k, generator=gen) * k ** -0.5).to(dtype).requires_grad_(backward)
+            for r in rows:
+                x = torch.randn(r, k, generator=gen).to(dtype).requires_grad_(backward)
+                gy = torch.randn(r, n, generator=gen).to(dtype)
+
+                def run(fn):
+                    y = fn()
+                    if backward:
+                        gx, gw = torch.autograd.grad(y, (x, w), gy)
+                        return torch.cat([y.flatten(), gx.flatten(), gw.flatten()])
+                    return y
+
+                work = {"aten": lambda: run(lambda: torch.nn.functional.linear(x, w)),
+                        "onednn": lambda: run(lambda: _OneDNNLinear.apply(x, w, None))}
+                a, b = work["aten"]().detach().float(), work["onednn"]().detach().float()  # also the warm-up
+                worst = max(worst, float((a - b).abs().max() / a.abs().max().clamp_min(1e-12)))
+                best = {name: float("inf") for name in work}
+                for _ in range(ROUNDS):
+                    for name, fn in work.items():
+                        best[name] = min(best[name], _time_once(fn))
+                for name in total:
+                    total[name] += count * best[name]
+    return {"aten_s": total["aten"], "onednn_s": total["onednn"], "max_rel_diff": worst}
+
+
+def choose_linear_kernel(model: torch.nn.Module, device: str, width: int, kernel: str | None = "auto",
+                         use_cache: bool = True, mode: str = "generate", distributed_ok: bool = False) -> KernelChoice:
+    """The kernel `model`'s linear layers use: `kernel` aten/onednn as given (or the environment's
+    SAESSAK_LINEAR_KERNEL), or (auto) the faster of the two on this machine, measured on `model`'s
+    shapes. `mode` "generate" (the engine) times forward passes at `width` rows and at a prefill-sized
+    row count; "train" times forward and both backward products at `width` rows (a micro-batch's
+    tokens). CUDA and builds without oneDNN use aten. In a multi-process group ranks could time
+    differently and then disagree on numbers, so they use aten unless the caller makes them agree
+    (`distributed_ok`: rank 0 measures and broadcasts, saessak.training.optim.kernel_on_rank0)."""
+    import os
+
+    from saessak.model.precision import _key, _read_cache, _write_cache, cache_path, linear_shapes, machine_key
+
+    if kernel in (None, "auto"):
+        kernel = os.environ.get("SAESSAK_LINEAR_KERNEL") or "auto"
+    if kernel != "auto":
+        if kernel not in KERNELS:
+            raise ValueError(f"linear kernel {kernel!r}: auto or one of {KERNELS}")
+        return KernelChoice(kernel, "given")
+    if not str(device).startswith("cpu"):
+        return KernelChoice("aten", "not-cpu")
+    if not onednn_available():
+        return KernelChoice("aten", "unavailable")
+    if (not distributed_ok and torch.distributed.is_available() and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1):
+        return KernelChoice("aten", "distributed")
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    shapes = linear_shapes(model)
+    if not shapes:
+        return KernelChoice("aten", "no linear layers")
+    if mode == "train":
+        rows = [max(1, min(int(width), 2048))]
+    else:
+        rows = sorted({max(1, min(int(width), 256)), _PREFILL_ROWS})
+    key = _key(f"linear-kernel-{mode}-{str(dtype).removeprefix('torch.')}", shapes, rows[0] * 1000 + rows[-1])
+    path = cache_path()
+    if use_cache:
+        hit = _read_cache(path).get(key)
+        if isinstance(hit, dict) and hit.get("kernel") in KERNELS:
+            return KernelChoice(hit["kernel"], "cached", hit.get("aten_ms"), hit.get("onednn_ms"), hit.get("speedup"),
+                                rows, key)
+    m = measure(shapes, rows, dtype, backward=mode == "train")
+    speedup = m["aten_s"] / m["onednn_s"]
+    tolerance = 1e-4 if dtype == torch.float32 else 2e-2
+    fast = speedup >= MARGIN and m["max_rel_diff"] <= tolerance
+    choice = KernelChoice("onednn" if fast else "aten", "measured", round(m["aten_s"] * 1e3, 3),
+                          round(m["onednn_s"] * 1e3, 3), round(speedup, 3), rows, key)
+    if use_cache:
+        _write_cache(path, key, {**choice.facts(), "max_rel_diff": m["max_rel_diff"], "machine": machine_key(),
+                                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return choice

@@ -1,0 +1,115 @@
+"""The engine's linear-layer kernel chosen by measurement (saessak/model/kernels.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from saessak.model import kernels
+from saessak.model.engine import Engine, SamplingParams
+from saessak.model.precision import linear_shapes
+from tests.helpers import tiny_model, tiny_tokenizer
+
+needs_onednn = pytest.mark.skipif(not kernels.onednn_available(), reason="this torch build has no oneDNN")
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAESSAK_CACHE", str(tmp_path))
+    return tmp_path / "precision.json"
+
+
+def _fake_measure(calls, onednn_s: float, diff: float = 0.0):
+    def measure(shapes, rows, dtype=torch.float32, backward=False):
+        calls.append(tuple(rows))
+        return {"aten_s": 1.0, "onednn_s": onednn_s, "max_rel_diff": diff}
+    return measure
+
+
+def test_auto_measures_once_then_reads_the_cache(cache, monkeypatch):
+    calls = []
+    monkeypatch.setattr(kernels, "measure", _fake_measure(calls, onednn_s=0.5))
+    model = tiny_model(tiny_tokenizer().vocab_size)
+    first = kernels.choose_linear_kernel(model, "cpu", 32)
+    assert (first.kernel, first.source, first.speedup) == ("onednn", "measured", 2.0)
+    assert calls == [(32, 512)]  # the decode width and a prefill-sized row count
+    again = kernels.choose_linear_kernel(model, "cpu", 32)
+    assert (again.kernel, again.source) == ("onednn", "cached") and len(calls) == 1
+    kernels.choose_linear_kernel(model, "cpu", 8)  # another width is another question
+    assert len(calls) == 2 and cache.exists()
+
+
+@pytest.mark.parametrize("onednn_s,diff,want", [(0.9, 0.0, "aten"),  # within the margin: keep aten
+                                                 (0.5, 1e-2, "aten"),  # faster, but other numbers
+                                                 (0.8, 1e-6, "onednn")])
+def test_onednn_only_when_clearly_faster_and_the_same(cache, monkeypatch, onednn_s, diff, want):
+    monkeypatch.setattr(kernels, "measure", _fake_measure([], onednn_s, diff))
+    assert kernels.choose_linear_kernel(tiny_model(64), "cpu", 16).kernel == want
+
+
+def test_given_kernels_and_devices_need_no_measurement(cache, monkeypatch):
+    monkeypatch.setattr(kernels, "measure", lambda *a, **k: pytest.fail("measured"))
+    model = tiny_model(64)
+    assert kernels.choose_linear_kernel(model, "cpu", 16, "aten").source == "given"
+    assert kernels.choose_linear_kernel(model, "cuda", 16).kernel == "aten"
+    with pytest.raises(ValueError, match="linear kernel 'mkl'"):
+        kernels.choose_linear_kernel(model, "cpu", 16, "mkl")
+
+
+@needs_onednn
+def test_real_measurement_agrees_with_aten(cache):
+    m = kernels.measure(linear_shapes(tiny_model(64)), [4, 64])
+    assert m["aten_s"] > 0 and m["onednn_s"] > 0 and m["max_rel_diff"] < 1e-5
+
+
+@needs_onednn
+def test_the_context_changes_the_kernel_not_the_model():
+    tok = tiny_tokenizer()
+    model = tiny_model(tok.vocab_size)
+    x = torch.randint(0, tok.vocab_size, (3, 11))
+    with torch.no_grad():
+        plain = model(x)
+        with kernels.linear_kernel(model, "onednn"):
+            assert all("forward" in m.__dict__ for m in kernels.linear_layers(model))
+            fast = model(x)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    assert not any("forward" in m.__dict__ for m in kernels.linear_layers(model))  # training sees nn.Linear
+    with pytest.raises(RuntimeError, match="boom"), kernels.linear_kernel(model, "onednn"):
+        raise RuntimeError("boom")
+    assert not any("forward" in m.__dict__ for m in kernels.linear_layers(model))
+    model.train()
+    model(x).sum().backward()  # gradients flow through plain nn.Linear after the engine used oneDNN
+    assert model.lm_head.weight.grad is not None
+
+
+@needs_onednn
+def test_engine_gives_the_same_greedy_text_with_either_kernel(cache):
+    tok = tiny_tokenizer()
+    model = tiny_model(tok.vocab_size, initializer_range=0.3)
+    prompts = [tok.encode(t) for t in ("대한민국은 민주공화국이다.", "안녕하세요", "사과 3개와 배 2개")]
+    params = SamplingParams(max_tokens=24, temperature=0, logprobs=True)
+    a = Engine(model, tok, max_batch_size=4, linear_kernel="aten").generate(prompts, params)
+    b = Engine(model, tok, max_batch_size=4, linear_kernel="onednn").generate(prompts, params)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+    for ca, cb in zip(a, b):
+        assert max(abs(x - y) for x, y in zip(ca.logprobs, cb.logprobs)) < 1e-4
+    assert not any("forward" in m.__dict__ for m in kernels.linear_layers(model))
+
+
+@needs_onednn
+@pytest.mark.parametrize("bias", [False, True])
+def test_training_through_onednn_gives_the_same_gradients(bias):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, 40, bias=bias)
+    x = torch.randn(3, 7, 24, requires_grad=True)
+    gy = torch.randn(3, 7, 40)
+    layer(x).backward(gy)
+    want = [t.grad.clone() for t in (x, *layer.parameters())]
+    x.grad = None
+    layer.zero_grad()
+    with kernels.linear_kernel(layer, "onednn"):
+        layer(x).backward(gy)
+    for got, ref in zip([t.grad for t in (x, *layer.parameters())], want):
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16), kernels.linear_kernel(layer, "onednn"):
+        assert layer(x).dtype == torch.bfloat16  # autocast still decides
