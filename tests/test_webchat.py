@@ -37,7 +37,10 @@ def browser():
 @pytest.fixture(scope="module")
 def random_server(tmp_path_factory):
     work = tmp_path_factory.mktemp("webchat")
-    ckpt = make_checkpoint(work / "ckpt", never_ends=True, max_position_embeddings=2048)  # long replies to stop
+    # long replies to stop, from a model big enough that one takes seconds (the engine process decodes
+    # the 2-layer test model's 4,000 tokens faster than the page can press 중지)
+    ckpt = make_checkpoint(work / "ckpt", never_ends=True, max_position_embeddings=4096, hidden_size=256,
+                           intermediate_size=704, num_hidden_layers=6)
     with CliServer(ckpt, work, "--served-model-name", "saessak-tiny") as srv:
         yield srv
 
@@ -90,7 +93,7 @@ def test_chat_page_flow(random_server, browser):
     assert page.input_value("#max-tokens") == "12"  # settings persist too
 
     # a long reply streams in and the stop button ends it; the server frees the slot
-    set_value(page, "#max-tokens", "2000")
+    set_value(page, "#max-tokens", "4000")
     page.fill("#input", "길게 말해 주세요")
     page.keyboard.press("Enter")
     page.wait_for_function(
