@@ -20,7 +20,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def _fake_measure(calls, onednn_s: float, diff: float = 0.0):
-    def measure(shapes, rows, dtype=torch.float32, backward=False):
+    def measure(shapes, rows, dtype=torch.float32, backward=False, packed=False):
         calls.append(tuple(rows))
         return {"aten_s": 1.0, "onednn_s": onednn_s, "max_rel_diff": diff}
     return measure
@@ -113,3 +113,82 @@ def test_training_through_onednn_gives_the_same_gradients(bias):
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16), kernels.linear_kernel(layer, "onednn"):
         assert layer(x).dtype == torch.bfloat16  # autocast still decides
+
+
+@needs_onednn
+def test_packed_weights_follow_an_optimizer_step(cache):
+    """The engine's packed copies are re-made when the weights change between batches (RL trains the
+    model it generates from): after a step the greedy text is the new model's, as aten computes it."""
+    tok = tiny_tokenizer()
+    model = tiny_model(tok.vocab_size, initializer_range=0.3)
+    prompts = [tok.encode(t) for t in ("대한민국은 민주공화국이다.", "사과 3개와 배 2개")]
+    params = SamplingParams(max_tokens=16, temperature=0, logprobs=True)
+    fast = Engine(model, tok, max_batch_size=4, linear_kernel="onednn")
+    assert fast._packed is not None and all(fast._packed.get(m) is not None for m in kernels.linear_layers(model))
+    before = fast.generate(prompts, params)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(torch.tensor([prompts[0]])).logsumexp(-1).sum().backward()
+    opt.step()
+    held = fast._packed.get(model.lm_head)
+    after = fast.generate(prompts, params)
+    assert fast._packed.get(model.lm_head) is not held  # re-packed at the next batch
+    want = Engine(model, tok, max_batch_size=4, linear_kernel="aten").generate(prompts, params)
+    assert [c.token_ids for c in after] == [c.token_ids for c in want]
+    assert [c.token_ids for c in after] != [c.token_ids for c in before]
+    for ca, cb in zip(after, want):
+        assert max(abs(x - y) for x, y in zip(ca.logprobs, cb.logprobs)) < 1e-4
+
+
+@needs_onednn
+def test_packed_measurement_and_memory_guard(cache, monkeypatch):
+    model = tiny_model(64)
+    m = kernels.measure(linear_shapes(model), [4, 64], packed=True)
+    assert m["onednn_s"] > 0 and m["max_rel_diff"] < 1e-5
+    layers = kernels.linear_layers(model)
+    need = sum(x.weight.numel() * 4 for x in layers)
+    monkeypatch.setattr(kernels, "_mem_available", lambda: 4 * need)
+    assert kernels.packed_weights_fit(layers)
+    monkeypatch.setattr(kernels, "_mem_available", lambda: 4 * need - 4)
+    assert not kernels.packed_weights_fit(layers)  # no room for a second copy: oneDNN on plain weights
+    monkeypatch.setattr("saessak.model.engine.packed_weights_fit", kernels.packed_weights_fit)
+    assert Engine(model, tiny_tokenizer(), max_batch_size=2, linear_kernel="onednn")._packed is None
+
+
+def _fake_timer(calls, decode_onednn_s: float, prefill_onednn_s: float, diff: float = 0.0):
+    def timer():
+        calls.append(1)
+        return {"decode": {"aten_s": 1.0, "onednn_s": decode_onednn_s},
+                "prefill": {"aten_s": 1.0, "onednn_s": prefill_onednn_s}, "max_rel_diff": diff}
+    return timer
+
+
+@pytest.mark.parametrize("decode_s,prefill_s,diff,want", [
+    (0.8, 1.2, 0.0, ("onednn", "aten")),  # each phase takes its own faster kernel
+    (1.2, 0.8, 0.0, ("aten", "onednn")),
+    (0.98, 0.5, 1e-2, ("aten", "aten")),  # within the margin / other numbers: aten
+])
+def test_the_engine_chooses_per_phase_from_its_own_timings(cache, decode_s, prefill_s, diff, want):
+    calls = []
+    model = tiny_model(64)
+    timer = _fake_timer(calls, decode_s, prefill_s, diff)
+    first = kernels.choose_linear_kernel(model, "cpu", 16, timer=timer)
+    assert (first.kernel, first.prefill, first.source) == (*want, "measured") and len(calls) == 1
+    again = kernels.choose_linear_kernel(model, "cpu", 16, timer=timer)
+    assert (again.kernel, again.prefill, again.source) == (*want, "cached") and len(calls) == 1
+
+
+@needs_onednn
+def test_engine_times_its_own_steps_once_per_shape(cache):
+    tok = tiny_tokenizer()
+    model = tiny_model(tok.vocab_size)
+    e = Engine(model, tok, max_batch_size=4)
+    k = e.kernel
+    assert k.source == "measured" and k.aten_ms > 0 and k.onednn_ms > 0 and k.prefill_aten_ms > 0
+    assert "decode" in k.describe() and "prefill" in k.describe()
+    assert Engine(model, tok, max_batch_size=4).kernel.source == "cached"
+    assert not e.has_unfinished() and e.num_running() == 0  # the timing left no request behind
+    # and the engine still generates what aten generates
+    prompts = [tok.encode("대한민국은 민주공화국이다.")]
+    params = SamplingParams(max_tokens=8, temperature=0)
+    want = Engine(model, tok, max_batch_size=4, linear_kernel="aten").generate(prompts, params)
+    assert e.generate(prompts, params)[0].token_ids == want[0].token_ids

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -42,7 +43,8 @@ from typing import Sequence
 import torch
 
 from saessak.errors import UserError
-from saessak.model.kernels import choose_linear_kernel, linear_kernel, linear_layers, warm_up
+from saessak.model.kernels import (PackedWeights, choose_linear_kernel, linear_kernel, linear_layers,
+                                   packed_weights_fit, warm_up)
 from saessak.tokenizer.token_text import TokenTextDecoder, decode_ids, token_bytes_table
 
 _MASK32 = 0xFFFFFFFF
@@ -272,8 +274,6 @@ class Engine:
         self._source_version = None
         self.model = model
         self._sync_weights()
-        self.kernel = choose_linear_kernel(self.model, self.device.type, self.max_batch_size, linear_kernel)
-        self._linears = linear_layers(self.model) if self.kernel.kernel != "aten" else []
         self._cache = _SlotCache(self)
         self._n_layers = cfg.num_hidden_layers
         # MLA (DeepSeek): _k/_v hold the latent [L, slots, positions, kv_lora_rank] and the rope key
@@ -293,14 +293,26 @@ class Engine:
         # per-slot state, kept in step with self._running
         self._lens = torch.zeros(0, dtype=torch.long)
         self._last = torch.zeros(0, dtype=torch.long)
+        # The linear layers' kernel for decode and for prefill: given, or timed on this engine's own
+        # steps (saessak/model/kernels.py). oneDNN reads packed copies of the weights, refreshed between
+        # batches when the weights changed (an RL optimizer step), like the private dtype copy.
+        self._linears = linear_layers(self.model)
+        self._packed = None
+        if self.device.type == "cpu" and packed_weights_fit(self._linears):
+            self._packed = PackedWeights(self._linears, self.max_batch_size)
+            self._packed.refresh()
+        self.kernel = choose_linear_kernel(self.model, self.device.type, self.max_batch_size, linear_kernel,
+                                           timer=self._time_kernels)
+        if not self.kernel.uses("onednn"):
+            self._linears, self._packed = [], None
 
     def warm_up(self) -> float:
         """Prepare the linear kernel for every decode width up to max_batch_size (oneDNN builds a
         primitive per input shape; saessak/model/kernels.py `warm_up`). For a long-lived server, not
         needed for a one-off generate. Returns the seconds spent (0 with aten)."""
-        if self.kernel.kernel != "onednn":
+        if self.kernel.kernel != "onednn":  # the decode widths; prefill shapes cannot all be known
             return 0.0
-        return warm_up(self._linears, self.max_batch_size)
+        return warm_up(self._linears, self.max_batch_size, self._packed)
 
     # -- weights ---------------------------------------------------------------------------------
     def _version(self) -> int:
@@ -396,12 +408,15 @@ class Engine:
         self._aborted = []
         if not self._running:
             self._sync_weights()  # between batches only: a running batch keeps one set of weights
+            if self._packed is not None:
+                self._packed.refresh()
         decoding = len(self._running)
         admitted = self._admit()
-        with linear_kernel(self.model, self.kernel.kernel, self._linears):
-            if admitted:
+        if admitted:
+            with linear_kernel(self.model, self.kernel.prefill, self._linears, self._packed):
                 outputs += self._prefill(admitted)
-            if decoding:
+        if decoding:
+            with linear_kernel(self.model, self.kernel.kernel, self._linears, self._packed):
                 outputs += self._decode(decoding)
         return outputs
 
@@ -534,6 +549,17 @@ class Engine:
         unique: dict[tuple[int, ...], int] = {}
         inverse = [unique.setdefault(tuple(r.prompt_ids), len(unique)) for r in chunk]
         rows = list(unique)
+        inv = None if len(rows) == len(chunk) else torch.tensor(inverse)
+        logits = self._prefill_logits(rows, start, inv)
+        if inv is not None:
+            logits = logits.index_select(0, inv.to(logits.device))
+        n = start + len(chunk)
+        self._lens[start:n] = torch.tensor([len(r.prompt_ids) for r in chunk])
+        return self._sample_and_advance(chunk, logits, start)
+
+    def _prefill_logits(self, rows: list[Sequence[int]], start: int, inv: torch.Tensor | None) -> torch.Tensor:
+        """Run the prompts `rows` (right-padded into one batch), filling cache slots from `start`
+        (`inv`: the slot rows' indices into `rows`, for duplicated prompts); the last position's logits."""
         lengths = torch.tensor([len(p) for p in rows])
         T = int(lengths.max())
         ids = torch.full((len(rows), T), self.tokenizer.pad_id, dtype=torch.long)
@@ -542,20 +568,17 @@ class Engine:
         pos = torch.arange(T)
         # causal and within the prompt; padded query rows still see key 0, so no row is all-masked
         mask = (pos[None, :] <= pos[:, None])[None] & (pos[None, None, :] < lengths[:, None, None])
-        inv = None if len(rows) == len(chunk) else torch.tensor(inverse)
         cache = self._cache.for_prefill(start, inv, T, mask.unsqueeze(1).to(self.device))
         hidden = self._hidden_states(ids.to(self.device), pos.expand(len(rows), T).to(self.device), cache)
-        last_hidden = hidden[torch.arange(len(rows)), lengths - 1]
-        logits = self.model.lm_head(last_hidden)
-        if inv is not None:
-            logits = logits.index_select(0, inv.to(logits.device))
-        n = start + len(chunk)
-        self._lens[start:n] = torch.tensor([len(r.prompt_ids) for r in chunk])
-        return self._sample_and_advance(chunk, logits, start)
+        return self.model.lm_head(hidden[torch.arange(len(rows)), lengths - 1])
 
     def _decode(self, n: int) -> list[RequestOutput]:
-        reqs = self._running[:n]
-        lens = self._lens[:n]
+        logits = self._decode_logits(n, self._lens[:n], self._last[:n])
+        self._lens[:n] += 1
+        return self._sample_and_advance(self._running[:n], logits, 0)
+
+    def _decode_logits(self, n: int, lens: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """One decode step for slots 0..n-1 (`lens`: their cached lengths, `last`: their last tokens)."""
         span = int(lens.max()) + 1
         # an additive float mask: CPU SDPA runs measurably faster with it than with a bool mask
         visible = (torch.arange(span)[None, :] <= lens[:, None])[:, None, None, :]
@@ -563,10 +586,47 @@ class Engine:
         rows = torch.arange(n)
         dev = self.device
         cache = self._cache.for_decode(n, rows.to(dev), lens.to(dev), span, mask.to(dev))
-        hidden = self._hidden_states(self._last[:n, None].to(dev), lens[:, None].to(dev), cache)
-        logits = self.model.lm_head(hidden[:, 0])
-        self._lens[:n] += 1
-        return self._sample_and_advance(reqs, logits, 0)
+        hidden = self._hidden_states(last[:, None].to(dev), lens[:, None].to(dev), cache)
+        return self.model.lm_head(hidden[:, 0])
+
+    @torch.inference_mode()
+    def _time_kernels(self, rounds: int = 3, budget_s: float = 2.0) -> dict:
+        """Seconds of this engine's own decode step (at its full width, up to 64 sequences) and of a
+        prefill (256 prompt tokens) with each linear kernel, the best of `rounds` after an untimed
+        warm-up round (oneDNN builds its primitives), kernels alternating (fewer rounds once `budget_s`
+        is spent, at least one); and the largest relative
+        difference between the two kernels' logits. Runs on random tokens in the cache's first slots,
+        before any request (saessak/model/kernels.py `choose_linear_kernel`)."""
+        if self._running or self._waiting:
+            raise RuntimeError("the kernels are timed before the engine takes requests")
+        width = min(self.max_batch_size, 64)
+        T = max(1, min(64, self.max_seq_len // 4))
+        p = max(1, min(self.max_batch_size, 256 // T))
+        self._reserve(max(width, p), T + 1)
+        gen = torch.Generator().manual_seed(0)
+        prompts = torch.randint(0, self.vocab_limit, (p, T), generator=gen).tolist()
+        last = torch.randint(0, self.vocab_limit, (width,), generator=gen)
+        lens = torch.full((width,), T)
+        best = {(phase, k): float("inf") for phase in ("decode", "prefill") for k in ("aten", "onednn")}
+        logits = {}
+        started = time.perf_counter()
+        for r in range(rounds + 1):
+            if r > 1 and time.perf_counter() - started > budget_s:  # a big model: one timed round will do
+                break
+            for k in ("aten", "onednn"):
+                with linear_kernel(self.model, k, self._linears, self._packed):
+                    t0 = time.perf_counter()
+                    self._prefill_logits(prompts, 0, None)
+                    t1 = time.perf_counter()
+                    logits[k] = self._decode_logits(width, lens, last).float()
+                    t2 = time.perf_counter()
+                if r:
+                    best["prefill", k] = min(best["prefill", k], t1 - t0)
+                    best["decode", k] = min(best["decode", k], t2 - t1)
+        a, b = logits["aten"], logits["onednn"]
+        diff = float((a - b).abs().max() / a.abs().max().clamp_min(1e-12))
+        return {phase: {f"{k}_s": best[phase, k] for k in ("aten", "onednn")} for phase in ("decode", "prefill")} | {
+            "max_rel_diff": diff}
 
     def _sample_and_advance(self, reqs: list[_Request], logits: torch.Tensor, start: int) -> list[RequestOutput]:
         logits = logits.float()

@@ -14,23 +14,37 @@ each), and takes oneDNN only when it is at least MARGIN faster in total and give
 `linear_kernel(model, "onednn")` is a context: while it is open the model's nn.Linear layers (also
 the base and adapter layers inside peft's LoRA wrappers) run their forward through oneDNN; on exit
 they are plain nn.Linear again. The engine opens it around its forward passes only, so training on
-the same model (GRPO between rollouts) is untouched. Inference only: the oneDNN call has no
-backward, and the engine runs under no_grad.
+the same model (GRPO between rollouts) is untouched.
+
+Prepacked weights (`PackedWeights`). oneDNN computes from weights in its own blocked layout; given a
+plain [out, in] tensor it reorders it on every call, which at decode widths costs about as much as
+the product itself (the d12 shape at 8 rows: 30.9 ms per step with plain weights, 18.4 ms with
+packed ones, on the 2-core EPYC). The engine keeps a packed copy of each layer's weight (made with
+`torch.ops.mkldnn._reorder_linear_weight`, what torch.compile's CPU backend does for frozen
+weights), re-packs a layer only when its weight changed (its version counter: an optimizer step),
+and times the packed form when it chooses. The copy costs the linear weights' size in memory once
+more, so it is made only while that fits in a quarter of the memory available
+(`packed_weights_fit`); otherwise oneDNN runs on the plain weights. Training always uses the plain
+weights (they change every step) with its own autograd backward (`_OneDNNLinear`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import types
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 KERNELS = ("aten", "onednn")
 MARGIN = 1.15
+# Timed inside the engine (best of ROUNDS whole steps, kernels alternating) the figures vary less than
+# isolated layer timings, and the two kernels give the same numbers, so a smaller margin decides.
+ENGINE_MARGIN = 1.05
 ROUNDS = 3
 _PREFILL_ROWS = 512
 
@@ -43,7 +57,21 @@ class KernelChoice:
     onednn_ms: float | None = None
     speedup: float | None = None  # oneDNN over aten
     rows: list[int] | None = None
+    packed: bool | None = None  # oneDNN timed (and run) on prepacked weights
     key: str | None = None
+    # The engine chooses for its two phases apart: `kernel` and the figures above are its decode step,
+    # these its prefill (None: the same kernel as decode).
+    prefill_kernel: str | None = None
+    prefill_aten_ms: float | None = None
+    prefill_onednn_ms: float | None = None
+    prefill_speedup: float | None = None
+
+    @property
+    def prefill(self) -> str:
+        return self.prefill_kernel or self.kernel
+
+    def uses(self, kernel: str) -> bool:
+        return kernel in (self.kernel, self.prefill)
 
     def facts(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -51,6 +79,10 @@ class KernelChoice:
     def describe(self) -> str:
         if self.speedup is None:
             return f"{self.kernel} ({self.source})"
+        if self.prefill_speedup is not None:
+            return (f"decode {self.kernel}, prefill {self.prefill} ({self.source}: a decode step {self.onednn_ms:.2f} ms "
+                    f"with oneDNN vs {self.aten_ms:.2f} ms with aten, {self.speedup:.2f}x; a prefill "
+                    f"{self.prefill_onednn_ms:.2f} vs {self.prefill_aten_ms:.2f} ms, {self.prefill_speedup:.2f}x)")
         return (f"{self.kernel} ({self.source}: oneDNN {self.onednn_ms:.2f} ms vs aten {self.aten_ms:.2f} ms per "
                 f"pass over the model's linear layers, {self.speedup:.2f}x)")
 
@@ -99,14 +131,77 @@ def _onednn_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return _onednn(x, self.weight, self.bias)
 
 
+def _packed_forward(self: torch.nn.Linear, x: torch.Tensor, packed: "PackedWeights") -> torch.Tensor:
+    w = packed.get(self)
+    if (w is None or x.dtype != self.weight.dtype or not x.is_contiguous() or x.device.type != "cpu"
+            or torch.is_autocast_enabled("cpu") or (torch.is_grad_enabled() and x.requires_grad)):
+        return _onednn_forward(self, x)
+    return _onednn(x, w, self.bias)
+
+
 def linear_layers(model: torch.nn.Module) -> list[torch.nn.Linear]:
     return [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
 
 
+def pack_weight(weight: torch.Tensor, rows: int) -> torch.Tensor:
+    """`weight` [out, in] in oneDNN's blocked layout for products of about `rows` rows (the layout
+    chosen for one row count served every count from 1 to 128 as fast as its own, measured)."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), max(1, int(rows)))
+
+
+def _mem_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def packed_weights_fit(layers: list[torch.nn.Linear]) -> bool:
+    """Whether a packed copy of these layers' weights fits in a quarter of the available memory."""
+    need = sum(m.weight.numel() * m.weight.element_size() for m in layers if m.weight.device.type == "cpu")
+    avail = _mem_available()
+    return avail is None or need <= avail // 4
+
+
+class PackedWeights:
+    """oneDNN-packed copies of layers' weights, kept in step with the weights (`refresh`)."""
+
+    def __init__(self, layers: list[torch.nn.Linear], rows: int):
+        self.layers = [m for m in layers if m.weight.device.type == "cpu" and m.weight.dtype in
+                       (torch.float32, torch.bfloat16)]
+        self.rows = rows
+        self._packed: dict[int, tuple[tuple, torch.Tensor]] = {}  # id(layer) -> (weight state, packed)
+
+    def refresh(self) -> int:
+        """Pack every layer whose weight changed since it was last packed; returns how many."""
+        changed = 0
+        with torch.no_grad():
+            for m in self.layers:
+                w = m.weight
+                state = (w.data_ptr(), w._version, w.dtype, tuple(w.shape))
+                held = self._packed.get(id(m))
+                if held is None or held[0] != state:
+                    self._packed[id(m)] = (state, pack_weight(w, self.rows))
+                    changed += 1
+        return changed
+
+    def get(self, layer: torch.nn.Linear) -> torch.Tensor | None:
+        held = self._packed.get(id(layer))
+        return None if held is None else held[1]
+
+    def nbytes(self) -> int:
+        return sum(m.weight.numel() * m.weight.element_size() for m in self.layers)
+
+
 @contextmanager
-def linear_kernel(model: torch.nn.Module, kernel: str, layers: list[torch.nn.Linear] | None = None):
+def linear_kernel(model: torch.nn.Module, kernel: str, layers: list[torch.nn.Linear] | None = None,
+                  packed: PackedWeights | None = None):
     """Run `model`'s nn.Linear layers (or the given `layers` of it) through `kernel` while the context
-    is open."""
+    is open; with `packed`, oneDNN reads those layers' packed weights (inference only)."""
     if kernel == "aten":
         yield
         return
@@ -114,7 +209,10 @@ def linear_kernel(model: torch.nn.Module, kernel: str, layers: list[torch.nn.Lin
         raise ValueError(f"linear kernel {kernel!r}: one of {KERNELS}")
     patched = [m for m in (linear_layers(model) if layers is None else layers) if "forward" not in m.__dict__]
     for m in patched:
-        m.forward = types.MethodType(_onednn_forward, m)
+        if packed is not None and packed.get(m) is not None:
+            m.forward = types.MethodType(lambda self, x: _packed_forward(self, x, packed), m)
+        else:
+            m.forward = types.MethodType(_onednn_forward, m)
     try:
         yield
     finally:
@@ -122,7 +220,7 @@ def linear_kernel(model: torch.nn.Module, kernel: str, layers: list[torch.nn.Lin
             m.__dict__.pop("forward", None)
 
 
-def warm_up(layers: list[torch.nn.Linear], max_rows: int) -> float:
+def warm_up(layers: list[torch.nn.Linear], max_rows: int, packed: PackedWeights | None = None) -> float:
     """Create oneDNN's primitives for every row count 1..max_rows of each distinct layer shape; returns
     the seconds it took. oneDNN builds (JIT-compiles) a primitive the first time it sees an input
     shape: about 0.4-1.4 ms each on the 2-core EPYC, so a server whose decode batch grows from 1 to
@@ -136,8 +234,9 @@ def warm_up(layers: list[torch.nn.Linear], max_rows: int) -> float:
             if sig in seen or m.weight.device.type != "cpu":
                 continue
             seen.add(sig)
+            w = packed.get(m) if packed is not None else None
             for rows in range(1, max_rows + 1):
-                _onednn(torch.zeros(rows, m.in_features, dtype=m.weight.dtype), m.weight, m.bias)
+                _onednn(torch.zeros(rows, m.in_features, dtype=m.weight.dtype), m.weight if w is None else w, m.bias)
     return time.perf_counter() - t0
 
 
@@ -148,17 +247,18 @@ def _time_once(work) -> float:
 
 
 def measure(shapes: Counter, rows: list[int], dtype: torch.dtype = torch.float32,
-            backward: bool = False) -> dict[str, float]:
+            backward: bool = False, packed: bool = False) -> dict[str, float]:
     """Seconds per pass over the model's linear layers (each distinct shape timed at each row count,
-    weighted by how many layers have it) with F.linear and with oneDNN, forward only or (`backward`)
-    forward and both gradients, and the largest difference between the two results relative to the
-    result's scale."""
+    weighted by how many layers have it) with F.linear and with oneDNN (on packed weights if
+    `packed`), forward only or (`backward`) forward and both gradients, and the largest difference
+    between the two results relative to the result's scale."""
     gen = torch.Generator().manual_seed(0)
     total = {"aten": 0.0, "onednn": 0.0}
     worst = 0.0
     with torch.set_grad_enabled(backward):
         for (k, n), count in sorted(shapes.items()):
             w = (torch.randn(n, k, generator=gen) * k ** -0.5).to(dtype).requires_grad_(backward)
+            pw = pack_weight(w, max(rows)) if packed and not backward else None
             for r in rows:
                 x = torch.randn(r, k, generator=gen).to(dtype).requires_grad_(backward)
                 gy = torch.randn(r, n, generator=gen).to(dtype)
@@ -171,7 +271,8 @@ def measure(shapes: Counter, rows: list[int], dtype: torch.dtype = torch.float32
                     return y
 
                 work = {"aten": lambda: run(lambda: torch.nn.functional.linear(x, w)),
-                        "onednn": lambda: run(lambda: _OneDNNLinear.apply(x, w, None))}
+                        "onednn": lambda: run(lambda: _OneDNNLinear.apply(x, w, None) if pw is None
+                                              else _onednn(x, pw, None))}
                 a, b = work["aten"]().detach().float(), work["onednn"]().detach().float()  # also the warm-up
                 worst = max(worst, float((a - b).abs().max() / a.abs().max().clamp_min(1e-12)))
                 best = {name: float("inf") for name in work}
@@ -184,12 +285,18 @@ def measure(shapes: Counter, rows: list[int], dtype: torch.dtype = torch.float32
 
 
 def choose_linear_kernel(model: torch.nn.Module, device: str, width: int, kernel: str | None = "auto",
-                         use_cache: bool = True, mode: str = "generate", distributed_ok: bool = False) -> KernelChoice:
+                         use_cache: bool = True, mode: str = "generate", distributed_ok: bool = False,
+                         timer: Callable[[], dict] | None = None) -> KernelChoice:
     """The kernel `model`'s linear layers use: `kernel` aten/onednn as given (or the environment's
     SAESSAK_LINEAR_KERNEL), or (auto) the faster of the two on this machine, measured on `model`'s
     shapes. `mode` "generate" (the engine) times forward passes at `width` rows and at a prefill-sized
     row count; "train" times forward and both backward products at `width` rows (a micro-batch's
-    tokens). CUDA and builds without oneDNN use aten. In a multi-process group ranks could time
+    tokens). With a `timer` (the engine's own: it times its real decode step and a real prefill with
+    each kernel, `Engine._time_kernels`, and returns {"decode": {"aten_s", "onednn_s"}, "prefill":
+    {...}, "max_rel_diff"}) generate mode chooses for the two phases apart: isolated layer timings
+    misjudged the decode step, where the KV cache's reads evict the weights from the CPU's caches
+    (cpu-tiny at 32 sequences: aten 1.09x slower than packed oneDNN alone, 1.3x inside the engine's
+    step). CUDA and builds without oneDNN use aten. In a multi-process group ranks could time
     differently and then disagree on numbers, so they use aten unless the caller makes them agree
     (`distributed_ok`: rank 0 measures and broadcasts, saessak.training.optim.kernel_on_rank0)."""
     import os
@@ -213,23 +320,55 @@ def choose_linear_kernel(model: torch.nn.Module, device: str, width: int, kernel
     shapes = linear_shapes(model)
     if not shapes:
         return KernelChoice("aten", "no linear layers")
+    if mode == "generate" and timer is not None:
+        return _choose_in_situ(model, dtype, shapes, int(width), timer, use_cache)
     if mode == "train":
         rows = [max(1, min(int(width), 2048))]
+        packed = False
     else:
         rows = sorted({max(1, min(int(width), 256)), _PREFILL_ROWS})
-    key = _key(f"linear-kernel-{mode}-{str(dtype).removeprefix('torch.')}", shapes, rows[0] * 1000 + rows[-1])
+        packed = packed_weights_fit(linear_layers(model))
+    kind = f"linear-kernel-{mode}{'-packed' if packed else ''}-{str(dtype).removeprefix('torch.')}"
+    key = _key(kind, shapes, rows[0] * 1000 + rows[-1])
     path = cache_path()
     if use_cache:
         hit = _read_cache(path).get(key)
         if isinstance(hit, dict) and hit.get("kernel") in KERNELS:
             return KernelChoice(hit["kernel"], "cached", hit.get("aten_ms"), hit.get("onednn_ms"), hit.get("speedup"),
-                                rows, key)
-    m = measure(shapes, rows, dtype, backward=mode == "train")
+                                rows, packed, key)
+    m = measure(shapes, rows, dtype, backward=mode == "train", packed=packed)
     speedup = m["aten_s"] / m["onednn_s"]
     tolerance = 1e-4 if dtype == torch.float32 else 2e-2
     fast = speedup >= MARGIN and m["max_rel_diff"] <= tolerance
     choice = KernelChoice("onednn" if fast else "aten", "measured", round(m["aten_s"] * 1e3, 3),
-                          round(m["onednn_s"] * 1e3, 3), round(speedup, 3), rows, key)
+                          round(m["onednn_s"] * 1e3, 3), round(speedup, 3), rows, packed, key)
+    if use_cache:
+        _write_cache(path, key, {**choice.facts(), "max_rel_diff": m["max_rel_diff"], "machine": machine_key(),
+                                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return choice
+
+
+def _choose_in_situ(model, dtype, shapes, width: int, timer, use_cache: bool) -> KernelChoice:
+    from saessak.model.precision import _key, _read_cache, _write_cache, cache_path, machine_key
+
+    packed = packed_weights_fit(linear_layers(model))
+    key = _key(f"engine-kernel{'-packed' if packed else ''}-{str(dtype).removeprefix('torch.')}", shapes, width)
+    path = cache_path()
+    names = [f.name for f in dataclasses.fields(KernelChoice)]
+    if use_cache:
+        hit = _read_cache(path).get(key)
+        if isinstance(hit, dict) and hit.get("kernel") in KERNELS and hit.get("prefill_kernel") in KERNELS:
+            return KernelChoice(**{**{k: v for k, v in hit.items() if k in names}, "source": "cached"})
+    m = timer()
+    tolerance = 1e-4 if dtype == torch.float32 else 2e-2
+    same = m["max_rel_diff"] <= tolerance
+    d, p = m["decode"], m["prefill"]
+    d_speed, p_speed = d["aten_s"] / d["onednn_s"], p["aten_s"] / p["onednn_s"]
+    choice = KernelChoice(
+        "onednn" if same and d_speed >= ENGINE_MARGIN else "aten", "measured", round(d["aten_s"] * 1e3, 3),
+        round(d["onednn_s"] * 1e3, 3), round(d_speed, 3), [width], packed, key,
+        prefill_kernel="onednn" if same and p_speed >= ENGINE_MARGIN else "aten", prefill_aten_ms=round(p["aten_s"] * 1e3, 3),
+        prefill_onednn_ms=round(p["onednn_s"] * 1e3, 3), prefill_speedup=round(p_speed, 3))
     if use_cache:
         _write_cache(path, key, {**choice.facts(), "max_rel_diff": m["max_rel_diff"], "machine": machine_key(),
                                  "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})

@@ -101,6 +101,8 @@ def create_app(settings: ServeSettings, load: Callable[[], ServedModel]):
                 engine.warm_up()
                 batcher = BatchingLoop(engine, max_queue=settings.max_queue)
             batcher.start()
+            kernel = batcher.engine.linear_kernel if settings.engine_process else engine.kernel.describe()
+            reqlog.logger.info("linear layers: %s", kernel)
             state.served, state.batcher = served, batcher
             state.ready.set()
         except EngineStopped as e:  # the child's own "Type: message"

@@ -41,7 +41,7 @@ class EngineLimits:
 
     max_seq_len: int
     max_batch_size: int
-    linear_kernel: str
+    linear_kernel: str  # the engine's KernelChoice, described (saessak/model/kernels.py)
 
 
 @dataclass
@@ -203,7 +203,7 @@ def _child_main(conn, spec: EngineSpec) -> None:
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
     engine.warm_up()
-    conn.send(("ready", EngineLimits(engine.max_seq_len, engine.max_batch_size, engine.kernel.kernel)))
+    conn.send(("ready", EngineLimits(engine.max_seq_len, engine.max_batch_size, engine.kernel.describe())))
     live: set[str] = set()
 
     def apply(msg) -> bool:
