@@ -298,12 +298,16 @@ class Engine:
         # batches when the weights changed (an RL optimizer step), like the private dtype copy.
         self._linears = linear_layers(self.model)
         self._packed = None
-        if self.device.type == "cpu" and packed_weights_fit(self._linears):
-            self._packed = PackedWeights(self._linears, self.max_batch_size)
-            self._packed.refresh()
+
+        def timer() -> dict:
+            self._pack()
+            return self._time_kernels()
+
         self.kernel = choose_linear_kernel(self.model, self.device.type, self.max_batch_size, linear_kernel,
-                                           timer=self._time_kernels)
-        if not self.kernel.uses("onednn"):
+                                           timer=timer)
+        if self.kernel.uses("onednn"):
+            self._pack()
+        else:
             self._linears, self._packed = [], None
 
     def warm_up(self) -> float:
@@ -315,6 +319,11 @@ class Engine:
         return warm_up(self._linears, self.max_batch_size, self._packed)
 
     # -- weights ---------------------------------------------------------------------------------
+    def _pack(self) -> None:
+        if self._packed is None and self.device.type == "cpu" and packed_weights_fit(self._linears):
+            self._packed = PackedWeights(self._linears, self.max_batch_size)
+            self._packed.refresh()
+
     def _version(self) -> int:
         # buffers too: a MoE router's bias (e_score_correction_bias) is a buffer moved between steps
         return sum(p._version for p in self._source.parameters()) + sum(b._version for b in self._source.buffers())

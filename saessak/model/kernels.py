@@ -171,8 +171,9 @@ class PackedWeights:
     """oneDNN-packed copies of layers' weights, kept in step with the weights (`refresh`)."""
 
     def __init__(self, layers: list[torch.nn.Linear], rows: int):
-        self.layers = [m for m in layers if m.weight.device.type == "cpu" and m.weight.dtype in
-                       (torch.float32, torch.bfloat16)]
+        # plain CPU tensors only (a sharded DTensor weight stays with F.linear)
+        self.layers = [m for m in layers if type(m.weight.data) is torch.Tensor and m.weight.device.type == "cpu"
+                       and m.weight.dtype in (torch.float32, torch.bfloat16)]
         self.rows = rows
         self._packed: dict[int, tuple[tuple, torch.Tensor]] = {}  # id(layer) -> (weight state, packed)
 
@@ -295,7 +296,7 @@ def choose_linear_kernel(model: torch.nn.Module, device: str, width: int, kernel
     each kernel, `Engine._time_kernels`, and returns {"decode": {"aten_s", "onednn_s"}, "prefill":
     {...}, "max_rel_diff"}) generate mode chooses for the two phases apart: isolated layer timings
     misjudged the decode step, where the KV cache's reads evict the weights from the CPU's caches
-    (cpu-tiny at 32 sequences: aten 1.09x slower than packed oneDNN alone, 1.3x inside the engine's
+    (cpu-tiny at 32 sequences: aten 1.09x slower than packed oneDNN alone, 1.2-1.3x inside the engine's
     step). CUDA and builds without oneDNN use aten. In a multi-process group ranks could time
     differently and then disagree on numbers, so they use aten unless the caller makes them agree
     (`distributed_ok`: rank 0 measures and broadcasts, saessak.training.optim.kernel_on_rank0)."""
