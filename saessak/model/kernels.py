@@ -241,18 +241,14 @@ def warm_up(layers: list[torch.nn.Linear], max_rows: int, packed: PackedWeights 
     return time.perf_counter() - t0
 
 
-def _time_once(work) -> float:
-    t0 = time.perf_counter()
-    work()
-    return time.perf_counter() - t0
-
-
 def measure(shapes: Counter, rows: list[int], dtype: torch.dtype = torch.float32,
             backward: bool = False, packed: bool = False) -> dict[str, float]:
     """Seconds per pass over the model's linear layers (each distinct shape timed at each row count,
     weighted by how many layers have it) with F.linear and with oneDNN (on packed weights if
     `packed`), forward only or (`backward`) forward and both gradients, and the largest difference
     between the two results relative to the result's scale."""
+    from saessak.model.precision import _time_once
+
     gen = torch.Generator().manual_seed(0)
     total = {"aten": 0.0, "onednn": 0.0}
     worst = 0.0
@@ -285,6 +281,12 @@ def measure(shapes: Counter, rows: list[int], dtype: torch.dtype = torch.float32
     return {"aten_s": total["aten"], "onednn_s": total["onednn"], "max_rel_diff": worst}
 
 
+def _tolerance(dtype: torch.dtype) -> float:
+    """The largest relative difference between the kernels' results that still counts as the same
+    numbers (fp32 rounding; bf16's is coarser)."""
+    return 1e-4 if dtype == torch.float32 else 2e-2
+
+
 def choose_linear_kernel(model: torch.nn.Module, device: str, width: int, kernel: str | None = "auto",
                          use_cache: bool = True, mode: str = "generate", distributed_ok: bool = False,
                          timer: Callable[[], dict] | None = None) -> KernelChoice:
@@ -302,7 +304,7 @@ def choose_linear_kernel(model: torch.nn.Module, device: str, width: int, kernel
     (`distributed_ok`: rank 0 measures and broadcasts, saessak.training.optim.kernel_on_rank0)."""
     import os
 
-    from saessak.model.precision import _key, _read_cache, _write_cache, cache_path, linear_shapes, machine_key
+    from saessak.model.precision import _key, _read_cache, _store_verdict, cache_path, linear_shapes
 
     if kernel in (None, "auto"):
         kernel = os.environ.get("SAESSAK_LINEAR_KERNEL") or "auto"
@@ -339,18 +341,16 @@ def choose_linear_kernel(model: torch.nn.Module, device: str, width: int, kernel
                                 rows, packed, key)
     m = measure(shapes, rows, dtype, backward=mode == "train", packed=packed)
     speedup = m["aten_s"] / m["onednn_s"]
-    tolerance = 1e-4 if dtype == torch.float32 else 2e-2
-    fast = speedup >= MARGIN and m["max_rel_diff"] <= tolerance
+    fast = speedup >= MARGIN and m["max_rel_diff"] <= _tolerance(dtype)
     choice = KernelChoice("onednn" if fast else "aten", "measured", round(m["aten_s"] * 1e3, 3),
                           round(m["onednn_s"] * 1e3, 3), round(speedup, 3), rows, packed, key)
     if use_cache:
-        _write_cache(path, key, {**choice.facts(), "max_rel_diff": m["max_rel_diff"], "machine": machine_key(),
-                                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        _store_verdict(path, key, {**choice.facts(), "max_rel_diff": m["max_rel_diff"]})
     return choice
 
 
 def _choose_in_situ(model, dtype, shapes, width: int, timer, use_cache: bool) -> KernelChoice:
-    from saessak.model.precision import _key, _read_cache, _write_cache, cache_path, machine_key
+    from saessak.model.precision import _key, _read_cache, _store_verdict, cache_path
 
     packed = packed_weights_fit(linear_layers(model))
     key = _key(f"engine-kernel{'-packed' if packed else ''}-{str(dtype).removeprefix('torch.')}", shapes, width)
@@ -361,8 +361,7 @@ def _choose_in_situ(model, dtype, shapes, width: int, timer, use_cache: bool) ->
         if isinstance(hit, dict) and hit.get("kernel") in KERNELS and hit.get("prefill_kernel") in KERNELS:
             return KernelChoice(**{**{k: v for k, v in hit.items() if k in names}, "source": "cached"})
     m = timer()
-    tolerance = 1e-4 if dtype == torch.float32 else 2e-2
-    same = m["max_rel_diff"] <= tolerance
+    same = m["max_rel_diff"] <= _tolerance(dtype)
     d, p = m["decode"], m["prefill"]
     d_speed, p_speed = d["aten_s"] / d["onednn_s"], p["aten_s"] / p["onednn_s"]
     choice = KernelChoice(
@@ -371,6 +370,5 @@ def _choose_in_situ(model, dtype, shapes, width: int, timer, use_cache: bool) ->
         prefill_kernel="onednn" if same and p_speed >= ENGINE_MARGIN else "aten", prefill_aten_ms=round(p["aten_s"] * 1e3, 3),
         prefill_onednn_ms=round(p["onednn_s"] * 1e3, 3), prefill_speedup=round(p_speed, 3))
     if use_cache:
-        _write_cache(path, key, {**choice.facts(), "max_rel_diff": m["max_rel_diff"], "machine": machine_key(),
-                                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        _store_verdict(path, key, {**choice.facts(), "max_rel_diff": m["max_rel_diff"]})
     return choice

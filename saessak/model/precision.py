@@ -117,6 +117,12 @@ def _write_cache(path: Path, key: str, entry: dict) -> None:
         pass
 
 
+def _store_verdict(path: Path, key: str, facts: dict) -> None:
+    """Cache a measured verdict, stamped with the machine it was measured on and when."""
+    _write_cache(path, key, {**facts, "machine": machine_key(),
+                             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
 def _time_once(work) -> float:
     t0 = time.perf_counter()
     work()
@@ -208,8 +214,7 @@ def choose_dtype(device: str, dtype: str | None, model_or_cfg=None, *, rows: int
                              round(m["fp32_gflops"], 1), round(m["bf16_gflops"], 1), round(speedup, 3), rows,
                              round(time.perf_counter() - t0, 3), key)
     if use_cache:
-        _write_cache(path, key, {**choice.facts(), "machine": machine_key(),
-                                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        _store_verdict(path, key, choice.facts())
     return choice
 
 
