@@ -76,7 +76,14 @@ def test_inconsistent_knobs_are_user_errors_before_training(tokenized_run, tmp_p
     shutil.copytree(tokenized_run, run)
     cases = [(["--bias-update-speed", "-1"], "--bias-update-speed -1"),
              (["--mtp-weight", "nan"], "--mtp-weight nan"),
-             (["--preset", "micro", "--mtp-weight", "0.5"], "--mtp-weight: a DeepSeek setting")]
+             (["--preset", "micro", "--mtp-weight", "0.5"], "--mtp-weight: a DeepSeek setting"),
+             (["--deepseek", "kv_lora_rank=abc"], "--deepseek kv_lora_rank='abc': expected an integer"),
+             (["--deepseek", "norm_topk_prob=maybe"], "expected true or false"),
+             (["--deepseek", "hidden_size=64"], "--deepseek hidden_size: fixed by the preset's shape"),
+             (["--deepseek", "n_experts=4"], "--deepseek 'n_experts': not a DeepseekConfig field; one of"),
+             (["--deepseek", "kv_lora_rank"], "expected NAME=VALUE"),
+             (["--deepseek", "num_experts_per_tok=9"], "num_experts_per_tok 9"),
+             (["--preset", "micro", "--deepseek", "kv_lora_rank=8"], "--deepseek kv_lora_rank: a DeepSeek setting")]
     for extra, msg in cases:
         assert main(["pretrain", "--run", str(run), *FAST, *extra]) == 2
         assert msg in capsys.readouterr().err
@@ -84,6 +91,21 @@ def test_inconsistent_knobs_are_user_errors_before_training(tokenized_run, tmp_p
         main(["pretrain", "--run", str(run), *FAST, "--arch", "mamba"])
     assert "--arch: invalid choice: 'mamba'" in capsys.readouterr().err
     assert not (run / "pretrain" / "done.json").exists()
+
+
+def test_deepseek_option_sets_config_fields(tokenized_run, tmp_path):
+    """`--deepseek` reaches the trained model: a smaller latent and more experts than the preset's."""
+    run = tmp_path / "run"
+    shutil.copytree(tokenized_run, run)
+    assert main(["pretrain", "--run", str(run), *FAST, "--max-steps", "2", "--val-every", "0", "--deepseek",
+                 "kv_lora_rank=12, qk_rope_head_dim=4,n_routed_experts=6,norm_topk_prob=false",
+                 "--bias-update-speed", "0.02"]) == 0
+    cfg = json.loads((run / "pretrain" / "done.json").read_text())["config"]
+    assert (cfg["kv_lora_rank"], cfg["qk_rope_head_dim"], cfg["n_routed_experts"], cfg["norm_topk_prob"],
+            cfg["bias_update_speed"]) == (12, 4, 6, False, 0.02)
+    assert cfg["num_experts_per_tok"] == model_config("micro-deepseek").num_experts_per_tok  # the preset's
+    model_cfg = json.loads((run / "pretrain" / "final" / "config.json").read_text())
+    assert model_cfg["kv_lora_rank"] == 12 and model_cfg["n_routed_experts"] == 6
 
 
 # ---------------------------------------------------------------- checkpoints

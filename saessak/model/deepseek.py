@@ -67,6 +67,46 @@ def _err(msg: str) -> UserError:
     return UserError(f"deepseek config: {msg}")
 
 
+# Fields a preset's shape (its depth) or the tokenizer fixes; `--deepseek` may set every other one.
+SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "max_position_embeddings", "architecture")
+
+
+def parse_knobs(text: str, option: str = "--deepseek") -> dict[str, Any]:
+    """`kv_lora_rank=48,qk_rope_head_dim=16,norm_topk_prob=false` -> typed DeepseekConfig fields.
+    A name DeepseekConfig does not have, one the preset's shape fixes, or a value of the wrong kind
+    is a UserError naming the option and the part."""
+    kinds = {f.name: f.type for f in dataclasses.fields(DeepseekConfig) if f.name not in SHAPE_FIELDS}
+    out: dict[str, Any] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, raw = (x.strip() for x in part.partition("="))
+        if not sep:
+            raise UserError(f"{option} {part!r}: expected NAME=VALUE, e.g. kv_lora_rank=48")
+        if name in SHAPE_FIELDS:
+            raise UserError(f"{option} {name}: fixed by the preset's shape (--preset, its depth) or the tokenizer")
+        if name not in kinds:
+            raise UserError(f"{option} {name!r}: not a DeepseekConfig field; one of {', '.join(sorted(kinds))}")
+        kind = kinds[name]
+        try:
+            if kind == "bool":
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                value: Any = raw.lower() in ("true", "1")
+            elif kind == "int":
+                value = int(raw)
+            elif kind == "float":
+                value = float(raw)
+            else:
+                value = raw
+        except ValueError:
+            wanted = {"bool": "true or false", "int": "an integer"}.get(kind, "a number")
+            raise UserError(f"{option} {name}={raw!r}: expected {wanted}") from None
+        out[name] = value
+    return out
+
+
 @dataclass
 class DeepseekConfig:
     vocab_size: int

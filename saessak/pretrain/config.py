@@ -11,6 +11,12 @@ from saessak.recipes import check_min, setting
 DTYPES = ("auto", "bf16", "fp32")
 
 
+def _parse_deepseek(text: str) -> dict:
+    from saessak.model.deepseek import parse_knobs  # torch: only when the option is given
+
+    return parse_knobs(text)
+
+
 @dataclass
 class PretrainConfig:
     max_steps: int = setting(400, "optimizer steps of a full run")
@@ -37,6 +43,10 @@ class PretrainConfig:
                                                     "balancing; default: the model config's, 1e-3)")
     mtp_weight: float | None = setting(None, "deepseek: weight of the multi-token-prediction loss (default: the "
                                              "model config's, 0.3; 0 turns MTP training off)")
+    deepseek: dict = setting(help="deepseek: DeepseekConfig fields over the preset's, e.g. kv_lora_rank=48,"
+                                  "qk_rope_head_dim=16,n_routed_experts=16 (Hugging Face's names; the shape, "
+                                  "i.e. hidden size, layers and heads, comes from --preset)",
+                             factory=dict, parse=_parse_deepseek, metavar="NAME=VALUE,...")
 
     def validate(self) -> None:
         check_min(self, ("max_steps", "batch_size", "grad_accum"), 1, "must be at least 1")
@@ -52,7 +62,8 @@ class PretrainConfig:
 
     def deepseek_overrides(self) -> dict:
         """The DeepseekConfig fields these settings override (None: the model config's)."""
-        return {"bias_update_speed": self.bias_update_speed, "mtp_weight": self.mtp_weight}
+        flags = {"bias_update_speed": self.bias_update_speed, "mtp_weight": self.mtp_weight}
+        return {**self.deepseek, **{k: v for k, v in flags.items() if v is not None}}
 
     def tokens_per_step(self, seq_len: int) -> int:
         """Tokens per optimizer step for one process (multiply by the world size for the global batch)."""

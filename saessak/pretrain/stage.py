@@ -236,7 +236,9 @@ def _model_config(preset: str, vocab_size: int, p: PretrainConfig):
     arch = p.arch or recipes.get(preset).shape.arch
     knobs = {k: v for k, v in p.deepseek_overrides().items() if v is not None}
     if arch != "deepseek" and knobs:
-        raise UserError(f"--{next(iter(knobs)).replace('_', '-')}: a DeepSeek setting; this run trains a "
+        name = next(iter(knobs))
+        option = f"--deepseek {name}" if name in p.deepseek else f"--{name.replace('_', '-')}"
+        raise UserError(f"{option}: a DeepSeek setting; this run trains a "
                         f"{arch} model (give --arch deepseek or a -deepseek preset)")
     return model_config(preset, vocab_size, arch, **knobs)
 
