@@ -325,6 +325,17 @@ def test_sft_updates_router_biases(pretrained, tmp_path):
     after = load_file(str(run / "sft" / "final" / "model.safetensors"))
     key = "model.layers.1.mlp.gate.e_score_correction_bias"
     assert not torch.equal(before[key], after[key])
+    # the routing is kept as in pretraining: metrics at each validation, a summary in done.json and the ledger
+    done = json.loads((run / "sft" / "done.json").read_text())
+    moe = done["moe"]
+    assert moe["tail_steps"] == 1 and moe["final_max_over_mean"] >= 1.0
+    assert set(moe["dead_experts_last_10pct_per_layer"]) == {"1", "2"}  # the MoE layer and the MTP block's
+    biases = torch.cat([v.float() for k, v in after.items() if k.endswith("e_score_correction_bias")])
+    assert moe["bias_range"] == pytest.approx([float(biases.min()), float(biases.max())], abs=1e-6)
+    rows = [json.loads(x) for x in (run / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert "router" in rows[-1] and set(rows[-1]["router"]) == {"1", "2"}
+    ledger = [json.loads(x) for x in (run / "ledger.jsonl").read_text().splitlines()]
+    assert [r for r in ledger if r["stage"] == "sft" and r["status"] == "done"][-1]["moe"] == moe
 
 
 # ---------------------------------------------------------------- the micro speedrun
@@ -341,3 +352,5 @@ def test_micro_deepseek_speedrun(tmp_path):
     assert [s["status"] for s in steps] == ["ran"] * len(steps)
     ours = check_hf_export(run / "export" / "hf", run / "rl" / "final")
     check_gguf(run / "export" / "model.gguf", ours)
+    rl = json.loads((run / "rl" / "done.json").read_text())
+    assert rl["moe"]["tail_steps"] >= 1 and rl["moe"]["final_max_over_mean"] >= 1.0

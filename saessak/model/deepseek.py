@@ -35,6 +35,7 @@ form of DeepSeek-V2 section 2.1.3) instead of expanding keys and values per head
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -891,6 +892,35 @@ def router_metrics(model: nn.Module) -> dict[str, dict[str, Any]]:
         out[i] = {"max_over_mean": round(e.get("max_over_mean", 0.0), 4), "dead": len(e.get("dead_experts", [])),
                   "bias_min": e["bias_min"], "bias_max": e["bias_max"]}
     return out
+
+
+class RouterTail:
+    """The routing of a training run's last `window` optimizer steps (pretrain, SFT and RL keep one):
+    every MoE layer's tokens per expert summed over them (an expert with none is dead), and at the
+    end the final max/mean load and bias range. `add` goes after `update_router_biases`."""
+
+    def __init__(self, window: int):
+        self.window = max(1, int(window))
+        self.recent: collections.deque = collections.deque(maxlen=self.window)
+
+    def add(self, model: nn.Module) -> None:
+        self.recent.append({layer: list(e.get("tokens_per_expert") or []) for layer, e in router_stats(model).items()})
+
+    def summary(self, model: nn.Module) -> dict[str, Any]:
+        """{"moe": ...}: the facts done.json and the ledger record keep."""
+        tail: dict[str, list[int]] = {}
+        for counts in self.recent:
+            for layer, c in counts.items():
+                have = tail.setdefault(layer, [0] * len(c))
+                tail[layer] = [a + b for a, b in zip(have, c)]
+        final = router_metrics(model)
+        dead = {layer: [i for i, c in enumerate(counts) if c == 0] for layer, counts in tail.items()}
+        return {"moe": {"final_max_over_mean": max((e["max_over_mean"] for e in final.values()), default=None),
+                        "final_max_over_mean_per_layer": {k: e["max_over_mean"] for k, e in final.items()},
+                        "dead_experts_last_10pct": sum(len(v) for v in dead.values()),
+                        "dead_experts_last_10pct_per_layer": dead, "tail_steps": len(self.recent),
+                        "bias_range": [min((e["bias_min"] for e in final.values()), default=None),
+                                       max((e["bias_max"] for e in final.values()), default=None)]}}
 
 
 # ---------------------------------------------------------------------------------------------

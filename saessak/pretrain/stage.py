@@ -30,7 +30,7 @@ from saessak.errors import UserError
 from saessak.io import file_sha256, write_json
 from saessak.model import build_model as new_model
 from saessak.model import is_deepseek, model_config
-from saessak.model.deepseek import router_metrics, router_stats, update_router_biases
+from saessak.model.deepseek import RouterTail, router_metrics, update_router_biases
 from saessak.pretrain import shards
 from saessak.pretrain.config import PretrainConfig
 from saessak.pretrain.val import evaluate_bpb, generate_samples
@@ -98,7 +98,7 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
         torch.manual_seed(p.seed)
         # Sharded before the optimizer (it holds the shards); under FSDP no rank builds the whole model.
         model = build_model(lambda: new_model(cfg), lambda m: m.init_weights(p.seed), info, par, p.dtype)
-        router = _RouterTail(p.max_steps) if is_deepseek(cfg) else None
+        router = RouterTail(p.max_steps // 10) if is_deepseek(cfg) else None  # routing over the last 10 % of steps
         optimizer = build_optimizer(model, p.lr, p.weight_decay)
 
         start_step, tokens_before = 0, 0
@@ -143,7 +143,7 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
                              grad_clip=p.grad_clip)
             if router is not None:  # aux-loss-free balancing: loads summed over ranks, the same step on each
                 update_router_biases(model)
-                router.add(step + 1, model)
+                router.add(model)
             (loss_sum,) = all_reduce_sum([res.loss], info)
             loss = loss_sum / W
             if not math.isfinite(loss):
@@ -159,7 +159,7 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
             st.metrics.log({"type": "train", "step": done_steps, "loss": loss, "lr": lr, "grad_norm": res.grad_norm,
                             "tokens": tokens_before + tokens_run,
                             "tok_per_s": round(tok_s, 1), "mfu": round(mfu, 4) if mfu else None,
-                            **(router.losses(model) if router is not None else {})})
+                            **(_aux_losses(model) if router is not None else {})})
             extra = f"val bpb {last_val:.4f}" if last_val is not None else ""
             if info.is_main and not quiet:
                 progress.update(done_steps, loss, tok_s, mfu, extra)
@@ -210,7 +210,8 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
             "resumed_from_step": start_step or None,
             "train_split": {k: meta["splits"]["train"][k] for k in ("docs", "bytes")},
         }
-        moe_facts = router.summary(model) if router is not None else {}
+        moe_facts = {**router.summary(model), "mtp_loss": _aux_losses(model).get("mtp_loss"),
+                     "main_loss": _aux_losses(model).get("main_loss")} if router is not None else {}
         summary.update(moe_facts)
         if samples and is_deepseek(cfg) and not _engine_has_latent_cache():
             summary["samples"] = "skipped: the generation engine has no latent (MLA) cache yet"
@@ -249,40 +250,10 @@ def _engine_has_latent_cache() -> bool:
     return hasattr(engine._SlotCache, "update_latent")
 
 
-class _RouterTail:
-    """DeepSeek's routing over a pretraining run: the last step's MTP loss, and every MoE layer's
-    tokens per expert summed over the last 10 % of steps (an expert with none there is dead)."""
-
-    def __init__(self, max_steps: int):
-        self.tail_from = max_steps - max(1, max_steps // 10) + 1
-        self.tail: dict[str, list[int]] = {}
-        self.steps = 0
-
-    def add(self, step: int, model) -> None:
-        if step < self.tail_from:
-            return
-        self.steps += 1
-        for layer, e in router_stats(model).items():
-            counts = e.get("tokens_per_expert") or []
-            have = self.tail.setdefault(layer, [0] * len(counts))
-            self.tail[layer] = [a + b for a, b in zip(have, counts)]
-
-    @staticmethod
-    def losses(model) -> dict:
-        aux = getattr(model, "last_aux", None) or {}
-        return {k: round(float(v), 6) for k, v in aux.items()}
-
-    def summary(self, model) -> dict:
-        final = router_metrics(model)
-        dead = {layer: [i for i, c in enumerate(counts) if c == 0] for layer, counts in self.tail.items()}
-        aux = self.losses(model)
-        return {"moe": {"final_max_over_mean": max((e["max_over_mean"] for e in final.values()), default=None),
-                        "final_max_over_mean_per_layer": {k: e["max_over_mean"] for k, e in final.items()},
-                        "dead_experts_last_10pct": sum(len(v) for v in dead.values()),
-                        "dead_experts_last_10pct_per_layer": dead, "tail_steps": self.steps,
-                        "bias_range": [min((e["bias_min"] for e in final.values()), default=None),
-                                       max((e["bias_max"] for e in final.values()), default=None)]},
-                "mtp_loss": aux.get("mtp_loss"), "main_loss": aux.get("main_loss")}
+def _aux_losses(model) -> dict:
+    """DeepSeek's last training forward: its main and MTP losses (empty for a Llama)."""
+    aux = getattr(model, "last_aux", None) or {}
+    return {k: round(float(v), 6) for k, v in aux.items()}
 
 
 def _prepare_shards(shard_dir: Path, tok, tok_sha: str, splits: dict[str, Path], seed: int) -> None:

@@ -23,6 +23,8 @@ import torch
 from saessak import recipes
 from saessak.errors import UserError
 from saessak.io import append_jsonl
+from saessak.model import is_deepseek
+from saessak.model.deepseek import RouterTail, router_metrics
 from saessak.model.loading import load_stage
 from saessak.model.lora import BaseOnly, attach
 from saessak.model.lora import finish as lora_finish
@@ -101,6 +103,8 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
         sampler = Sampler(model, tok, device=info.device, max_batch_size=max(64, cfg.num_generations), dtype=gen_dtype)
         need = cfg.prompts_per_step // info.world
         n_params = model.config.num_parameters()
+        # DeepSeek: routing over the last 10 % of the step limit (a time budget may end the run sooner)
+        router = RouterTail(cfg.max_steps // 10) if is_deepseek(model) else None
         log(f"rl: preset={preset} tasks={families} G={cfg.num_generations} prompts/step={cfg.prompts_per_step} "
             f"steps={cfg.max_steps} loss={cfg.loss_type} beta={cfg.beta}")
 
@@ -127,6 +131,10 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
             train_s = time.perf_counter() - t1
             step += 1
             rec = _step_metrics(step, batch, stats, cfg, families, cur, info)
+            if router is not None:  # the loads of this step's update (update_router_biases keeps them)
+                router.add(model)
+                if step % 10 == 0 or step == cfg.max_steps:
+                    rec["router"] = router_metrics(model)
             rec.update(lr=lr, rollout_s=round(batch.rollout_s, 3), train_s=round(train_s, 3),
                        step_s=round(time.perf_counter() - t0, 3))
             prompt_toks = sum(len(g.prompt_ids) * cfg.num_generations for g in batch.generated)
@@ -170,12 +178,14 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
                    "precision": {"train": precision.facts(), "rollouts": gen_precision.facts()},
                    "linear_kernel": {"train": kernel.facts(), "rollouts": sampler.engine.kernel.facts()},
                    "last": rec}
+        moe_facts = router.summary(model) if router is not None else {}
+        summary.update(moe_facts)
         meta = {"preset": preset, "stage": "rl", "step": step, "parent": "sft", "levels": dict(cur.levels)}
         model, footprint = lora_finish(model, lora, cfg, st.dir, str(rf.final_checkpoint("sft")), info.is_main, meta)
         return st.finish(model, meta, summary, **footprint, tokens=sum(mine.values()), flops=_flops(n_params, mine, cfg),
                          steps=step - step_before, rollout_tokens=mine["rollout_tokens"],
                          trained_tokens=mine["trained_tokens"],
-                         precision={"train": precision.facts(), "rollouts": gen_precision.facts()})
+                         precision={"train": precision.facts(), "rollouts": gen_precision.facts()}, **moe_facts)
 
 
 def _flops(n_params: int, tokens: dict, cfg: GRPOConfig) -> float:

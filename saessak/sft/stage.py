@@ -25,7 +25,8 @@ import torch
 from saessak import recipes
 from saessak.data.ingest import Door
 from saessak.errors import UserError
-from saessak.model.deepseek import update_router_biases
+from saessak.model import is_deepseek
+from saessak.model.deepseek import RouterTail, router_metrics, update_router_biases
 from saessak.model.loading import load_stage
 from saessak.model.lora import attach
 from saessak.model.lora import finish as lora_finish
@@ -112,6 +113,7 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
             step, tokens_trained = state["step"], state["tokens_trained"]
             log(f"sft: resuming from {st.resume_from} (step {step})")
         step_before, tokens_before = step, tokens_trained  # what earlier attempts did (the ledger counts each attempt)
+        router = RouterTail(cfg.max_steps // 10) if is_deepseek(model) else None  # routing, last 10 % of steps
 
         per_rank = cfg.batch_size // info.world
         flops_per_token = model.config.flops_per_token(cfg.seq_len)
@@ -165,6 +167,8 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
             opt.step()
             opt.zero_grad(set_to_none=True)
             update_router_biases(model)  # DeepSeek's aux-loss-free balancing (a no-op without MoE layers)
+            if router is not None:
+                router.add(model)
             step += 1
             tokens_trained += int(rows.input_ids.numel()) * info.world
             (loss_global,) = all_reduce_sum([float(loss_sum.detach())], info)
@@ -172,6 +176,8 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
                    "trained_tokens": int(n_global), "step_s": round(time.perf_counter() - t0, 4)}
             if step % cfg.eval_every == 0 or step == cfg.max_steps:
                 rec["val_loss"] = val_loss()
+                if router is not None:
+                    rec["router"] = router_metrics(model)
                 log(f"sft step {step}/{cfg.max_steps} loss {rec['loss']:.4f} val {rec['val_loss']:.4f} lr {lr:.2e}")
             st.metrics.log(rec)
             st.progress(steps=step - step_before, tokens=tokens_trained - tokens_before,
@@ -186,9 +192,11 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
                    "config": dataclasses.asdict(cfg), "precision": precision.facts(),
                    "linear_kernel": kernel.facts(),
                    "loop_s": round(time.perf_counter() - t_loop, 2)}
+        moe_facts = router.summary(model) if router is not None else {}
+        summary.update(moe_facts)
         meta = {"preset": preset, "stage": "sft", "step": step, "tokens_seen": tokens_trained, "parent": "pretrain"}
         attempt_tokens = tokens_trained - tokens_before
         model, footprint = lora_finish(model, lora, cfg, st.dir, str(rf.final_checkpoint("pretrain")), info.is_main, meta)
         return st.finish(model, meta, summary, **footprint, tokens=attempt_tokens,
                          flops=flops_per_token * attempt_tokens, steps=step - step_before, precision=precision.facts(),
-                         final_val_loss=summary["final_val_loss"])
+                         final_val_loss=summary["final_val_loss"], **moe_facts)
