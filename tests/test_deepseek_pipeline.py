@@ -338,6 +338,36 @@ def test_sft_updates_router_biases(pretrained, tmp_path):
     assert [r for r in ledger if r["stage"] == "sft" and r["status"] == "done"][-1]["moe"] == moe
 
 
+@needs_engine
+def test_sft_bias_update_speed_zero_freezes_the_routing(pretrained, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from saessak.sft.stage import run_sft
+
+    run = tmp_path / "run"
+    shutil.copytree(pretrained, run)
+    assert main(["sft", "--run", str(run), "--bias-update-speed", "-0.1"]) == 2
+    assert "--bias-update-speed -0.1: must be 0 or more" in capsys.readouterr().err
+    run_sft(str(run), max_steps=2, batch_size=4, task_items_per_family=4, identity_items=4, eval_every=2,
+            ckpt_every=10, bias_update_speed=0.0, log=lambda *a: None)
+    before = load_file(str(run / "pretrain" / "final" / "model.safetensors"))
+    after = load_file(str(run / "sft" / "final" / "model.safetensors"))
+    keys = [k for k in after if k.endswith("e_score_correction_bias")]
+    assert keys and all(torch.equal(before[k], after[k]) for k in keys)
+    assert not all(torch.equal(before[k], after[k]) for k in after if k.endswith("q_proj.weight"))  # it trained
+    assert json.loads((run / "sft" / "done.json").read_text())["moe"]["tail_steps"] == 1  # loads still counted
+
+
+def test_bias_update_speed_on_a_llama_is_a_user_error(tokenized_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tokenized_run, run)
+    assert main(["pretrain", "--run", str(run), "--preset", "micro", "--no-samples", "--quiet", "--max-steps", "2",
+                 "--val-every", "0"]) == 0
+    assert main(["sft", "--run", str(run), "--max-steps", "1", "--bias-update-speed", "0.1"]) == 2
+    assert "--bias-update-speed: a DeepSeek setting" in capsys.readouterr().err
+    assert not (run / "sft" / "done.json").exists()
+
+
 # ---------------------------------------------------------------- the micro speedrun
 
 def test_micro_deepseek_speedrun(tmp_path):

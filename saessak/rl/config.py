@@ -89,6 +89,9 @@ class GRPOConfig(LoraSettings):
                                  "the faster of bf16 and fp32 measured on this machine); the rollout engine "
                                  "makes its own measured choice of weights in bf16 or fp32",
                          choices=("auto", "bf16", "fp32"))
+    bias_update_speed: float | None = setting(
+        None, "deepseek: router bias step per optimizer step in this stage (aux-loss-free balancing on "
+                      "its batches; default: the model's own, as pretrained; 0 freezes the routing)")
     threads: int | None = setting(None, "torch CPU threads for a single process on CPU (default: one per core); "
                                         "a --time-budget then costs threads x budget CPU-seconds")
 
@@ -121,6 +124,8 @@ class GRPOConfig(LoraSettings):
             bad("epsilon", "clipping range must satisfy 0 <= epsilon < 1 and epsilon_high >= 0")
         if self.beta < 0:
             bad("beta", "must be >= 0")
+        if self.bias_update_speed is not None and not self.bias_update_speed >= 0:  # also refuses NaN
+            bad("bias_update_speed", "must be 0 or more")
         if self.curriculum not in CURRICULA:
             bad("curriculum", f"must be one of {', '.join(CURRICULA)}")
         if not 1 <= self.start_level <= self.max_level <= 5:

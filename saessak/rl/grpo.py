@@ -253,5 +253,5 @@ def update(model, ref_model, optimizer, seqs: list[Seq], cfg, pad_id: int, devic
         stats["grad_norm"] = clip_grad_norm(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        update_router_biases(model)  # DeepSeek's aux-loss-free balancing (a no-op without MoE layers)
+        update_router_biases(model, cfg.bias_update_speed)  # DeepSeek's balancing (no-op without MoE layers)
     return stats

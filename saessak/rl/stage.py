@@ -105,6 +105,9 @@ def run_rl(run: str, preset: str | None = None, *, resume: bool = False, force: 
         n_params = model.config.num_parameters()
         # DeepSeek: routing over the last 10 % of the step limit (a time budget may end the run sooner)
         router = RouterTail(cfg.max_steps // 10) if is_deepseek(model) else None
+        if router is None and cfg.bias_update_speed is not None:
+            raise UserError(f"--bias-update-speed: a DeepSeek setting; {rf.final_checkpoint('sft')} is not a "
+                            "DeepSeek model (it has no router)")
         log(f"rl: preset={preset} tasks={families} G={cfg.num_generations} prompts/step={cfg.prompts_per_step} "
             f"steps={cfg.max_steps} loss={cfg.loss_type} beta={cfg.beta}")
 

@@ -38,11 +38,16 @@ class SFTConfig(LoraSettings):
     compile: bool = setting(False, "torch.compile the model for the training steps (not with LoRA or FSDP)")
     dtype: str | None = setting(None, "autocast dtype (auto, bf16, fp32; default: the preset's pretraining dtype)",
                                 choices=("auto", "bf16", "fp32"))
+    bias_update_speed: float | None = setting(
+        None, "deepseek: router bias step per optimizer step in this stage (aux-loss-free balancing on "
+                      "its batches; default: the model's own, as pretrained; 0 freezes the routing)")
 
     def validate(self, world: int = 1) -> None:
         check_min(self, ("max_steps", "batch_size", "seq_len", "eval_every", "ckpt_every"), 1, "must be at least 1")
         if self.batch_size % world:
             raise UserError(f"sft batch_size {self.batch_size}: not divisible by the {world} processes")
+        if self.bias_update_speed is not None and not self.bias_update_speed >= 0:  # also refuses NaN
+            raise UserError(f"--bias-update-speed {self.bias_update_speed}: must be 0 or more")
         if not 0 < self.val_fraction < 1:
             raise UserError(f"--val-fraction {self.val_fraction}: must be between 0 and 1")
         bad = [lvl for lvl in self.level_weights if lvl not in LEVELS]

@@ -114,6 +114,9 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
             log(f"sft: resuming from {st.resume_from} (step {step})")
         step_before, tokens_before = step, tokens_trained  # what earlier attempts did (the ledger counts each attempt)
         router = RouterTail(cfg.max_steps // 10) if is_deepseek(model) else None  # routing, last 10 % of steps
+        if router is None and cfg.bias_update_speed is not None:
+            raise UserError(f"--bias-update-speed: a DeepSeek setting; {rf.final_checkpoint('pretrain')} is not a "
+                            "DeepSeek model (it has no router)")
 
         per_rank = cfg.batch_size // info.world
         flops_per_token = model.config.flops_per_token(cfg.seq_len)
@@ -166,7 +169,7 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
             gnorm = clip_grad_norm(model.parameters(), cfg.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            update_router_biases(model)  # DeepSeek's aux-loss-free balancing (a no-op without MoE layers)
+            update_router_biases(model, cfg.bias_update_speed)  # DeepSeek's balancing (no-op without MoE layers)
             if router is not None:
                 router.add(model)
             step += 1
