@@ -210,8 +210,9 @@ def run_pretrain(run: str, preset: str, *, resume: bool = False, force: bool = F
             "resumed_from_step": start_step or None,
             "train_split": {k: meta["splits"]["train"][k] for k in ("docs", "bytes")},
         }
-        moe_facts = {**router.summary(model), "mtp_loss": _aux_losses(model).get("mtp_loss"),
-                     "main_loss": _aux_losses(model).get("main_loss")} if router is not None else {}
+        aux = _aux_losses(model)
+        moe_facts = ({**router.summary(model), "mtp_loss": aux.get("mtp_loss"), "main_loss": aux.get("main_loss")}
+                     if router is not None else {})
         summary.update(moe_facts)
         if samples and is_deepseek(cfg) and not _engine_has_latent_cache():
             summary["samples"] = "skipped: the generation engine has no latent (MLA) cache yet"
