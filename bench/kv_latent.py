@@ -4,11 +4,10 @@ head count, and decode speed at about 1k tokens of context, DeepSeek and the GQA
 
 Shapes: cpu-tiny's (hidden 256, 4 heads of 64, 4 layers; its Llama has 2 KV heads), every model with
 max_position_embeddings 2048; the DeepSeek config is `deepseek_config_for_shape` at that shape
-(kv_lora_rank 128, qk_rope_head_dim 32) unless --kv-lora-rank / --rope-dim say otherwise, and beside
-it the same model with the quarter latent (--quarter, default 48 + 16 numbers: a quarter of the GQA
-Llama's 256; `saessak pretrain --deepseek kv_lora_rank=48,qk_rope_head_dim=16,qk_nope_head_dim=48`
-trains it). Bytes are
-read from the tensors the engine actually allocated, not from a formula. Decode: B prompts of about
+(kv_lora_rank 48, qk_rope_head_dim 16: a quarter of the GQA Llama's 256 numbers) unless
+--kv-lora-rank / --rope-dim say otherwise, and beside it the same model with a wider latent
+(--wide, default 128 + 32: the shape rule before 2026-12-05; `saessak pretrain --deepseek
+kv_lora_rank=128,qk_rope_head_dim=32,qk_nope_head_dim=32` trains it). Bytes are read from the tensors the engine actually allocated, not from a formula. Decode: B prompts of about
 P tokens, N new tokens each, greedy, no end token; the prefill step is timed apart, tokens/s counts
 the decode steps only. Random weights.
 
@@ -35,7 +34,7 @@ MAX_POS = 2048
 TARGET_RATIO = 0.25  # latent bytes per token / GQA bytes per token
 
 
-def models(kv_lora_rank: int | None, rope_dim: int | None, quarter: tuple[int, int]):
+def models(kv_lora_rank: int | None, rope_dim: int | None, wide: tuple[int, int]):
     from saessak.model import Llama, model_config
     from saessak.model.deepseek import DeepSeek, deepseek_config_for_shape
 
@@ -50,7 +49,7 @@ def models(kv_lora_rank: int | None, rope_dim: int | None, quarter: tuple[int, i
 
     out = {}
     for name, cfg, cls in (("deepseek_mla", deepseek(kv_lora_rank, rope_dim), DeepSeek),
-                           ("deepseek_mla_quarter", deepseek(*quarter), DeepSeek), ("llama_gqa", c, Llama),
+                           ("deepseek_mla_wide", deepseek(*wide), DeepSeek), ("llama_gqa", c, Llama),
                            ("llama_mha", dataclasses.replace(c, num_key_value_heads=c.num_attention_heads), Llama)):
         m = cls(cfg)
         m.init_weights(0)
@@ -116,9 +115,9 @@ def main() -> None:
     ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="the engine's weights and cache")
     ap.add_argument("--kv-lora-rank", type=int, default=None, help="DeepSeek's latent width (default: the shape rule's)")
     ap.add_argument("--rope-dim", type=int, default=None, help="DeepSeek's qk_rope_head_dim (default: the shape rule's)")
-    ap.add_argument("--quarter", default="48,16", metavar="RANK,ROPE",
-                    help="the second DeepSeek model's kv_lora_rank and qk_rope_head_dim (default 48,16: a quarter "
-                         "of the GQA Llama's cache at this shape)")
+    ap.add_argument("--wide", default="128,32", metavar="RANK,ROPE",
+                    help="the second DeepSeek model's kv_lora_rank and qk_rope_head_dim (default 128,32: the shape "
+                         "rule before 2026-12-05, 0.625x the GQA Llama's cache at this shape)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     add_record_args(ap)
     args = ap.parse_args()
@@ -138,16 +137,16 @@ def main() -> None:
 
     tok = NoStop(toy_tokenizer())
     try:
-        quarter = tuple(int(x) for x in args.quarter.split(","))
-        if len(quarter) != 2 or min(quarter) < 1:
+        wide = tuple(int(x) for x in args.wide.split(","))
+        if len(wide) != 2 or min(wide) < 1 or wide[1] % 2:
             raise ValueError
     except ValueError:
-        ap.error(f"--quarter {args.quarter!r}: expected RANK,ROPE, two positive integers, e.g. 48,16")
-    ms = models(args.kv_lora_rank, args.rope_dim, quarter)
+        ap.error(f"--wide {args.wide!r}: expected RANK,ROPE, two positive integers (ROPE even), e.g. 128,32")
+    ms = models(args.kv_lora_rank, args.rope_dim, wide)
     prompts = prompts_for(B, P, tok.vocab_size)
     torch.manual_seed(0)
     decode, kv = {}, {}
-    for name in ("deepseek_mla", "deepseek_mla_quarter", "llama_gqa"):
+    for name in ("deepseek_mla", "deepseek_mla_wide", "llama_gqa"):
         decode[name], engine = bench_decode(ms[name], tok, prompts, N, dtype)
         kv[name] = cache_bytes(engine, ms[name].config.num_hidden_layers)
         del engine
@@ -158,24 +157,24 @@ def main() -> None:
     kv["llama_mha"] = cache_bytes(mha, ms["llama_mha"].config.num_hidden_layers)
     ratio_gqa = kv["deepseek_mla"]["bytes_per_token"] / kv["llama_gqa"]["bytes_per_token"]
     ratio_mha = kv["deepseek_mla"]["bytes_per_token"] / kv["llama_mha"]["bytes_per_token"]
-    ratio_quarter = kv["deepseek_mla_quarter"]["bytes_per_token"] / kv["llama_gqa"]["bytes_per_token"]
+    ratio_wide = kv["deepseek_mla_wide"]["bytes_per_token"] / kv["llama_gqa"]["bytes_per_token"]
     for name, r in kv.items():
         print(f"{name:>20}: {r['bytes_per_token']:>6,} B/token ({r['bytes_per_token_per_layer']:,} per layer, {r['dtype']})")
     for name, r in decode.items():
         print(f"{name:>20}: decode {r['decode_tok_s']:>8.1f} tok/s ({r['decode_tokens']} tokens in "
               f"{r['decode_wall_s']:.2f} s; prefill {r['prefill_s']:.2f} s)")
     print(f"latent / GQA = {ratio_gqa:.3f} (target <= {TARGET_RATIO}); latent / MHA = {ratio_mha:.3f}; "
-          f"quarter latent / GQA = {ratio_quarter:.3f}")
+          f"wide latent / GQA = {ratio_wide:.3f}")
     emit("kv_latent", {
         "bench": "kv_latent", "smoke": args.smoke, "batch": B, "prompt_tokens": P, "new_tokens": N,
         "dtype": args.dtype, "threads": torch.get_num_threads(), "max_position_embeddings": MAX_POS,
         "shapes": {k: shape_of(m) for k, m in ms.items()},
         "kv_bytes_per_token": kv, "ratio_vs_gqa": round(ratio_gqa, 4), "ratio_vs_mha": round(ratio_mha, 4),
         "target_ratio_vs_gqa": TARGET_RATIO, "target_met": ratio_gqa <= TARGET_RATIO,
-        "quarter_ratio_vs_gqa": round(ratio_quarter, 4), "quarter_target_met": ratio_quarter <= TARGET_RATIO,
+        "wide_ratio_vs_gqa": round(ratio_wide, 4),
         "decode": decode,
         "decode_speed_mla_vs_gqa": round(decode["deepseek_mla"]["decode_tok_s"] / decode["llama_gqa"]["decode_tok_s"], 3),
-        "decode_speed_quarter_vs_gqa": round(decode["deepseek_mla_quarter"]["decode_tok_s"]
+        "decode_speed_wide_vs_gqa": round(decode["deepseek_mla_wide"]["decode_tok_s"]
                                              / decode["llama_gqa"]["decode_tok_s"], 3),
     }, args)
 
@@ -188,9 +187,8 @@ def render(r: dict) -> str:
     labels = {
         "deepseek_mla": f"DeepSeek MLA cache (latent {s['deepseek_mla']['kv_lora_rank']} + rope key "
                         f"{s['deepseek_mla']['qk_rope_head_dim']})",
-        **({"deepseek_mla_quarter": f"DeepSeek MLA cache, quarter latent ({s['deepseek_mla_quarter']['kv_lora_rank']}"
-                                    f" + rope key {s['deepseek_mla_quarter']['qk_rope_head_dim']})"}
-           if "deepseek_mla_quarter" in s else {}),
+        "deepseek_mla_wide": f"DeepSeek MLA cache, the earlier rule's wider latent ({s['deepseek_mla_wide']['kv_lora_rank']}"
+                             f" + rope key {s['deepseek_mla_wide']['qk_rope_head_dim']})",
         "llama_gqa": f"Llama GQA ({s['llama_gqa']['kv_heads']} KV heads x {s['llama_gqa']['head_dim']}, K and V)",
         "llama_mha": f"Llama MHA ({s['llama_mha']['kv_heads']} KV heads x {s['llama_mha']['head_dim']}, K and V)",
     }
@@ -200,7 +198,7 @@ def render(r: dict) -> str:
              f"{kv[k]['bytes_per_token'] / base:.3f}"] for k, label in labels.items()]
     dec = r["decode"]
     models = {"deepseek_mla": "DeepSeek (MLA latent cache, MoE)",
-              **({"deepseek_mla_quarter": "DeepSeek, quarter latent"} if "deepseek_mla_quarter" in dec else {}),
+              "deepseek_mla_wide": "DeepSeek, wider latent",
               "llama_gqa": "Llama (GQA cache)"}
     drows = [[models[k], f"{s[k]['params']:,}", f"{dec[k]['prefill_s']:.2f}", f"{dec[k]['decode_tokens']:,}",
               f"{dec[k]['decode_wall_s']:.2f}", f"{dec[k]['decode_tok_s']:,.1f}"] for k in models]
@@ -212,15 +210,13 @@ def render(r: dict) -> str:
         md_table(["KV cache", "bytes/token/layer", "bytes/token", "vs GQA"], rows), "",
         f"Target latent <= {r['target_ratio_vs_gqa']:g} x GQA: {verdict} ({r['ratio_vs_gqa']:.3f} x GQA, "
         f"{r['ratio_vs_mha']:.3f} x MHA)" + (
-            f"; with the quarter latent: {'**met**' if r['quarter_target_met'] else '**missed**'} "
-            f"({r['quarter_ratio_vs_gqa']:.3f} x GQA)." if "quarter_ratio_vs_gqa" in r else "."), "",
+            f"; the wider latent: {r['wide_ratio_vs_gqa']:.3f} x GQA."), "",
         f"Decode at ~{r['prompt_tokens']}-token prompts, batch {r['batch']}, {r['new_tokens']} new tokens, greedy, "
         f"{r['threads']} torch thread(s):", "",
         md_table(["model", "params", "prefill s", "decode tokens", "decode s", "decode tokens/s"], drows), "",
         f"DeepSeek (MoE, {s['deepseek_mla']['active_params']:,} active parameters) decodes at "
         f"**{r['decode_speed_mla_vs_gqa']:.2f}x** the GQA Llama's tokens/s"
-        + (f", with the quarter latent at **{r['decode_speed_quarter_vs_gqa']:.2f}x**."
-           if "decode_speed_quarter_vs_gqa" in r else "."),
+        + f", with the wider latent at {r['decode_speed_wide_vs_gqa']:.2f}x.",
     ])
 
 

@@ -23,7 +23,7 @@ KEYS = {
     "eval_speed.py": {"before", "now", "speedup"},
     "fsdp_memory.py": {"ddp_peak_mb", "fsdp_peak_mb", "ratio", "params"},
     "moe_vs_dense.py": {"contenders", "equal_flops", "equal_wall", "balance", "dtype", "budget"},
-    "kv_latent.py": {"kv_bytes_per_token", "ratio_vs_gqa", "target_met", "quarter_target_met", "decode"},
+    "kv_latent.py": {"kv_bytes_per_token", "ratio_vs_gqa", "target_met", "wide_ratio_vs_gqa", "decode"},
     "import_vs_trl.py": {"saessak_grpo_full", "trl_grpo_full", "saessak_grpo_lora", "trl_grpo_lora",
                          "saessak_sft", "trl_sft", "speedup_grpo_full", "speedup_grpo_lora", "speedup_sft"},
     "ledger_heartbeat.py": {"stage_s_off", "stage_s_default", "stage_s_fast", "overhead_default_pct", "beat_cost_ms"},

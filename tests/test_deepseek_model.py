@@ -277,7 +277,9 @@ def test_expert_layouts_round_trip():
 
 def test_config_for_shape():
     cfg = deepseek_config_for_shape(256, 4, 4096, 256, 64)
-    assert cfg.num_attention_heads == 4 and cfg.qk_rope_head_dim == 32 and cfg.qk_nope_head_dim == 32
+    assert cfg.num_attention_heads == 4 and cfg.qk_rope_head_dim == 16 and cfg.qk_nope_head_dim == 48
+    # the cache (latent + rope key) is a quarter of a GQA Llama's K and V with 2 query heads per KV head
+    assert cfg.kv_lora_rank == 48 and cfg.kv_cache_bytes_per_token() * 4 == 4 * 2 * (4 // 2) * 64 * 2
     assert cfg.first_k_dense_replace == 1 and cfg.n_group == 1 and cfg.q_lora_rank == 0
     active_moe = (cfg.num_experts_per_tok + cfg.n_shared_experts) * cfg.moe_intermediate_size
     assert abs(active_moe - cfg.intermediate_size) <= 3 * 8

@@ -339,9 +339,13 @@ def deepseek_config_for_shape(hidden_size: int, depth: int, vocab_size: int, seq
                               **overrides: Any) -> DeepseekConfig:
     """A DeepseekConfig for a recipe-like shape. The rule:
 
-    - heads = hidden_size // head_dim; qk_rope_head_dim = head_dim // 2 rounded down to even,
-      qk_nope_head_dim = head_dim - qk_rope_head_dim; v_head_dim = head_dim; q_lora_rank 0.
-    - kv_lora_rank = min(4 * head_dim, max(head_dim, hidden_size // 2)) (DeepSeek-V3: 4 x 128).
+    - heads = hidden_size // head_dim; qk_rope_head_dim = head_dim // 4 rounded down to even (at
+      least 2), qk_nope_head_dim = head_dim - qk_rope_head_dim; v_head_dim = head_dim; q_lora_rank 0.
+    - the cache, kv_lora_rank + qk_rope_head_dim numbers per token and layer, is max(head_dim,
+      hidden_size // 4): a quarter of a GQA Llama's keys and values at the recipes' two query heads
+      per key/value head (2 x hidden_size / 2). cpu-tiny: latent 48 + rope key 16. The earlier rule
+      (latent min(4 x head_dim, hidden_size / 2), rope half a head: 128 + 32 at cpu-tiny) pretrained
+      to a worse bpb and SFT'd far worse there (docs/RESULTS.md, "Through SFT and GRPO").
     - intermediate_size (the dense first layer) = Llama recipes' rule, 8/3 * hidden rounded up to 64.
     - moe_intermediate_size = intermediate_size / (n_shared_experts + num_experts_per_tok), rounded
       to a multiple of 8 (at least 8): the active MoE MLP costs about one dense MLP.
@@ -351,7 +355,8 @@ def deepseek_config_for_shape(hidden_size: int, depth: int, vocab_size: int, seq
     `overrides` set any other field.
     """
     heads = max(1, hidden_size // head_dim)
-    rope = max(2, (head_dim // 2) // 2 * 2)
+    rope = max(2, (head_dim // 4) // 2 * 2)
+    cache = max(head_dim, hidden_size // 4)
     if intermediate_size is None:
         intermediate_size = (hidden_size * 8 // 3 + 63) // 64 * 64
     moe_i = max(8, round(intermediate_size / (n_shared_experts + num_experts_per_tok) / 8) * 8)
@@ -362,7 +367,7 @@ def deepseek_config_for_shape(hidden_size: int, depth: int, vocab_size: int, seq
         "num_key_value_heads": heads, "n_shared_experts": n_shared_experts, "n_routed_experts": n_routed_experts,
         "num_experts_per_tok": num_experts_per_tok, "first_k_dense_replace": 1 if depth > 1 else 0,
         "n_group": 8 if grouped else 1, "topk_group": 4 if grouped else 1, "routed_scaling_factor": 1.0,
-        "norm_topk_prob": True, "q_lora_rank": 0, "kv_lora_rank": min(4 * head_dim, max(head_dim, hidden_size // 2)),
+        "norm_topk_prob": True, "q_lora_rank": 0, "kv_lora_rank": max(2, cache - rope),
         "qk_nope_head_dim": max(1, head_dim - rope), "qk_rope_head_dim": rope, "v_head_dim": head_dim,
         "max_position_embeddings": seq_len, "tie_word_embeddings": tie_word_embeddings,
         "num_nextn_predict_layers": num_nextn_predict_layers,
