@@ -7,9 +7,10 @@ max_position_embeddings 2048; the DeepSeek config is `deepseek_config_for_shape`
 (kv_lora_rank 48, qk_rope_head_dim 16: a quarter of the GQA Llama's 256 numbers) unless
 --kv-lora-rank / --rope-dim say otherwise, and beside it the same model with a wider latent
 (--wide, default 128 + 32: the shape rule before 2026-12-05; `saessak pretrain --deepseek
-kv_lora_rank=128,qk_rope_head_dim=32,qk_nope_head_dim=32` trains it). Bytes are read from the tensors the engine actually allocated, not from a formula. Decode: B prompts of about
-P tokens, N new tokens each, greedy, no end token; the prefill step is timed apart, tokens/s counts
-the decode steps only. Random weights.
+kv_lora_rank=128,qk_rope_head_dim=32,qk_nope_head_dim=32` trains it). Bytes are read from the
+tensors the engine actually allocated, not from a formula. Decode: B prompts of about P tokens, N
+new tokens each, greedy, no end token; the prefill step is timed apart, tokens/s counts the decode
+steps only. Random weights.
 
     .venv/bin/python bench/kv_latent.py           # batch 8, ~1000-token prompts, 64 new tokens
     .venv/bin/python bench/kv_latent.py --smoke   # batch 2, ~24-token prompts, 4 new tokens: the code paths, in seconds (tests)
@@ -209,14 +210,13 @@ def render(r: dict) -> str:
         "engine's allocated cache tensors.", "",
         md_table(["KV cache", "bytes/token/layer", "bytes/token", "vs GQA"], rows), "",
         f"Target latent <= {r['target_ratio_vs_gqa']:g} x GQA: {verdict} ({r['ratio_vs_gqa']:.3f} x GQA, "
-        f"{r['ratio_vs_mha']:.3f} x MHA)" + (
-            f"; the wider latent: {r['wide_ratio_vs_gqa']:.3f} x GQA."), "",
+        f"{r['ratio_vs_mha']:.3f} x MHA); the wider latent: {r['wide_ratio_vs_gqa']:.3f} x GQA.", "",
         f"Decode at ~{r['prompt_tokens']}-token prompts, batch {r['batch']}, {r['new_tokens']} new tokens, greedy, "
         f"{r['threads']} torch thread(s):", "",
         md_table(["model", "params", "prefill s", "decode tokens", "decode s", "decode tokens/s"], drows), "",
         f"DeepSeek (MoE, {s['deepseek_mla']['active_params']:,} active parameters) decodes at "
-        f"**{r['decode_speed_mla_vs_gqa']:.2f}x** the GQA Llama's tokens/s"
-        + f", with the wider latent at {r['decode_speed_wide_vs_gqa']:.2f}x.",
+        f"**{r['decode_speed_mla_vs_gqa']:.2f}x** the GQA Llama's tokens/s, with the wider latent at "
+        f"{r['decode_speed_wide_vs_gqa']:.2f}x.",
     ])
 
 
