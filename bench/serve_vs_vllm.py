@@ -11,12 +11,16 @@ side: aggregate generated tokens/s, time to first token (TTFT) p50/p99, inter-to
 the gaps between streamed chunks) p50/p99, peak RSS of the server's process tree, start-up time
 (spawn to a healthy /health) and how many replies were identical on both sides. Both servers
 stay up during a shape's run and each level runs on one, then on the other, --repeats times
-(default 3, alternating); the run with the median throughput is reported, with every run's figure.
+(default 3, alternating, the side that goes first alternating too); the run with the median
+throughput is reported, with every run's figure, and each repeat's pair of runs gives a paired
+ratio (the machine's load between repeats cancels out of it).
 
     .venv/bin/python bench/serve_vs_vllm.py                  # both shapes, 1/8/32/128 clients
     .venv/bin/python bench/serve_vs_vllm.py --quick          # one request per client, 32 tokens
     .venv/bin/python bench/serve_vs_vllm.py --smoke          # tiny shape, 1 and 2 clients, saessak only
     .venv/bin/python bench/serve_vs_vllm.py --shapes cpu-tiny --levels 32
+    .venv/bin/python bench/serve_vs_vllm.py --shapes cpu-tiny --levels 32,128 --per-client 8 --repeats 7 \
+        --record bench/results/serve_vs_vllm_steady.json     # steady state: docs/BENCHMARKS.md's second block
 
 vLLM runs from its own environment (`bash scripts/vllm_env.sh`; --vllm-python to point elsewhere).
 Without it (and always in --smoke, where starting vLLM would take minutes) the vLLM side is
@@ -33,6 +37,7 @@ import asyncio
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -285,13 +290,20 @@ def bench_shape(shape: str, args, vllm_py: Path | None, tmp: Path, logs: Path) -
             servers["vllm"] = start_vllm(vllm_py, hf_dir, args.threads, max_batch, max_len, logs / shape)
         texts = {name: {} for name in servers}
         levels = {name: {} for name in servers}
+        paired: dict[str, list[float]] = {}
         for server in servers.values():  # warm-up, not timed
             asyncio.run(run_level(server, prompts_by_level[min(args.levels)][:2], 2, 4))
         for clients, prompts in prompts_by_level.items():
             runs = {name: [] for name in servers}
-            for _ in range(args.repeats):  # alternating sides, so a change in the machine's load falls on both
-                for name, server in servers.items():
+            for i in range(args.repeats):  # alternating sides, so a change in the machine's load falls on both,
+                # and which side goes first alternates too (ABBA), so neither always runs on a warmer machine
+                for name, server in (list(servers.items()) if i % 2 == 0 else list(servers.items())[::-1]):
                     runs[name].append(asyncio.run(run_level(server, prompts, clients, args.max_tokens)))
+            if len(runs) == 2:
+                # saessak's i-th run and vLLM's i-th ran back to back: their ratio is paired, so a change
+                # in the machine's load between repeats cancels out of it
+                paired[str(clients)] = [round(a[0]["tok_s"] / b[0]["tok_s"], 3)
+                                        for a, b in zip(runs["saessak"], runs["vllm"])]
             for name, got in runs.items():
                 # the run with the median throughput stands for the level; every run's figure is kept
                 got.sort(key=lambda r: r[0]["tok_s"])
@@ -310,6 +322,9 @@ def bench_shape(shape: str, args, vllm_py: Path | None, tmp: Path, logs: Path) -
     out["identical_replies"] = f"{same}/{sum(len(v) for v in texts['saessak'].values())}"
     out["ratio"] = {c: round(out["saessak"]["levels"][c]["tok_s"] / out["vllm"]["levels"][c]["tok_s"], 2)
                     for c in out["saessak"]["levels"]}
+    # per level: each repeat's saessak/vLLM ratio in run order, and their median
+    out["paired_ratios"] = paired
+    out["paired_ratio_median"] = {c: round(statistics.median(r), 2) for c, r in paired.items()}
     return out
 
 
@@ -375,15 +390,24 @@ def render(r: dict) -> str:
         spread = f" ({min(runs):,.0f}-{max(runs):,.0f})" if len(runs) > 1 else ""
         return cell(side, c, "tok_s") + spread
 
+    def ratio(s: dict, c: str) -> str:
+        paired = s.get("paired_ratios", {}).get(c) or []
+        if len(paired) < 2:
+            return str(s.get("ratio", {}).get(c, "-"))
+        return (f"{s['ratio'][c]} (paired: median {s['paired_ratio_median'][c]}, "
+                f"{sum(x >= 1 for x in paired)} of {len(paired)} pairs >= 1)")
+
     runs = {len(lv.get("tok_s_runs") or [1]) for s in r["shapes"].values() for lv in s["saessak"]["levels"].values()}
     parts = [f"Compute threads per server: {r['threads']}; vLLM: {r['vllm']}."
              + (f" Each level ran {max(runs)} times per side, alternating; tok/s is the median run's, with the "
-                "range of all runs in brackets, and the other columns are that run's." if max(runs) > 1 else "")]
+                "range of all runs in brackets, and the other columns are that run's. saessak / vLLM is the ratio "
+                "of the medians; \"paired\" reads each repeat's two back-to-back runs as a pair (the machine's "
+                "load between repeats cancels out of their ratio)." if max(runs) > 1 else "")]
     for shape, s in r["shapes"].items():
         o, v = s["saessak"], s["vllm"]
         rows = []
         for c in o["levels"]:
-            rows.append([c, tok(o, c), tok(v, c), s.get("ratio", {}).get(c, "-"),
+            rows.append([c, tok(o, c), tok(v, c), ratio(s, c),
                          f"{cell(o, c, 'ttft_p50_ms', '{:,.0f}')} / {cell(o, c, 'ttft_p99_ms', '{:,.0f}')}",
                          f"{cell(v, c, 'ttft_p50_ms', '{:,.0f}')} / {cell(v, c, 'ttft_p99_ms', '{:,.0f}')}",
                          f"{cell(o, c, 'itl_p50_ms')} / {cell(o, c, 'itl_p99_ms')}",

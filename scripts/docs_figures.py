@@ -18,8 +18,9 @@ that lacks a block's markers is an error naming the file and the block.
 
 Benchmarks the same way: a full (or --quick) run of a script in bench/ leaves its record in
 bench/results/<bench>.json (its JSON line plus date, command, commit, machine and load; see
-bench/_lib/record.py), and each record becomes the block `bench-<bench>` in docs/BENCHMARKS.md,
-drawn by that bench's own `render(result)`. A record without its block, or a block without its
+bench/_lib/record.py), and each record becomes the block `bench-<file name>` in docs/BENCHMARKS.md
+(`bench-<bench>` for the default record; a second run kept beside it, e.g. `<bench>_steady.json`,
+gets its own), drawn by that bench's own `render(result)`. A record without its block, or a block without its
 record, is an error. Without --run only the benchmark blocks are written.
 """
 
@@ -230,7 +231,9 @@ def bench_blocks(results: Path, root: Path) -> dict[str, str]:
         for key in ("bench", "date", "command", "result"):
             if key not in rec:
                 raise UserError(f"{path}: field '{key}' missing (not a record written by bench/_lib/record.py)")
-        blocks[f"bench-{rec['bench']}"] = bench_block(rec)
+        # named by the file: a bench's default record is <bench>.json; another run of it kept beside
+        # (`--record bench/results/<bench>_<what>.json`) is a block of its own
+        blocks[f"bench-{path.stem}"] = bench_block(rec)
     doc = (root / BENCH_DOC).read_text(encoding="utf-8")
     orphans = sorted(set(re.findall(r"<!-- figures:(bench-[\w-]+) begin", doc)) - set(blocks))
     if orphans:

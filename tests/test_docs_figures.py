@@ -135,6 +135,21 @@ def test_benchmark_records_become_blocks_and_are_checked(tmp_path):
     assert r.returncode == 1 and "docs/BENCHMARKS.md [bench-pii_recall]" in r.stderr
 
 
+def test_a_second_record_of_one_bench_is_a_block_of_its_own(tmp_path):
+    """bench/results/<bench>_<what>.json (e.g. serve_vs_vllm_steady.json beside serve_vs_vllm.json) is
+    drawn into the block named by its file, by its bench's render(), and leaves the default block alone."""
+    root, results = _bench_tree(tmp_path / "docs", ["pii_recall", "pii_recall_second"]), tmp_path / "results"
+    rec = _pii_record(results)
+    second = {**rec, "command": rec["command"] + " --second", "result": {**rec["result"], "identifiers": 777777}}
+    (results / "pii_recall_second.json").write_text(json.dumps(second))
+    r = _run("--root", str(root), "--bench-results", str(results))
+    assert r.returncode == 0, r.stderr
+    doc = (root / "docs" / "BENCHMARKS.md").read_text()
+    first_block, second_block = doc.split("figures:bench-pii_recall_second begin")
+    assert "**777,777**" in second_block and "--second" in second_block
+    assert "**777,777**" not in first_block and f"**{rec['result']['identifiers']:,}**" in first_block
+
+
 @pytest.mark.parametrize("case", ["orphan-block", "record-without-block", "not-a-record", "unknown-bench"])
 def test_benchmark_record_errors(case, tmp_path):
     results = tmp_path / "results"
