@@ -81,6 +81,31 @@ def test_k3_kl_is_zero_at_the_reference_and_positive_away_from_it():
         policy_loss(logp, logp, torch.zeros(1), mask, **_kw(), beta=0.1)
 
 
+def test_k3_kl_is_clamped_per_token_so_one_outlier_cannot_swamp_the_batch():
+    """A sampled token the policy has made far less likely than the reference (ref - logp = 12 here)
+    has k3 = e^12 - 13, about 160,000: unclamped, its gradient dwarfs every other token's and clipping
+    then scales the reward signal away. Clamped at kl_clamp it counts kl_clamp and pushes nothing."""
+    ref = torch.tensor([[-1.0, -1.0, -1.0]])
+    logp = torch.tensor([[-1.2, -0.9, -13.0]], requires_grad=True)
+    mask = torch.ones(1, 3)
+    adv = torch.zeros(1)
+    raw = policy_loss(logp, logp.detach(), adv, mask, **_kw(), beta=0.2, ref_logp=ref, kl_clamp=0)
+    assert float(raw.kl) > 5e4
+    capped = policy_loss(logp, logp.detach(), adv, mask, **_kw(), beta=0.2, ref_logp=ref, kl_clamp=10.0)
+    d = ref[0, :2] - logp[0, :2].detach()
+    assert float(capped.kl) == pytest.approx(float(((torch.exp(d) - d - 1).sum() + 10.0) / 3), rel=1e-5)
+    capped.loss.backward()
+    assert logp.grad[0, 2] == 0 and logp.grad[0, 0] != 0  # the outlier adds no KL gradient; the others do
+
+
+def test_kl_clamp_must_not_be_negative():
+    from saessak.errors import UserError
+    from saessak.rl.config import GRPOConfig
+
+    with pytest.raises(UserError, match="--kl-clamp -1.0"):
+        GRPOConfig(kl_clamp=-1.0).validate()
+
+
 def test_one_update_raises_rewarded_completion_and_lowers_the_other():
     from saessak.rl.config import GRPOConfig
     from saessak.rl.grpo import Seq, _micro_tensors, completion_logprobs, update

@@ -7,7 +7,7 @@ TRL names kept: num_generations (G), max_completion_length, temperature, top_p, 
 epsilon, epsilon_high, num_iterations (mu), loss_type, scale_rewards, reward_weights,
 learning_rate, max_steps, max_grad_norm, mask_truncated_completions, log_completions.
 Own additions: prompts_per_step (groups per optimizer step; the batch is prompts_per_step * G
-completions), dynamic sampling and curriculum knobs, the task list, a wall-clock budget.
+completions), dynamic sampling and curriculum knobs, the task list, a wall-clock budget, kl_clamp.
 Why the cpu-tiny values are what they are: docs/RL.md.
 """
 
@@ -50,6 +50,8 @@ class GRPOConfig(LoraSettings):
     top_p: float = setting(1.0, "nucleus sampling of the rollouts")
     top_k: int = setting(0, "top-k sampling of the rollouts (0: off)")
     beta: float = setting(0.0, "KL weight to the frozen SFT model (k3 estimator; 0 = no reference model)")
+    kl_clamp: float = setting(10.0, "cap on each token's k3 KL estimate (its tail grows as exp(ref - logp) and "
+                                    "one token could outweigh the batch's reward signal; 0: no cap)")
     epsilon: float = setting(0.2, "lower clipping range")
     epsilon_high: float = setting(0.28, "upper clipping range (clip-higher, DAPO)")
     num_iterations: int = setting(1, "policy updates per generated batch (mu)")
@@ -124,6 +126,8 @@ class GRPOConfig(LoraSettings):
             bad("epsilon", "clipping range must satisfy 0 <= epsilon < 1 and epsilon_high >= 0")
         if self.beta < 0:
             bad("beta", "must be >= 0")
+        if not self.kl_clamp >= 0:  # also refuses NaN
+            bad("kl_clamp", "must be 0 (no cap) or more")
         if self.bias_update_speed is not None and not self.bias_update_speed >= 0:  # also refuses NaN
             bad("bias_update_speed", "must be 0 or more")
         if self.curriculum not in CURRICULA:

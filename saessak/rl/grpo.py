@@ -14,8 +14,12 @@ Advantages (`scale_rewards`, as TRL names it):
     A_i = (r_i - mean(group)) / (std_batch + eps)  ("batch": std over the whole batch)
 
 Per-token objective, with ratio = exp(logp - logp_old):
-    -min(ratio * A, clip(ratio, 1 - epsilon, 1 + epsilon_high) * A) + beta * KL_k3
-KL_k3 = exp(ref - logp) - (ref - logp) - 1 (Schulman's unbiased, always >= 0 estimator).
+    -min(ratio * A, clip(ratio, 1 - epsilon, 1 + epsilon_high) * A) + beta * min(KL_k3, kl_clamp)
+KL_k3 = exp(ref - logp) - (ref - logp) - 1 (Schulman's unbiased, always >= 0 estimator). It grows
+as exp(ref - logp): one sampled token the policy has made far less likely than the reference did
+can outweigh a whole batch's policy gradient, and gradient clipping then scales the reward signal
+away with it. So each token's estimate is clamped at `kl_clamp` (default 10; verl clamps its k3
+the same way), and a clamped token adds no KL gradient (docs/RL.md#grpo).
 
 Aggregation over tokens (`loss_type`):
     "grpo":    mean over each completion's tokens, then mean over completions (length-biased)
@@ -65,12 +69,13 @@ class LossParts:
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                 *, epsilon: float, epsilon_high: float, loss_type: str, max_completion_length: int,
                 beta: float = 0.0, ref_logp: torch.Tensor | None = None,
-                token_normaliser: float | None = None) -> LossParts:
+                token_normaliser: float | None = None, kl_clamp: float = 10.0) -> LossParts:
     """Clipped surrogate loss over completion tokens.
 
     logp, old_logp, ref_logp, mask: [B, T] (mask 1 on completion tokens that count);
     advantages: [B]. `token_normaliser` (dapo, dr_grpo) is the denominator for the whole global
     batch when it is split into micro-batches or ranks; by default this micro-batch's own.
+    `kl_clamp` > 0 caps each token's k3 estimate (0: no cap).
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type {loss_type!r}: not one of {LOSS_TYPES}")
@@ -86,6 +91,8 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
             raise ValueError("beta > 0 needs ref_logp")
         d = ref_logp - logp
         kl_tok = torch.exp(d) - d - 1
+        if kl_clamp > 0:
+            kl_tok = torch.clamp(kl_tok, max=kl_clamp)
         per_token = per_token + beta * kl_tok
         kl = (kl_tok * mask).sum() / mask.sum().clamp(min=1)
     if loss_type == "grpo":
@@ -234,7 +241,7 @@ def update(model, ref_model, optimizer, seqs: list[Seq], cfg, pad_id: int, devic
             parts = policy_loss(logp, old_lp if old_lp is not None else logp.detach(), adv, mask,
                                 epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
                                 max_completion_length=cfg.max_completion_length, beta=cfg.beta,
-                                ref_logp=ref_lp, token_normaliser=norm)
+                                ref_logp=ref_lp, token_normaliser=norm, kl_clamp=cfg.kl_clamp)
             (parts.loss * scale).backward()
             if n_tok == 0:  # an idle micro-batch (FSDP): it only kept this rank in step
                 continue
