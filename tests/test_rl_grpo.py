@@ -96,6 +96,11 @@ def test_k3_kl_is_clamped_per_token_so_one_outlier_cannot_swamp_the_batch():
     assert float(capped.kl) == pytest.approx(float(((torch.exp(d) - d - 1).sum() + 10.0) / 3), rel=1e-5)
     capped.loss.backward()
     assert logp.grad[0, 2] == 0 and logp.grad[0, 0] != 0  # the outlier adds no KL gradient; the others do
+    # a log-ratio exp() overflows on (fp32: above about 88) gives the cap and a finite, zero gradient
+    far = torch.tensor([[-1.0, -300.0]], requires_grad=True)
+    out = policy_loss(far, far.detach(), adv, torch.ones(1, 2), **_kw(), beta=0.2, ref_logp=torch.full((1, 2), -1.0))
+    out.loss.backward()
+    assert float(out.kl) == pytest.approx(5.0) and torch.isfinite(far.grad).all() and far.grad[0, 1] == 0
 
 
 def test_kl_clamp_must_not_be_negative():

@@ -29,6 +29,8 @@ Aggregation over tokens (`loss_type`):
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +59,24 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale_rewards: str 
         adv = adv / (r.std(unbiased=False) + eps)
     zero_std = (r.max(dim=1).values - r.min(dim=1).values) < 1e-9
     return adv.view(-1), zero_std
+
+
+@functools.lru_cache(maxsize=None)
+def _k3_bounds(cap: float) -> tuple[float, float]:
+    """The log-ratios d < 0 < d' where k3(d) = exp(d) - d - 1 equals `cap` (k3 falls to 0 at d = 0 and
+    rises on both sides), by bisection."""
+    def solve(lo: float, hi: float) -> float:  # k3 - cap changes sign between lo and hi
+        f_lo = math.exp(lo) - lo - 1 - cap
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            f_mid = math.exp(mid) - mid - 1 - cap
+            if (f_mid > 0) == (f_lo > 0):
+                lo, f_lo = mid, f_mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+
+    return solve(-cap - 2.0, 0.0), solve(0.0, math.log(cap + 2.0) + 1.0)
 
 
 @dataclass
@@ -90,9 +110,12 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
         if ref_logp is None:
             raise ValueError("beta > 0 needs ref_logp")
         d = ref_logp - logp
-        kl_tok = torch.exp(d) - d - 1
         if kl_clamp > 0:
-            kl_tok = torch.clamp(kl_tok, max=kl_clamp)
+            # min(k3(d), cap) as k3 of d clamped where k3 reaches the cap: the same value and no gradient
+            # beyond, and exp never sees a log-ratio it would overflow on (inf * 0 = NaN in backward)
+            low, high = _k3_bounds(float(kl_clamp))
+            d = torch.clamp(d, min=low, max=high)
+        kl_tok = torch.exp(d) - d - 1
         per_token = per_token + beta * kl_tok
         kl = (kl_tok * mask).sum() / mask.sum().clamp(min=1)
     if loss_type == "grpo":
