@@ -4,8 +4,9 @@
 For each model shape (cpu-tiny, and d12, about 90 M parameters with the bench tokenizer's
 vocabulary) and each level of 1, 8, 32 and 128 concurrent streaming clients (each client sends
 its requests one after another), both servers get the same chat requests: a fixed prompt length
-(distinct random words per request, so vLLM's prefix cache has nothing to reuse beyond the chat
-template) and a fixed output length (greedy; the random model cannot emit an end token, and vLLM
+(distinct random words per request, and fresh prompts for every timed run and for the warm-up, so
+vLLM's prefix cache, on by default, has nothing to reuse beyond the chat template: each run's hit
+rate is read from vLLM's /metrics and recorded) and a fixed output length (greedy; the random model cannot emit an end token, and vLLM
 is also told `ignore_eos`, so both sides generate exactly max_tokens per request). Reported per
 side: aggregate generated tokens/s, time to first token (TTFT) p50/p99, inter-token latency (ITL:
 the gaps between streamed chunks) p50/p99, peak RSS of the server's process tree, start-up time
@@ -117,6 +118,17 @@ def make_prompts(tok, n: int, prompt_tokens: int, seed: int = 0) -> list[str]:
     return out
 
 
+def prompt_plan(tok, levels: list[int], per_client: int, repeats: int, prompt_tokens: int,
+                seed: int = 1) -> tuple[dict[int, list[list[str]]], list[str]]:
+    """Each level's prompt set for each timed run, and the warm-up's: no prompt is sent twice (both
+    sides get the same sets). A prompt sent again would let vLLM's prefix cache skip its prefill,
+    which saessak's engine does not have."""
+    rng = random.Random(seed)
+    by_level = {c: [make_prompts(tok, c * per_client, prompt_tokens, seed=rng.randrange(1 << 30))
+                    for _ in range(repeats)] for c in levels}
+    return by_level, make_prompts(tok, 2, prompt_tokens, seed=rng.randrange(1 << 30))
+
+
 # -- one server ---------------------------------------------------------------------------------
 
 class RssSampler(threading.Thread):
@@ -208,6 +220,21 @@ def start_vllm(py: Path, hf_dir: Path, threads: int, max_batch: int, max_len: in
     return Server("vllm", cmd, env, port, workdir / "vllm.log", timeout_s=900)
 
 
+def prefix_cache_counts(server: Server) -> tuple[float, float] | None:
+    """vLLM's prefix-cache (hits, queries) counters in tokens, from its Prometheus /metrics; None for a
+    server without them (saessak has no prefix cache)."""
+    import httpx
+
+    if server.name != "vllm":
+        return None
+    found = {}
+    for line in httpx.get(server.base + "/metrics", timeout=10).text.splitlines():
+        for key in ("hits", "queries"):
+            if line.startswith(f"vllm:prefix_cache_{key}_total"):
+                found[key] = found.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return (found["hits"], found["queries"]) if len(found) == 2 else None
+
+
 # -- the load -----------------------------------------------------------------------------------
 
 async def one_stream(client, server: Server, prompt: str, max_tokens: int) -> dict:
@@ -277,9 +304,7 @@ def bench_shape(shape: str, args, vllm_py: Path | None, tmp: Path, logs: Path) -
     run, tok, params = build_run(tmp / shape / "run", shape, max_len)
     hf_dir = export_hf(run, tmp / shape / "hf", stage="sft")
     per_client = 1 if args.quick or args.smoke else args.per_client
-    rng = random.Random(1)
-    prompts_by_level = {c: make_prompts(tok, c * per_client, args.prompt_tokens, seed=rng.randrange(1 << 30))
-                        for c in args.levels}
+    prompts_by_level, warm_prompts = prompt_plan(tok, args.levels, per_client, args.repeats, args.prompt_tokens)
     max_batch = max(args.levels)
     out = {"shape": shape, "params_m": round(params / 1e6, 1), "prompt_tokens": args.prompt_tokens,
            "max_tokens": args.max_tokens, "requests_per_client": per_client}
@@ -288,17 +313,25 @@ def bench_shape(shape: str, args, vllm_py: Path | None, tmp: Path, logs: Path) -
     try:
         if vllm_py is not None:
             servers["vllm"] = start_vllm(vllm_py, hf_dir, args.threads, max_batch, max_len, logs / shape)
-        texts = {name: {} for name in servers}
+        all_texts = {name: [] for name in servers}  # every timed reply, in the order both sides sent them
         levels = {name: {} for name in servers}
         paired: dict[str, list[float]] = {}
         for server in servers.values():  # warm-up, not timed
-            asyncio.run(run_level(server, prompts_by_level[min(args.levels)][:2], 2, 4))
-        for clients, prompts in prompts_by_level.items():
+            asyncio.run(run_level(server, warm_prompts, 2, 4))
+        for clients, prompt_sets in prompts_by_level.items():
             runs = {name: [] for name in servers}
+            hits = [0, 0]  # vLLM's prefix-cache hits and queries (tokens) over this level's timed runs
             for i in range(args.repeats):  # alternating sides, so a change in the machine's load falls on both,
                 # and which side goes first alternates too (ABBA), so neither always runs on a warmer machine
                 for name, server in (list(servers.items()) if i % 2 == 0 else list(servers.items())[::-1]):
-                    runs[name].append(asyncio.run(run_level(server, prompts, clients, args.max_tokens)))
+                    before = prefix_cache_counts(server)
+                    level, replies = asyncio.run(run_level(server, prompt_sets[i], clients, args.max_tokens))
+                    after = prefix_cache_counts(server)
+                    if before and after:
+                        hits = [hits[0] + after[0] - before[0], hits[1] + after[1] - before[1]]
+                        level["prefix_cache_hit_rate"] = round((after[0] - before[0]) / max(1, after[1] - before[1]), 3)
+                    runs[name].append((level, replies))
+                    all_texts[name] += replies
             if len(runs) == 2:
                 # saessak's i-th run and vLLM's i-th ran back to back: their ratio is paired, so a change
                 # in the machine's load between repeats cancels out of it
@@ -307,8 +340,10 @@ def bench_shape(shape: str, args, vllm_py: Path | None, tmp: Path, logs: Path) -
             for name, got in runs.items():
                 # the run with the median throughput stands for the level; every run's figure is kept
                 got.sort(key=lambda r: r[0]["tok_s"])
-                level, texts[name][clients] = got[len(got) // 2]
+                level = got[len(got) // 2][0]
                 levels[name][str(clients)] = {**level, "tok_s_runs": [r[0]["tok_s"] for r in got]}
+                if name == "vllm" and hits[1]:
+                    levels[name][str(clients)]["prefix_cache_hit_rate_all_runs"] = round(hits[0] / hits[1], 3)
     finally:
         for server in servers.values():
             server.stop()
@@ -318,8 +353,8 @@ def bench_shape(shape: str, args, vllm_py: Path | None, tmp: Path, logs: Path) -
     if vllm_py is None:
         out["vllm"] = {"status": "skipped (--smoke)" if args.smoke else "absent: run bash scripts/vllm_env.sh"}
         return out
-    same = sum(a == b for c in texts["saessak"] for a, b in zip(texts["saessak"][c], texts["vllm"][c]))
-    out["identical_replies"] = f"{same}/{sum(len(v) for v in texts['saessak'].values())}"
+    same = sum(a == b for a, b in zip(all_texts["saessak"], all_texts["vllm"]))
+    out["identical_replies"] = f"{same}/{len(all_texts['saessak'])}"
     out["ratio"] = {c: round(out["saessak"]["levels"][c]["tok_s"] / out["vllm"]["levels"][c]["tok_s"], 2)
                     for c in out["saessak"]["levels"]}
     # per level: each repeat's saessak/vLLM ratio in run order, and their median
@@ -377,6 +412,15 @@ def main() -> None:
     emit("serve_vs_vllm", summary, args)
 
 
+def prefix_note(vllm_side: dict) -> str:
+    """How much of the timed runs' prompts vLLM's prefix cache served, from its own counters."""
+    rates = [lv["prefix_cache_hit_rate_all_runs"] for lv in vllm_side.get("levels", {}).values()
+             if "prefix_cache_hit_rate_all_runs" in lv]
+    if not rates:
+        return ""
+    return f"; vLLM's prefix cache served at most {100 * max(rates):.1f} % of a level's timed prompt tokens (its /metrics)"
+
+
 def render(r: dict) -> str:
     """The record as docs/BENCHMARKS.md shows it (scripts/docs_figures.py)."""
     from saessak.io import md_table
@@ -416,7 +460,8 @@ def render(r: dict) -> str:
                   f"{s['max_tokens']} generated per request, {s['requests_per_client']} request(s) per client; "
                   f"start-up saessak {o['startup_s']} s, vLLM {v.get('startup_s', '-')} s; peak RSS saessak "
                   f"{o['peak_rss_mb']:,} MB, vLLM {v.get('peak_rss_mb', '-')} MB"
-                  + (f"; identical replies {s['identical_replies']}" if "identical_replies" in s else "") + ".", "",
+                  + (f"; identical replies {s['identical_replies']}" if "identical_replies" in s else "")
+                  + prefix_note(v) + ".", "",
                   md_table(["clients", "saessak tok/s", "vLLM tok/s", "saessak / vLLM", "saessak TTFT p50 / p99 (ms)",
                             "vLLM TTFT p50 / p99 (ms)", "saessak ITL p50 / p99 (ms)", "vLLM ITL p50 / p99 (ms)"], rows)]
     parts += ["", f"Failed requests: {r['failed_requests']}."]

@@ -83,3 +83,40 @@ def test_serve_vs_vllm_draws_paired_repeats():
              "paired_ratios": {"32": [0.99, 1.2, 1.3]}, "paired_ratio_median": {"32": 1.2}}
     drawn = module.render({"threads": 1, "vllm": "ran", "shapes": {"cpu-tiny": shape}, "failed_requests": 0})
     assert "1.0 (paired: median 1.2, 2 of 3 pairs >= 1)" in drawn
+
+
+def _serve_vs_vllm():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_plan_serve_vs_vllm", REPO / "bench" / "serve_vs_vllm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_serve_vs_vllm_sends_no_prompt_twice():
+    """Every timed run and the warm-up get prompts of their own, each exactly the asked length in the
+    chat template: a prompt sent again would let vLLM's prefix cache skip its prefill."""
+    from saessak.tokenizer import train_tokenizer
+    from saessak.tokenizer.chat_format import prompt_ids
+
+    module = _serve_vs_vllm()
+    tok = train_tokenizer([q * 3 for q in module.QUESTIONS] * 30, 600)
+    by_level, warm = module.prompt_plan(tok, [1, 4], per_client=2, repeats=3, prompt_tokens=16)
+    assert [len(runs) for runs in by_level.values()] == [3, 3]
+    assert all(len(p) == c * 2 for c, runs in by_level.items() for p in runs)
+    sent = [p for runs in by_level.values() for ps in runs for p in ps] + warm
+    assert len(set(sent)) == len(sent) == 2 * 3 * (1 + 4) + 2
+    assert {len(prompt_ids(tok, [{"role": "user", "content": p}])) for p in sent} == {16}
+
+
+def test_serve_vs_vllm_reports_vllm_prefix_cache_hits():
+    module = _serve_vs_vllm()
+    level = {"tok_s": 100.0, "tok_s_runs": [100.0], "ttft_p50_ms": 1, "ttft_p99_ms": 2, "itl_p50_ms": 1, "itl_p99_ms": 2}
+    shape = {"params_m": 3.2, "prompt_tokens": 64, "max_tokens": 64, "requests_per_client": 2,
+             "saessak": {"startup_s": 1.0, "peak_rss_mb": 10, "levels": {"32": level}},
+             "vllm": {"startup_s": 1.0, "peak_rss_mb": 10,
+                      "levels": {"32": {**level, "prefix_cache_hit_rate_all_runs": 0.031}}},
+             "ratio": {"32": 1.0}}
+    drawn = module.render({"threads": 1, "vllm": "ran", "shapes": {"cpu-tiny": shape}, "failed_requests": 0})
+    assert "prefix cache served at most 3.1 % of a level's timed prompt tokens" in drawn
