@@ -87,10 +87,11 @@ def setting(default: Any = dataclasses.MISSING, help: str | None = None, *, fact
 
 def check_min(cfg: Any, names: tuple[str, ...], low: float, rule: str, *, strict: bool = False) -> None:
     """A user error naming the option and its value when one of `cfg`'s fields `names` is below
-    `low` (or not above it, with `strict`): `--max-steps 0: must be at least 1`."""
+    `low` (or not above it, with `strict`), or NaN: `--max-steps 0: must be at least 1`. A field left
+    at None (an optional setting: "the model's own") passes."""
     for name in names:
         value = getattr(cfg, name)
-        if value < low or (strict and value == low):
+        if value is not None and not (value > low if strict else value >= low):  # NaN fails both
             raise UserError(f"--{name.replace('_', '-')} {value}: {rule}")
 
 

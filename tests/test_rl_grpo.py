@@ -109,6 +109,11 @@ def test_kl_clamp_must_not_be_negative():
 
     with pytest.raises(UserError, match="--kl-clamp -1.0"):
         GRPOConfig(kl_clamp=-1.0).validate()
+    with pytest.raises(UserError, match="--kl-clamp nan: must be 0"):
+        GRPOConfig(kl_clamp=float("nan")).validate()
+    with pytest.raises(UserError, match="--bias-update-speed nan: must be 0 or more"):
+        GRPOConfig(bias_update_speed=float("nan")).validate()
+    GRPOConfig(kl_clamp=0.0, bias_update_speed=None).validate()  # 0 turns the cap off; None: the model's own
 
 
 def test_one_update_raises_rewarded_completion_and_lowers_the_other():

@@ -55,10 +55,7 @@ class PretrainConfig:
             raise UserError(f"--dtype {self.dtype!r}: must be auto, bf16 or fp32")
         if self.arch not in (None, "llama", "deepseek"):
             raise UserError(f"--arch {self.arch!r}: must be llama or deepseek")
-        for name in ("bias_update_speed", "mtp_weight"):
-            value = getattr(self, name)
-            if value is not None and not value >= 0:  # also refuses NaN
-                raise UserError(f"--{name.replace('_', '-')} {value}: must be 0 or more")
+        check_min(self, ("bias_update_speed", "mtp_weight"), 0, "must be 0 or more")
 
     def deepseek_overrides(self) -> dict:
         """The DeepseekConfig fields these settings override (None: the model config's)."""

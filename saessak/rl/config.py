@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from saessak.errors import UserError
 from saessak.model.lora import LoraSettings
-from saessak.recipes import parse_mapping, setting
+from saessak.recipes import check_min, parse_mapping, setting
 from saessak.rl.curriculum import CURRICULA
 
 # Token aggregation of the loss and reward scaling of the advantages (maths in grpo.py).
@@ -126,10 +126,8 @@ class GRPOConfig(LoraSettings):
             bad("epsilon", "clipping range must satisfy 0 <= epsilon < 1 and epsilon_high >= 0")
         if self.beta < 0:
             bad("beta", "must be >= 0")
-        if not self.kl_clamp >= 0:  # also refuses NaN
-            bad("kl_clamp", "must be 0 (no cap) or more")
-        if self.bias_update_speed is not None and not self.bias_update_speed >= 0:  # also refuses NaN
-            bad("bias_update_speed", "must be 0 or more")
+        check_min(self, ("kl_clamp",), 0, "must be 0 (no cap) or more")
+        check_min(self, ("bias_update_speed",), 0, "must be 0 or more")
         if self.curriculum not in CURRICULA:
             bad("curriculum", f"must be one of {', '.join(CURRICULA)}")
         if not 1 <= self.start_level <= self.max_level <= 5:

@@ -46,8 +46,7 @@ class SFTConfig(LoraSettings):
         check_min(self, ("max_steps", "batch_size", "seq_len", "eval_every", "ckpt_every"), 1, "must be at least 1")
         if self.batch_size % world:
             raise UserError(f"sft batch_size {self.batch_size}: not divisible by the {world} processes")
-        if self.bias_update_speed is not None and not self.bias_update_speed >= 0:  # also refuses NaN
-            raise UserError(f"--bias-update-speed {self.bias_update_speed}: must be 0 or more")
+        check_min(self, ("bias_update_speed",), 0, "must be 0 or more")
         if not 0 < self.val_fraction < 1:
             raise UserError(f"--val-fraction {self.val_fraction}: must be between 0 and 1")
         bad = [lvl for lvl in self.level_weights if lvl not in LEVELS]
