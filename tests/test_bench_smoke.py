@@ -67,14 +67,19 @@ def test_benchmark_smoke(bench, request):
         assert isinstance(drawn, str) and "|" in drawn
 
 
+def _serve_vs_vllm():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_serve_vs_vllm_bench", REPO / "bench" / "serve_vs_vllm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_serve_vs_vllm_draws_paired_repeats():
     """The side-by-side's table gives the ratio of the medians and, per level, how the repeats read as
     back-to-back pairs: their median ratio and how many of them saessak won."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_paired_serve_vs_vllm", REPO / "bench" / "serve_vs_vllm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _serve_vs_vllm()
     level = {"tok_s": 100.0, "tok_s_runs": [90.0, 100.0, 110.0], "ttft_p50_ms": 1, "ttft_p99_ms": 2,
              "itl_p50_ms": 1, "itl_p99_ms": 2}
     side = {"status": "ran", "startup_s": 1.0, "peak_rss_mb": 10, "levels": {"32": level}}
@@ -83,15 +88,6 @@ def test_serve_vs_vllm_draws_paired_repeats():
              "paired_ratios": {"32": [0.99, 1.2, 1.3]}, "paired_ratio_median": {"32": 1.2}}
     drawn = module.render({"threads": 1, "vllm": "ran", "shapes": {"cpu-tiny": shape}, "failed_requests": 0})
     assert "1.0 (paired: median 1.2, 2 of 3 pairs >= 1)" in drawn
-
-
-def _serve_vs_vllm():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_plan_serve_vs_vllm", REPO / "bench" / "serve_vs_vllm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_serve_vs_vllm_sends_no_prompt_twice():
