@@ -7,6 +7,8 @@ what the weights know; a random model rarely ends its turn, so every completion 
   - side by side, what a user would otherwise write: the same batch sampled with a plain loop that
     re-runs the whole sequence each token (no KV cache; what a first GRPO script does);
   - one full GRPO step (rollout + grading + advantages + policy update) as the RL stage runs it;
+  - the policy update alone on completions as long as an SFT model's (worked solutions), with each
+    prompt run once for its G completions (the stage's layout) against one padded row per completion;
   - side by side, the same step in Hugging Face TRL's GRPOTrainer on the same model exported with
     `saessak export hf`: same prompts, G, completion length, reward (the task suite's graders),
     loss (dapo, no reference model), fp32 on the same threads. Skipped with a note when trl is not
@@ -156,6 +158,7 @@ def measure(args) -> None:
     result.update(rl_step_s=round(step_s, 2), rl_rollout_s=round(roll_s, 2), rl_update_s=round(train_s, 2),
                   rl_completions=n_prompts * G, rl_completion_tokens=ctoks, rl_step_tok_per_s=round(ctoks / step_s, 1),
                   rl_train_tok_per_s=round(sum(len(s.prompt_ids) + len(s.completion_ids) for s in seqs) / train_s, 1))
+    result.update(layout_side_by_side(model, tok, G, 1 if args.smoke else 3 if args.quick else 7))
     if args.no_trl:
         result["trl"] = "skipped (--no-trl)"
     else:
@@ -176,6 +179,13 @@ def render(r: dict) -> str:
             ["of which rollout / update", f"{r['rl_rollout_s']:.2f} s / {r['rl_update_s']:.2f} s"],
             ["update, trained tokens/s (forward + backward)", f"{r['rl_train_tok_per_s']:,.0f}"],
             ["saessak, completion tokens per second of step", f"{r['rl_step_tok_per_s']:,.0f}"]]
+    if "update_shared_s" in r:
+        rows += [[f"update on SFT-length completions ({r['layout_completions']}, mean "
+                  f"{r['layout_completion_len_mean']:.0f} tokens): one padded row per completion",
+                  f"{r['update_padded_s']:.3f} s"],
+                 ["the same update, each prompt run once for its completions (the stage's choice: "
+                  f"{'shared' if all(r['update_auto_shares']) else 'mixed'})",
+                  f"**{r['update_shared_s']:.3f} s ({r['update_speedup_shared']:.2f}x)**"]]
     if "trl_step_s" in r:
         rows += [[f"TRL {r['trl']} GRPOTrainer step, same batch", f"**{r['trl_step_s']:.2f} s**"],
                  ["TRL, completion tokens per second of step (mean completion "
@@ -187,6 +197,45 @@ def render(r: dict) -> str:
     return "\n".join([f"{r['shape']} shape ({r['params'] / 1e6:.1f} M parameters, random weights), {r['prompts']} prompts x "
                       f"G={r['G']} = {n} completions of up to {r['completion_tokens']} tokens, {r['threads']} torch threads"
                       + (" (--quick)" if r.get("quick") else "") + ".", "", md_table(["", "value"], rows)])
+
+
+def layout_side_by_side(model, tok, G: int, repeats: int) -> dict:
+    """The policy update (KL to a reference included, as cpu-tiny's recipe runs it) on completions
+    of the lengths an SFT model writes: each of 8 josa and spacing prompts (levels 1-3) gets G
+    worked solutions of its family and level as completions. Shared-prompt rows against one padded
+    row per completion (saessak/rl/grpo.py MicroBatch), same batch, alternated; median of `repeats`."""
+    import copy
+    import statistics
+
+    from saessak.rl.config import GRPOConfig
+    from saessak.rl.grpo import Seq, local_counts, normaliser, shares_prompts, update
+    from saessak.training.optim import build_optimizer
+
+    seqs = []
+    for i, (family, level) in enumerate([(f, lv) for f in ("josa", "spacing") for lv in (1, 2, 3, 3)]):
+        exs = tasks.sample(family, "train", G, seed=100 + i, level=level)
+        p = prompt_ids(tok, prompt_messages(exs[0]))
+        seqs += [Seq(p, tok.encode(tasks.solution(ex)) + [tok.eot_id], 1.0 if j % 2 else -1.0, True)
+                 for j, ex in enumerate(exs)]
+    cfg = GRPOConfig(max_steps=1, prompts_per_step=8, num_generations=G, beta=0.2, micro_batch_size=32)
+    norm = normaliser(local_counts(seqs), cfg.loss_type, cfg.max_completion_length)
+    model = copy.deepcopy(model).train()
+    ref = copy.deepcopy(model).eval()
+    opt = build_optimizer(model, 1e-9, 0.0)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(repeats + 1):  # the first round warms up
+        for share in (True, False):
+            t0 = time.perf_counter()
+            update(model, ref, opt, seqs, cfg, tok.pad_id, "cpu", norm, share_prompts=share)
+            times[share].append(time.perf_counter() - t0)
+    shared, padded = (statistics.median(times[k][1:]) for k in (True, False))
+    micro = [seqs[i:i + 32] for i in range(0, len(seqs), 32)]
+    return {"layout_completions": len(seqs),
+            "layout_tokens": sum(len(s.prompt_ids) + len(s.completion_ids) for s in seqs),
+            "layout_completion_len_mean": round(sum(len(s.completion_ids) for s in seqs) / len(seqs), 1),
+            "update_shared_s": round(shared, 3), "update_padded_s": round(padded, 3),
+            "update_speedup_shared": round(padded / shared, 2),
+            "update_auto_shares": [shares_prompts(m, model.config.hidden_size) for m in micro]}
 
 
 def trl_side_by_side(model, tok, examples, G: int, L: int, steps: int, saessak_step_tok_per_s: float) -> dict:

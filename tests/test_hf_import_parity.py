@@ -113,5 +113,11 @@ def test_lora_reference_is_the_base_with_adapters_off(checkpoints):
         assert torch.equal(reference, base)
         assert (adapted - base).abs().max() > 1e-3
         assert torch.equal(model(ids), adapted)  # switched back on afterwards
+        # GRPO reads the reference's log-probs through its body and head apart: the base's too
+        from saessak.rl.grpo import Seq, completion_logprobs, micro_batch
+        mb = micro_batch([Seq(ids[0, :5].tolist(), ids[0, 5:].tolist(), 1.0, True)], 0, "cpu")
+        want = torch.log_softmax(base[0, 4:11].float(), -1).gather(-1, ids[0, 5:12, None])[:, 0]
+        assert torch.allclose(completion_logprobs(BaseOnly(lora), mb, 1.0)[0][0], want, atol=1e-5)
+        assert not torch.allclose(completion_logprobs(model, mb, 1.0)[0][0], want, atol=1e-3)
         merged = merge(lora)(ids)
     assert (merged - adapted).abs().max() <= 1e-4

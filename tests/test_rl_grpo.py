@@ -118,7 +118,7 @@ def test_kl_clamp_must_not_be_negative():
 
 def test_one_update_raises_rewarded_completion_and_lowers_the_other():
     from saessak.rl.config import GRPOConfig
-    from saessak.rl.grpo import Seq, _micro_tensors, completion_logprobs, update
+    from saessak.rl.grpo import Seq, completion_logprobs, micro_batch, update
     from tests.helpers import tiny_model, tiny_tokenizer
 
     tok = tiny_tokenizer()
@@ -129,9 +129,8 @@ def test_one_update_raises_rewarded_completion_and_lowers_the_other():
     cfg = GRPOConfig(max_steps=1, prompts_per_step=1, num_generations=2, learning_rate=1e-2)
 
     def seq_logp():
-        ids, tgt, mask, _ = _micro_tensors(seqs, tok.pad_id, "cpu")
         with torch.no_grad():
-            lp, _ = completion_logprobs(model, ids, tgt, mask, 1.0)
+            lp, _ = completion_logprobs(model, micro_batch(seqs, tok.pad_id, "cpu"), 1.0)
         return lp.sum(dim=1)
 
     before = seq_logp()
@@ -143,10 +142,107 @@ def test_one_update_raises_rewarded_completion_and_lowers_the_other():
 
 
 def test_truncated_completions_are_masked_out_of_the_loss():
-    from saessak.rl.grpo import Seq, _micro_tensors, local_counts
+    from saessak.rl.grpo import Seq, local_counts, micro_batch
 
     seqs = [Seq([1, 5], [7, 8, 9], 1.0, True), Seq([1, 5, 6], [7], -1.0, False)]
-    ids, tgt, mask, adv = _micro_tensors(seqs, 3, "cpu")
-    assert mask.tolist() == [[0, 1, 1, 1], [0, 0, 0, 0]]
-    assert tgt[0, 1:4].tolist() == [7, 8, 9]
+    mb = micro_batch(seqs, 3, "cpu")
+    assert mb.mask.tolist() == [[1, 1, 1], [0, 0, 0]]
+    assert mb.targets.tolist() == [7, 8, 9, 7]
     assert local_counts(seqs) == {"tokens": 3.0, "seqs": 2.0, "counted_seqs": 1.0}
+
+
+def _two_groups(vocab: int, seed: int = 0):
+    """Seqs as `sequences` lays them out: two prompts of different lengths, three completions each
+    of different lengths (one masked), so rows, padding and positions all differ."""
+    from saessak.rl.grpo import Seq
+
+    g = torch.Generator().manual_seed(seed)
+
+    def ids(n):
+        return torch.randint(4, vocab, (n,), generator=g).tolist()
+
+    p1, p2 = ids(5), ids(9)
+    return [Seq(p1, ids(3), 1.0, True), Seq(p1, ids(7), -0.5, True), Seq(p1, ids(1), 0.2, False),
+            Seq(p2, ids(6), 0.7, True), Seq(p2, ids(2), -1.0, True), Seq(p2, ids(4), 0.3, True)]
+
+
+def _plain_logprobs(model, s):
+    """The log-probs of one completion from a forward over its own prompt + completion, no mask."""
+    x = torch.tensor([s.prompt_ids + s.completion_ids])
+    with torch.no_grad():
+        logits = model(x)[0, len(s.prompt_ids) - 1:-1].float()
+    return torch.log_softmax(logits, -1).gather(-1, torch.tensor(s.completion_ids)[:, None])[:, 0]
+
+
+@pytest.mark.parametrize("arch", ["llama", "deepseek"])
+def test_shared_prompt_rows_give_each_completion_its_own_logprobs(arch):
+    """A prompt run once for its G completions (each seeing the prompt and itself, never a sibling)
+    gives every completion token the log-prob of its own sequence run alone."""
+    from saessak.rl.grpo import completion_logprobs, micro_batch
+    from tests.helpers import tiny_model
+
+    if arch == "llama":
+        model = tiny_model(97)
+    else:
+        from tests.test_deepseek_model import tiny
+        from saessak.model.deepseek import DeepSeek
+        torch.manual_seed(0)
+        model = DeepSeek(tiny()).eval()
+    seqs = _two_groups(97)
+    shared = micro_batch(seqs, 0, "cpu")
+    alone = micro_batch(seqs, 0, "cpu", share_prompts=False)
+    assert shared.ids.shape == (2, max(5 + 11, 9 + 12))  # one row per prompt
+    assert alone.ids.shape == (6, 9 + 6)  # one row per completion
+    with torch.no_grad():
+        got, ent = completion_logprobs(model, shared, 1.0, with_entropy=True)
+        got_alone, ent_alone = completion_logprobs(model, alone, 1.0, with_entropy=True)
+    for i, s in enumerate(seqs):
+        want = _plain_logprobs(model, s)
+        n = len(s.completion_ids)
+        torch.testing.assert_close(got[i, :n], want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got_alone[i, :n], want, atol=1e-5, rtol=1e-5)
+        assert not got[i, n:].any()
+    torch.testing.assert_close(ent, ent_alone, atol=1e-4, rtol=1e-5)
+    assert shared.mask.sum() == alone.mask.sum() == 3 + 7 + 6 + 2 + 4  # the masked completion counts nothing
+
+
+def test_update_with_shared_prompts_matches_the_plain_layout():
+    """The same GRPO step (KL to a reference included) from either layout: the same weights after."""
+    import copy
+
+    from saessak.rl.config import GRPOConfig
+    from saessak.rl.grpo import local_counts, normaliser, update
+    from tests.helpers import tiny_model
+
+    seqs = _two_groups(97, seed=1)
+    cfg = GRPOConfig(max_steps=1, prompts_per_step=2, num_generations=3, micro_batch_size=4, beta=0.2)
+    norm = normaliser(local_counts(seqs), cfg.loss_type, cfg.max_completion_length)
+    after, stats = [], []
+    for share in (True, False):
+        model = tiny_model(97).train()
+        ref = copy.deepcopy(model).eval()
+        with torch.no_grad():  # the policy has moved off the reference: the KL term has a gradient
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(2)) * 0.01)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        stats.append(update(model, ref, opt, seqs, cfg, 0, "cpu", norm, share_prompts=share))
+        after.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(after[0], after[1], atol=1e-6, rtol=1e-5)
+    assert stats[0]["tokens"] == stats[1]["tokens"] == 22
+    assert abs(stats[0]["kl_sum"] - stats[1]["kl_sum"]) < 1e-5 and stats[0]["kl_sum"] > 0
+    assert stats[0]["grad_norm"] == pytest.approx(stats[1]["grad_norm"], rel=1e-5)
+    # Micro-batches of 4 sequences split the second group. Shared: rows of 5+3+7+1 and 9+6 (padded
+    # to 16), then 9+2+4; plain: 4 rows padded to 9+6, then 2 rows to 9+4.
+    assert stats[0]["trained_tokens"] == 2 * 16 + 15 and stats[1]["trained_tokens"] == 4 * 15 + 2 * 13
+
+
+def test_update_shares_prompts_only_where_it_costs_fewer_flops():
+    """Short completions of one prompt: one row beats G padded copies of the prompt. Completions so
+    long that a tree's quadratic attention outweighs the copies saved: one row per completion."""
+    from saessak.rl.grpo import Seq, shares_prompts
+
+    prompt = list(range(40))
+    short = [Seq(prompt, [1] * n, 0.0, True) for n in (10, 30, 20, 25)]
+    assert shares_prompts(short, hidden_size=256)
+    long = [Seq(prompt[:4], [1] * 500, 0.0, True) for _ in range(8)]
+    assert not shares_prompts(long, hidden_size=64)

@@ -148,5 +148,15 @@ class BaseOnly:
         with adapters_off(self._lora):
             return self._lora.model(*args, **kwargs)
 
+    # GRPO's log-probs run the body and the vocabulary projection apart (only where completions are):
+    # both must run with the adapters off too, not reach the adapted model through __getattr__.
+    def hidden_states(self, *args, **kwargs):
+        with adapters_off(self._lora):
+            return self._lora.model.hidden_states(*args, **kwargs)
+
+    def lm_head(self, h):
+        with adapters_off(self._lora):
+            return self._lora.model.lm_head(h)
+
     def __getattr__(self, name):
         return getattr(self._lora.model, name)

@@ -175,39 +175,129 @@ def sequences(groups, mask_truncated: bool) -> list[Seq]:
     return out
 
 
-def _micro_tensors(seqs: list[Seq], pad_id: int, device):
-    """Right-padded ids [B, T], targets [B, T-1], completion mask [B, T-1], advantages [B]."""
-    full = [s.prompt_ids + s.completion_ids for s in seqs]
-    T = max(len(x) for x in full)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T - 1), dtype=torch.float32)
-    for i, (s, x) in enumerate(zip(seqs, full)):
-        ids[i, :len(x)] = torch.tensor(x)
+@dataclass
+class MicroBatch:
+    """A micro-batch's completions as rows the model runs once.
+
+    With shared prompts each row holds one prompt followed by the completions sampled from it
+    (G of them, or the part of a group that falls in this micro-batch): every completion sees the
+    prompt and itself, never its siblings, and keeps the positions it had when it was sampled, so
+    each completion's log-probs are exactly those of its own padded sequence while the prompt is
+    run once instead of G times and no completion is padded to the longest. Without sharing each
+    completion is a row of its own with a copy of its prompt (the plain layout, for comparison).
+    """
+    ids: torch.Tensor  # [R, T] rows, right-padded
+    positions: torch.Tensor  # [R, T] each completion continues its prompt's positions
+    attn_mask: torch.Tensor  # [R, 1, T, T] boolean: prompt and own completion, causal
+    where: torch.Tensor  # [N] flat index into R*T of the position predicting each completion token
+    targets: torch.Tensor  # [N] the completion tokens, in sequence order
+    slots: torch.Tensor  # [S, L] boolean: True at the N completion tokens (sequence order)
+    mask: torch.Tensor  # [S, L] float: 1 on completion tokens that count in the loss
+    advantages: torch.Tensor  # [S]
+
+
+def _plan_rows(seqs: list[Seq], share_prompts: bool):
+    """(trees, rows, T): consecutive sequences with the same prompt form a tree (the prompt, then
+    its completions); trees are packed first-fit, longest first, into rows as long as the longest
+    tree. Without sharing every sequence is a tree and a row of its own."""
+    trees: list[tuple[list[int], list[int]]] = []  # (prompt, indices of its completions in seqs)
+    for i, s in enumerate(seqs):
+        if share_prompts and trees and trees[-1][0] == s.prompt_ids:
+            trees[-1][1].append(i)
+        else:
+            trees.append((s.prompt_ids, [i]))
+    size = [len(p) + sum(len(seqs[i].completion_ids) for i in idx) for p, idx in trees]
+    T = max(size)
+    rows: list[list[int]] = []  # tree numbers per row
+    room: list[int] = []
+    for t in sorted(range(len(trees)), key=lambda t: -size[t]):
+        r = next((r for r in range(len(rows)) if room[r] >= size[t]), None) if share_prompts else None
+        if r is None:
+            rows.append([])
+            room.append(T)
+            r = len(rows) - 1
+        rows[r].append(t)
+        room[r] -= size[t]
+    return trees, rows, T
+
+
+def shares_prompts(seqs: list[Seq], hidden_size: int) -> bool:
+    """Whether shared-prompt rows cost fewer FLOPs than one padded row per completion. Per layer a
+    row of T positions costs about 24 T d^2 in its projections and 4 T^2 d in attention, and a
+    masked attention still computes all T^2 scores: sharing saves the prompt's G-1 copies and the
+    padding, but long trees (long completions) pay quadratically. Cost in units of 24 d^2."""
+    def cost(share: bool) -> float:
+        _, rows, T = _plan_rows(seqs, share)
+        return len(rows) * T * (1 + T / (6 * hidden_size))
+    return cost(True) < cost(False)
+
+
+def micro_batch(seqs: list[Seq], pad_id: int, device, share_prompts: bool = True) -> MicroBatch:
+    """Rows for `seqs` (see MicroBatch and _plan_rows); each tree attends only within itself."""
+    trees, rows, T = _plan_rows(seqs, share_prompts)
+    R, L = len(rows), max(len(s.completion_ids) for s in seqs)
+    ids = torch.full((R, T), pad_id, dtype=torch.long)
+    positions = torch.zeros((R, T), dtype=torch.long)
+    tree = torch.full((R, T), -1, dtype=torch.long)  # the tree each position belongs to, -1: padding
+    branch = torch.zeros((R, T), dtype=torch.long)  # 0: the tree's prompt, k: its k-th completion
+    predictors: dict[int, list[int]] = {}  # seq index -> flat positions predicting its tokens
+    for r, members in enumerate(rows):
+        at = 0
+        for t in members:
+            prompt, idx = trees[t]
+            P = len(prompt)
+            ids[r, at:at + P] = torch.tensor(prompt)
+            positions[r, at:at + P] = torch.arange(P)
+            tree[r, at:at + P] = t
+            last = r * T + at + P - 1  # the prompt's last position predicts each completion's first token
+            at += P
+            for k, i in enumerate(idx, start=1):
+                c = seqs[i].completion_ids
+                n = len(c)
+                ids[r, at:at + n] = torch.tensor(c)
+                positions[r, at:at + n] = torch.arange(P, P + n)
+                tree[r, at:at + n] = t
+                branch[r, at:at + n] = k
+                predictors[i] = [last] + [r * T + at + j for j in range(n - 1)]
+                at += n
+    where = [w for i in range(len(seqs)) for w in predictors[i]]
+    targets = [tok for s in seqs for tok in s.completion_ids]
+    slots = torch.zeros((len(seqs), L), dtype=torch.bool)
+    mask = torch.zeros((len(seqs), L), dtype=torch.float32)
+    for i, s in enumerate(seqs):
+        n = len(s.completion_ids)
+        slots[i, :n] = True
         if s.counted:
-            p = len(s.prompt_ids)
-            # position t predicts token t+1: completion tokens are predicted from p-1 .. len-2
-            mask[i, p - 1:len(x) - 1] = 1.0
+            mask[i, :n] = 1.0
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    same_tree = (tree[:, :, None] == tree[:, None, :]) & (tree[:, None, :] >= 0)
+    sees = (branch[:, None, :] == 0) | (branch[:, None, :] == branch[:, :, None])
+    allowed = causal & same_tree & sees
+    allowed = torch.where((tree < 0)[:, :, None], torch.eye(T, dtype=torch.bool), allowed)  # padding sees itself
     adv = torch.tensor([s.advantage for s in seqs], dtype=torch.float32)
-    return ids.to(device), ids[:, 1:].to(device), mask.to(device), adv.to(device)
+    return MicroBatch(ids.to(device), positions.to(device), allowed[:, None].to(device),
+                      torch.tensor(where, dtype=torch.long, device=device),
+                      torch.tensor(targets, dtype=torch.long, device=device),
+                      slots.to(device), mask.to(device), adv.to(device))
 
 
-def completion_logprobs(model, ids, targets, mask, temperature: float, with_entropy: bool = False):
-    """Log-probs [B, T-1] of the targets where mask is 1 (0 elsewhere), computed only at those
-    positions so the vocabulary projection skips the prompt; optional mean entropy there. A sharded
-    (FSDP) model runs its whole forward: only `forward` gathers its root's parameters."""
-    where = mask.bool()
+def completion_logprobs(model, mb: MicroBatch, temperature: float, with_entropy: bool = False):
+    """Log-probs [S, L] of the completion tokens (0 elsewhere), the vocabulary projection computed
+    only at the positions that predict them; optional summed entropy there. A sharded (FSDP) model
+    runs its whole forward: only `forward` gathers its root's parameters."""
+    kw = {"position_ids": mb.positions, "attn_mask": mb.attn_mask}
     if is_fsdp(model):
-        logits = model(ids)[:, :-1][where]
+        logits = model(mb.ids, **kw).flatten(0, 1)[mb.where]
     else:
-        logits = model.lm_head(model.hidden_states(ids)[:, :-1][where])
+        logits = model.lm_head(model.hidden_states(mb.ids, **kw).flatten(0, 1)[mb.where])
     logp_flat = torch.log_softmax(logits.float() / temperature, dim=-1)
-    picked = logp_flat.gather(-1, targets[where].unsqueeze(-1)).squeeze(-1)
-    logp = torch.zeros(mask.shape, dtype=picked.dtype, device=picked.device)
-    logp = logp.masked_scatter(where, picked)
+    picked = logp_flat.gather(-1, mb.targets.unsqueeze(-1)).squeeze(-1)
+    logp = torch.zeros(mb.slots.shape, dtype=picked.dtype, device=picked.device)
+    logp = logp.masked_scatter(mb.slots, picked)
     ent = None
     if with_entropy:
         with torch.no_grad():
-            ent = token_entropy(logits.detach(), temperature).sum()
+            ent = (token_entropy(logits.detach(), temperature) * mb.mask[mb.slots]).sum()
     return logp, ent
 
 
@@ -227,10 +317,12 @@ def local_counts(seqs: list[Seq]) -> dict:
 
 
 def update(model, ref_model, optimizer, seqs: list[Seq], cfg, pad_id: int, device, norm: float,
-           info: DistInfo | None = None, dtype: str = "fp32") -> dict:
+           info: DistInfo | None = None, dtype: str = "fp32", share_prompts: bool | None = None) -> dict:
     """num_iterations optimizer steps on this batch; returns summed statistics for logging. Under
     torchrun (`info`), gradients are summed over ranks before each step. `dtype` bf16 runs the
-    forward passes under bf16 autocast (fp32 master weights; log-probs are taken in fp32)."""
+    forward passes under bf16 autocast (fp32 master weights; log-probs are taken in fp32).
+    `share_prompts`: run each prompt once for its completions (True), give every completion a
+    padded row of its own (False), or per micro-batch whichever costs fewer FLOPs (None)."""
     from saessak.training.optim import autocast
 
     def logprobs(m, *args, **kw):
@@ -238,37 +330,37 @@ def update(model, ref_model, optimizer, seqs: list[Seq], cfg, pad_id: int, devic
             return completion_logprobs(m, *args, **kw)
 
     micro = [seqs[i:i + cfg.micro_batch_size] for i in range(0, len(seqs), cfg.micro_batch_size)]
-    tensors = [_micro_tensors(m, pad_id, device) for m in micro]
+    hidden = model.config.hidden_size
+    tensors = [micro_batch(m, pad_id, device, shares_prompts(m, hidden) if share_prompts is None else share_prompts)
+               for m in micro]
     fsdp = is_fsdp(model)
     if fsdp:
         n = int(all_reduce_max(len(tensors), info))
-        idle = _micro_tensors([Seq([pad_id], [pad_id], 0.0, False)], pad_id, device)
+        idle = micro_batch([Seq([pad_id], [pad_id], 0.0, False)], pad_id, device)
         tensors += [idle] * (n - len(tensors))
     scale = info.world if fsdp else 1
     old, ref = [], []
     with torch.no_grad():
-        for ids, tgt, mask, _ in tensors:
+        for mb in tensors:
             # With one iteration the sampling policy is the current one: ratio = 1 exactly.
-            old.append(logprobs(model, ids, tgt, mask, cfg.temperature)[0]
-                       if cfg.num_iterations > 1 else None)
-            ref.append(logprobs(ref_model, ids, tgt, mask, cfg.temperature)[0]
-                       if cfg.beta > 0 else None)
+            old.append(logprobs(model, mb, cfg.temperature)[0] if cfg.num_iterations > 1 else None)
+            ref.append(logprobs(ref_model, mb, cfg.temperature)[0] if cfg.beta > 0 else None)
     stats = {"clip_tokens": 0.0, "kl_sum": 0.0, "entropy_sum": 0.0, "tokens": 0.0, "loss": 0.0,
              "grad_norm": 0.0, "trained_tokens": 0.0}
     for it in range(cfg.num_iterations):
-        for (ids, tgt, mask, adv), old_lp, ref_lp in zip(tensors, old, ref):
-            n_tok = float(mask.sum())
+        for mb, old_lp, ref_lp in zip(tensors, old, ref):
+            n_tok = float(mb.mask.sum())
             if n_tok == 0 and not fsdp:
                 continue
-            logp, ent = logprobs(model, ids, tgt, mask, cfg.temperature, with_entropy=(it == 0))
-            parts = policy_loss(logp, old_lp if old_lp is not None else logp.detach(), adv, mask,
+            logp, ent = logprobs(model, mb, cfg.temperature, with_entropy=(it == 0))
+            parts = policy_loss(logp, old_lp if old_lp is not None else logp.detach(), mb.advantages, mb.mask,
                                 epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
                                 max_completion_length=cfg.max_completion_length, beta=cfg.beta,
                                 ref_logp=ref_lp, token_normaliser=norm, kl_clamp=cfg.kl_clamp)
             (parts.loss * scale).backward()
             if n_tok == 0:  # an idle micro-batch (FSDP): it only kept this rank in step
                 continue
-            stats["trained_tokens"] += float(ids.numel())
+            stats["trained_tokens"] += float(mb.ids.numel())
             if it == cfg.num_iterations - 1:
                 # Clipping can only act once the policy has moved off the sampling policy.
                 stats["clip_tokens"] += float(parts.clip_frac) * n_tok
