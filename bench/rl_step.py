@@ -229,7 +229,7 @@ def layout_side_by_side(model, tok, G: int, repeats: int) -> dict:
             update(model, ref, opt, seqs, cfg, tok.pad_id, "cpu", norm, share_prompts=share)
             times[share].append(time.perf_counter() - t0)
     shared, padded = (statistics.median(times[k][1:]) for k in (True, False))
-    micro = [seqs[i:i + 32] for i in range(0, len(seqs), 32)]
+    micro = [seqs[i:i + cfg.micro_batch_size] for i in range(0, len(seqs), cfg.micro_batch_size)]
     return {"layout_completions": len(seqs),
             "layout_tokens": sum(len(s.prompt_ids) + len(s.completion_ids) for s in seqs),
             "layout_completion_len_mean": round(sum(len(s.completion_ids) for s in seqs) / len(seqs), 1),

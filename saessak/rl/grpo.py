@@ -37,6 +37,7 @@ import torch
 
 from saessak.model.deepseek import update_router_biases
 from saessak.rl.config import LOSS_TYPES, SCALE_REWARDS
+from saessak.sft.pack import block_causal_mask
 from saessak.training.distributed import DistInfo, all_reduce_grads, all_reduce_max
 from saessak.training.parallel import clip_grad_norm, is_fsdp
 
@@ -269,13 +270,12 @@ def micro_batch(seqs: list[Seq], pad_id: int, device, share_prompts: bool = True
         slots[i, :n] = True
         if s.counted:
             mask[i, :n] = 1.0
-    causal = torch.ones(T, T, dtype=torch.bool).tril()
-    same_tree = (tree[:, :, None] == tree[:, None, :]) & (tree[:, None, :] >= 0)
+    # SFT's packed-row mask over trees (causal, within a tree, padding sees itself), and within a
+    # tree a completion sees the prompt and itself only
     sees = (branch[:, None, :] == 0) | (branch[:, None, :] == branch[:, :, None])
-    allowed = causal & same_tree & sees
-    allowed = torch.where((tree < 0)[:, :, None], torch.eye(T, dtype=torch.bool), allowed)  # padding sees itself
+    allowed = block_causal_mask(tree) & sees[:, None]
     adv = torch.tensor([s.advantage for s in seqs], dtype=torch.float32)
-    return MicroBatch(ids.to(device), positions.to(device), allowed[:, None].to(device),
+    return MicroBatch(ids.to(device), positions.to(device), allowed.to(device),
                       torch.tensor(where, dtype=torch.long, device=device),
                       torch.tensor(targets, dtype=torch.long, device=device),
                       slots.to(device), mask.to(device), adv.to(device))
