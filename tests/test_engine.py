@@ -8,6 +8,7 @@ import torch
 from saessak.model.engine import Engine, SamplingParams, counter_uniform, sample_tokens
 from saessak.errors import UserError
 from saessak.tokenizer.token_text import TokenTextDecoder, decode_ids, token_bytes_table
+from saessak.training.optim import build_optimizer
 from tests.helpers import tiny_model, tiny_tokenizer
 
 PROMPTS = ["대한민국의 주권은", "안녕하세요", "사과 3개와 배 2개를 샀습니다. 모두", "오늘은"]
@@ -215,6 +216,14 @@ def test_bf16_copy_follows_source_weight_updates(tok, prompts):
     ref, _ = reference_greedy(model, prompts[0], 1, set())
     assert after[0].token_ids[0] == ref[0]
     assert [c.token_ids for c in before] != [c.token_ids for c in after]
+    # the training stages' own optimizer (fused AdamW: no version bump) must re-sync the copy too
+    opt = build_optimizer(model, lr=0.2, weight_decay=0.0)
+    model(torch.tensor([prompts[0]])).logsumexp(-1).sum().backward()
+    opt.step()
+    stepped = engine.generate(prompts, sp)
+    fresh = Engine(model, tok, dtype=torch.bfloat16).generate(prompts, sp)
+    assert [c.token_ids for c in stepped] == [c.token_ids for c in fresh]
+    assert [c.token_ids for c in stepped] != [c.token_ids for c in after]
 
 
 def test_bad_requests_raise_user_errors(model, tok):

@@ -8,6 +8,7 @@ import torch
 from saessak.model import kernels
 from saessak.model.engine import Engine, SamplingParams
 from saessak.model.precision import linear_shapes
+from saessak.training.optim import build_optimizer
 from tests.helpers import tiny_model, tiny_tokenizer
 
 needs_onednn = pytest.mark.skipif(not kernels.onednn_available(), reason="this torch build has no oneDNN")
@@ -116,9 +117,13 @@ def test_training_through_onednn_gives_the_same_gradients(bias):
 
 
 @needs_onednn
-def test_packed_weights_follow_an_optimizer_step(cache):
+@pytest.mark.parametrize("optimizer", ["sgd", "build_optimizer"])
+def test_packed_weights_follow_an_optimizer_step(cache, optimizer):
     """The engine's packed copies are re-made when the weights change between batches (RL trains the
-    model it generates from): after a step the greedy text is the new model's, as aten computes it."""
+    model it generates from): after a step the greedy text is the new model's, as aten computes it.
+    `build_optimizer` is the fused AdamW every training stage uses: it updates the weights without
+    bumping their version counters, so a copy kept by version alone went stale (GRPO's rollouts kept
+    sampling the SFT model)."""
     tok = tiny_tokenizer()
     model = tiny_model(tok.vocab_size, initializer_range=0.3)
     prompts = [tok.encode(t) for t in ("대한민국은 민주공화국이다.", "사과 3개와 배 2개")]
@@ -126,9 +131,13 @@ def test_packed_weights_follow_an_optimizer_step(cache):
     fast = Engine(model, tok, max_batch_size=4, linear_kernel="onednn")
     assert fast._packed is not None and all(fast._packed.get(m) is not None for m in kernels.linear_layers(model))
     before = fast.generate(prompts, params)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    opt = (torch.optim.SGD(model.parameters(), lr=0.5) if optimizer == "sgd"
+           else build_optimizer(model, lr=0.1, weight_decay=0.0))
     model(torch.tensor([prompts[0]])).logsumexp(-1).sum().backward()
+    versions = [p._version for p in model.parameters()]
     opt.step()
+    if optimizer == "build_optimizer" and opt.defaults.get("fused"):
+        assert [p._version for p in model.parameters()] == versions  # why versions alone cannot tell
     held = fast._packed.get(model.lm_head)
     after = fast.generate(prompts, params)
     assert fast._packed.get(model.lm_head) is not held  # re-packed at the next batch

@@ -44,7 +44,7 @@ import torch
 
 from saessak.errors import UserError
 from saessak.model.kernels import (PackedWeights, choose_linear_kernel, linear_kernel, linear_layers,
-                                   packed_weights_fit, warm_up)
+                                   packed_weights_fit, warm_up, weights_stamp)
 from saessak.tokenizer.token_text import TokenTextDecoder, decode_ids, token_bytes_table
 
 _MASK32 = 0xFFFFFFFF
@@ -255,7 +255,8 @@ class Engine:
                  linear_kernel: str | None = "auto"):
         """`dtype=None` runs the model as it is. Another dtype (e.g. torch.bfloat16) runs a private
         copy of the weights in that dtype, re-synced automatically when the source model's
-        parameters change (an optimizer step bumps their version counters): RL can keep training
+        parameters may have changed (`kernels.weights_stamp`: an in-place write or any optimizer
+        step, fused ones included, which leave version counters alone): RL can keep training
         the fp32 model and generate from the same Engine. `linear_kernel`: the matmul implementation
         of the forward passes, "auto" (the faster on this CPU, measured once and cached:
         saessak/model/kernels.py), "aten" or "onednn"."""
@@ -324,9 +325,9 @@ class Engine:
             self._packed = PackedWeights(self._linears, self.max_batch_size)
             self._packed.refresh()
 
-    def _version(self) -> int:
+    def _version(self) -> tuple[int, int]:
         # buffers too: a MoE router's bias (e_score_correction_bias) is a buffer moved between steps
-        return sum(p._version for p in self._source.parameters()) + sum(b._version for b in self._source.buffers())
+        return weights_stamp([*self._source.parameters(), *self._source.buffers()])
 
     def _sync_weights(self) -> None:
         src = self._source

@@ -21,8 +21,8 @@ plain [out, in] tensor it reorders it on every call, which at decode widths cost
 the product itself (the d12 shape at 8 rows: 30.9 ms per step with plain weights, 18.4 ms with
 packed ones, on the 2-core EPYC). The engine keeps a packed copy of each layer's weight (made with
 `torch.ops.mkldnn._reorder_linear_weight`, what torch.compile's CPU backend does for frozen
-weights), re-packs a layer only when its weight changed (its version counter: an optimizer step),
-and times the packed form when it chooses. The copy costs the linear weights' size in memory once
+weights), re-packs a layer only when its weight may have changed (`weights_stamp`: its version
+counter, or any optimizer step since), and times the packed form when it chooses. The copy costs the linear weights' size in memory once
 more, so it is made only while that fits in a quarter of the memory available
 (`packed_weights_fit`); otherwise oneDNN runs on the plain weights. Training always uses the plain
 weights (they change every step) with its own autograd backward (`_OneDNNLinear`).
@@ -160,6 +160,38 @@ def _mem_available() -> int | None:
     return None
 
 
+_OPTIMIZER_STEPS = 0
+_HOOKED = False
+
+
+def _count_optimizer_step(optimizer, args, kwargs) -> None:
+    global _OPTIMIZER_STEPS
+    _OPTIMIZER_STEPS += 1
+
+
+def optimizer_steps() -> int:
+    """How many torch optimizer steps this process has taken since the count was first asked for.
+
+    A weight's version counter alone does not tell whether it changed: torch's fused AdamW (what
+    `build_optimizer` makes) updates the parameters in place without bumping their `_version`, so
+    copies kept by version (the engine's packed and dtype-cast weights) went stale after every GRPO
+    step and rollouts kept sampling the SFT model. Every optimizer step, fused or not, runs the
+    global step hooks, so the count moves whenever any optimizer may have changed a weight."""
+    global _HOOKED
+    if not _HOOKED:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        register_optimizer_step_post_hook(_count_optimizer_step)
+        _HOOKED = True
+    return _OPTIMIZER_STEPS
+
+
+def weights_stamp(tensors) -> tuple[int, int]:
+    """Changes whenever one of `tensors` may have changed: (sum of their version counters, optimizer
+    steps so far). In-place writes bump the versions; optimizer steps (fused ones included) the count."""
+    return sum(t._version for t in tensors), optimizer_steps()
+
+
 def packed_weights_fit(layers: list[torch.nn.Linear]) -> bool:
     """Whether a packed copy of these layers' weights fits in a quarter of the available memory."""
     need = sum(m.weight.numel() * m.weight.element_size() for m in layers if m.weight.device.type == "cpu")
@@ -178,12 +210,14 @@ class PackedWeights:
         self._packed: dict[int, tuple[tuple, torch.Tensor]] = {}  # id(layer) -> (weight state, packed)
 
     def refresh(self) -> int:
-        """Pack every layer whose weight changed since it was last packed; returns how many."""
+        """Pack every layer whose weight may have changed since it was last packed (`weights_stamp`);
+        returns how many."""
         changed = 0
+        steps = optimizer_steps()
         with torch.no_grad():
             for m in self.layers:
                 w = m.weight
-                state = (w.data_ptr(), w._version, w.dtype, tuple(w.shape))
+                state = (w.data_ptr(), w._version, steps, w.dtype, tuple(w.shape))
                 held = self._packed.get(id(m))
                 if held is None or held[0] != state:
                     self._packed[id(m)] = (state, pack_weight(w, self.rows))
