@@ -22,10 +22,11 @@ the product itself (the d12 shape at 8 rows: 30.9 ms per step with plain weights
 packed ones, on the 2-core EPYC). The engine keeps a packed copy of each layer's weight (made with
 `torch.ops.mkldnn._reorder_linear_weight`, what torch.compile's CPU backend does for frozen
 weights), re-packs a layer only when its weight may have changed (`weights_stamp`: its version
-counter, or any optimizer step since), and times the packed form when it chooses. The copy costs the linear weights' size in memory once
-more, so it is made only while that fits in a quarter of the memory available
-(`packed_weights_fit`); otherwise oneDNN runs on the plain weights. Training always uses the plain
-weights (they change every step) with its own autograd backward (`_OneDNNLinear`).
+counter, or any optimizer step since), and times the packed form when it chooses. The copy costs
+the linear weights' size in memory once more, so it is made only while that fits in a quarter of
+the memory available (`packed_weights_fit`); otherwise oneDNN runs on the plain weights. Training
+always uses the plain weights (they change every step) with its own autograd backward
+(`_OneDNNLinear`).
 """
 
 from __future__ import annotations
@@ -213,11 +214,10 @@ class PackedWeights:
         """Pack every layer whose weight may have changed since it was last packed (`weights_stamp`);
         returns how many."""
         changed = 0
-        steps = optimizer_steps()
         with torch.no_grad():
             for m in self.layers:
                 w = m.weight
-                state = (w.data_ptr(), w._version, steps, w.dtype, tuple(w.shape))
+                state = (w.data_ptr(), weights_stamp([w]), w.dtype, tuple(w.shape))
                 held = self._packed.get(id(m))
                 if held is None or held[0] != state:
                     self._packed[id(m)] = (state, pack_weight(w, self.rows))
