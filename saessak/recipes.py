@@ -177,7 +177,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            pretrain=_frozen(batch_size=8, grad_accum=1, max_steps=400, lr=3e-3, warmup_steps=20, val_every=100,
                             val_tokens=16384, ckpt_every=50, compile=True),
            sft=_frozen(max_steps=800, batch_size=16, seq_len=256, lr=1.5e-3, warmup_steps=20,
-                       task_items_per_family=4000, identity_items=200, eval_every=25, ckpt_every=50, compile=True),
+                       task_items_per_family=4000, identity_items=200, eval_every=100, ckpt_every=50, compile=True),
            rl=_frozen(max_steps=500, prompts_per_step=8, num_generations=8, learning_rate=5e-5, beta=0.2,
                       temperature=0.7, start_level=1, raise_at=0.7,
                       reward_weights=MappingProxyType({"correctness": 1.0, "format": 0.1, "korean_consistency": 0.0}),

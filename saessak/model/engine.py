@@ -272,7 +272,7 @@ class Engine:
         self._strip = getattr(tokenizer, "strips_first_space", True)
         self._source = model
         self._dtype = dtype
-        self._source_version = None
+        self._source_stamp = None
         self.model = model
         self._sync_weights()
         self._cache = _SlotCache(self)
@@ -325,7 +325,7 @@ class Engine:
             self._packed = PackedWeights(self._linears, self.max_batch_size)
             self._packed.refresh()
 
-    def _version(self) -> tuple[int, int]:
+    def _weights_stamp(self) -> tuple[int, int]:
         # buffers too: a MoE router's bias (e_score_correction_bias) is a buffer moved between steps
         return weights_stamp([*self._source.parameters(), *self._source.buffers()])
 
@@ -339,8 +339,8 @@ class Engine:
                 self.model.to(self.device)
             self._model_dtype = src_dtype
             return
-        version = self._version()
-        if version == self._source_version and self.model is not src:
+        stamp = self._weights_stamp()
+        if stamp == self._source_stamp and self.model is not src:
             return
         import copy
 
@@ -352,7 +352,7 @@ class Engine:
                     p_dst.copy_(p_src)
                 for b_dst, b_src in zip(self.model.buffers(), src.buffers()):
                     b_dst.copy_(b_src)
-        self._source_version = version
+        self._source_stamp = stamp
         self._model_dtype = self._dtype
 
     # -- public API -----------------------------------------------------------------------------
