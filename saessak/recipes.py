@@ -182,8 +182,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
                       temperature=0.7, start_level=1, raise_at=0.7,
                       reward_weights=MappingProxyType({"correctness": 1.0, "format": 0.1, "korean_consistency": 0.0}),
                       micro_batch_size=32, time_budget_s=600.0, tasks=("josa", "spacing"),
-                      # fp32, not the faster bf16 autocast: from the same SFT model with the same 466 s,
-                      # bf16 GRPO gained josa +1.9 points, fp32 +6.4 (docs/RESULTS.md, issue 17)
+                      # fp32, not the faster bf16 autocast: bf16 GRPO gained josa +1.9 points, fp32 +6.4
+                      # (docs/RESULTS.md, issue 17), measured before the stale-copy fix, not yet re-measured
                       dtype="fp32"),
            # Up to 1500 distinct test items per family (500 per level; small levels give what they have).
            eval=_frozen(n=1500),
