@@ -183,6 +183,32 @@ def test_learnability_curriculum_sends_prompts_where_groups_disagree():
     assert restored.summary() == c.summary() and c.summary()["a@2"] == {"groups": 16, "window_acc": 0.5}
 
 
+def test_balanced_curriculum_gives_each_family_its_share_whatever_its_levels():
+    from collections import Counter
+
+    from saessak.rl.curriculum import BalancedCurriculum, LearnabilityCurriculum
+
+    def trained(cls):
+        c = cls(["a", "b"], start_level=1, max_level=3, raise_at=0.8, lower_at=0.05, window=16)
+        for _ in range(16):
+            for lvl in (1, 2, 3):
+                c.record("a", 0.5, step=1, level=lvl)  # three learnable levels
+            c.record("b", 1.0, step=1, level=1)
+            c.record("b", 1.0, step=1, level=2)
+            c.record("b", 0.5, step=1, level=3)  # one
+        return c
+
+    plain = Counter(f for f, _ in trained(LearnabilityCurriculum).plan(3000, seed=1))
+    assert plain["a"] > 2.5 * plain["b"]  # the family with more learnable levels takes the prompts
+    balanced = trained(BalancedCurriculum)
+    plan = balanced.plan(3000, seed=1, offset=1)
+    assert [f for f, _ in plan[:4]] == ["b", "a", "b", "a"]  # in turn, from the offset
+    counts = Counter(plan)
+    assert sum(v for (f, _), v in counts.items() if f == "a") == 1500
+    assert counts[("b", 3)] > 0.9 * 1500  # within b, its learnable level
+    assert min(counts[("a", lvl)] for lvl in (1, 2, 3)) > 400
+
+
 def test_each_preset_fine_tunes_trains_and_is_judged_on_the_same_levels():
     from saessak import recipes
     from saessak.evals.config import EvalConfig

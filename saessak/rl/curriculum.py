@@ -14,6 +14,7 @@ family, the *frontier level* (`level(f)`), and both are judged only on train-spl
   model masters (p >= raise_at) or cannot do (p ~ 0) fades out by itself; a family's frontier level
   is raised when its current level passes `raise_at`, as in the threshold rule. Why this is the
   default: docs/RL.md (Curriculum).
+- `BalancedCurriculum` ("balanced"): the same weights within each family, the families in turn.
 """
 
 from __future__ import annotations
@@ -157,8 +158,24 @@ class LearnabilityCurriculum:
                 self.drawn[(f, int(lvl))] = state.get("drawn", {}).get(key, len(values))
 
 
+class BalancedCurriculum(LearnabilityCurriculum):
+    """The learnability weights within a family, the families in turn: prompt i goes to family
+    (offset + i) mod F and to a level drawn with weight p(1 - p) among that family's levels, so a
+    family with more learnable levels does not take more of the prompts."""
+
+    def plan(self, n: int, seed: int, offset: int = 0, level_mix: bool = False) -> list[tuple[str, int]]:
+        rng = random.Random(seed)
+        levels = range(self.min_level, self.max_level + 1)
+        out = []
+        for i in range(n):
+            f = self.families[(offset + i) % len(self.families)]
+            lvl = rng.choices(list(levels), weights=[self.weight(f, lvl) for lvl in levels])[0]
+            out.append((f, lvl))
+        return out
+
+
 # By the name `--curriculum` takes (GRPOConfig.curriculum).
-CURRICULA = {"learnability": LearnabilityCurriculum, "threshold": Curriculum}
+CURRICULA = {"learnability": LearnabilityCurriculum, "balanced": BalancedCurriculum, "threshold": Curriculum}
 
 
 def make_curriculum(kind: str, families, cfg):
