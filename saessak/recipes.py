@@ -182,8 +182,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
                       temperature=0.7, start_level=1, raise_at=0.7,
                       reward_weights=MappingProxyType({"correctness": 1.0, "format": 0.1, "korean_consistency": 0.0}),
                       micro_batch_size=32, time_budget_s=600.0, tasks=("josa", "spacing"),
-                      # families in turn: spacing's level 3 got 1,340 groups of 3,950 under
-                      # "learnability", 1,740 of 3,650 here; +3 points on spacing in both seeds tried
+                      # families in turn: spacing's level 3 got 1,195 of 3,948 groups under
+                      # "learnability", 1,745 of 3,826 here; +3 points on spacing in both seeds tried
                       # (docs/RL.md, curriculum)
                       curriculum="balanced",
                       # fp32, not the faster bf16 autocast: bf16 GRPO gained josa +1.9 points, fp32 +6.4

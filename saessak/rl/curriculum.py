@@ -1,8 +1,8 @@
 """Which (family, level) each RL prompt is drawn at, chosen from the model's own train accuracy.
 
 A tiny model gets all-zero rewards on levels beyond it and all-one rewards on levels it has
-mastered: neither carries a GRPO signal. Two curricula decide where prompts go; both keep, per
-family, the *frontier level* (`level(f)`), and both are judged only on train-split rollouts.
+mastered: neither carries a GRPO signal. Three curricula decide where prompts go; all keep, per
+family, the *frontier level* (`level(f)`), and all are judged only on train-split rollouts.
 
 - `Curriculum` ("threshold"): one level per family. Each family keeps a window of recent group
   accuracies and moves one level when the window is full: up at `raise_at`, down at `lower_at`.
@@ -14,7 +14,8 @@ family, the *frontier level* (`level(f)`), and both are judged only on train-spl
   model masters (p >= raise_at) or cannot do (p ~ 0) fades out by itself; a family's frontier level
   is raised when its current level passes `raise_at`, as in the threshold rule. Why this is the
   default: docs/RL.md (Curriculum).
-- `BalancedCurriculum` ("balanced"): the same weights within each family, the families in turn.
+- `BalancedCurriculum` ("balanced", cpu-tiny's): the learnability weights within each family, the
+  families in turn, so a family with more learnable levels does not take more of the prompts.
 """
 
 from __future__ import annotations
@@ -165,12 +166,12 @@ class BalancedCurriculum(LearnabilityCurriculum):
 
     def plan(self, n: int, seed: int, offset: int = 0, level_mix: bool = False) -> list[tuple[str, int]]:
         rng = random.Random(seed)
-        levels = range(self.min_level, self.max_level + 1)
+        levels = list(range(self.min_level, self.max_level + 1))
+        weights = {f: [self.weight(f, lvl) for lvl in levels] for f in self.families}
         out = []
         for i in range(n):
             f = self.families[(offset + i) % len(self.families)]
-            lvl = rng.choices(list(levels), weights=[self.weight(f, lvl) for lvl in levels])[0]
-            out.append((f, lvl))
+            out.append((f, rng.choices(levels, weights=weights[f])[0]))
         return out
 
 
