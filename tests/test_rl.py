@@ -360,3 +360,26 @@ def test_dynamic_sampling_replaces_zero_variance_groups_up_to_the_round_limit(tm
     rec = read_jsonl(RunFolder(run).stage_dir("rl") / "metrics.jsonl")[-1]
     assert rec["groups_generated"] == generated and rec["groups_trained"] == kept
     assert rec["frac_reward_zero_std"] == pytest.approx(min(flat, generated) / generated, abs=1e-4)
+
+
+@pytest.mark.parametrize("stop", [True, False])
+def test_rollouts_stop_where_evaluation_stops_reading(tmp_path, monkeypatch, stop):
+    """Evaluation ends each completion at its first completed `정답:` line and grades that line; the
+    rollouts must end at the same line (the engine's stop rule), or GRPO rewards and trains on text
+    the eval never reads, such as a second answer line."""
+    from saessak.model.sampler import Sampler
+    from saessak.rl.stage import run_rl
+    from saessak.tasks.base import ANSWER_LINE_STOP
+
+    asked = []
+    real_sample = Sampler.sample
+
+    def spy(self, prompts, **k):
+        asked.append(k.get("stop_at_line"))
+        return real_sample(self, prompts, **k)
+
+    monkeypatch.setattr(Sampler, "sample", spy)
+    run = make_run(tmp_path / "run", stages=("pretrain", "sft"))
+    run_rl(str(run), max_steps=1, tasks=("josa",), stop_at_answer=stop, **FAST, **QUIET)
+    assert asked and set(asked) == {ANSWER_LINE_STOP if stop else None}
+    assert read_json(RunFolder(run).done_path("rl"))["config"]["stop_at_answer"] is stop

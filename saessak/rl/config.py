@@ -46,6 +46,9 @@ class GRPOConfig(LoraSettings):
     prompts_per_step: int = setting(8, "prompts (groups) per step over all processes")
     num_generations: int = setting(8, "completions per prompt (G >= 2)", aliases=("-G",))
     max_completion_length: int = setting(128, "completion limit in tokens (default: the preset's answer length)")
+    stop_at_answer: bool = setting(
+        True, "end each rollout at its first completed `정답:` line, where evaluation stops reading it, so the "
+              "reward grades what the eval grades and no step trains on text the eval never sees")
     temperature: float = setting(1.0, "sampling temperature of the rollouts")
     top_p: float = setting(1.0, "nucleus sampling of the rollouts")
     top_k: int = setting(0, "top-k sampling of the rollouts (0: off)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from saessak.tasks.base import stable_hash
+from saessak.tasks.base import ANSWER_LINE_STOP, stable_hash
 from saessak.tasks.registry import prompt_messages
 from saessak.tokenizer.chat_format import prompt_ids
 
@@ -91,7 +91,8 @@ def collect(sampler, tokenizer, tasks_api, cfg, curriculum, need: int, step: int
         prompts = [p[-room:] if len(p) > room else p for p in prompts]
         flat = [p for p in prompts for _ in range(G)]
         outs = sampler.sample(flat, max_tokens=cfg.max_completion_length, temperature=cfg.temperature,
-                              top_k=cfg.top_k, top_p=cfg.top_p, seed=sample_seed)
+                              top_k=cfg.top_k, top_p=cfg.top_p, seed=sample_seed,
+                              stop_at_line=ANSWER_LINE_STOP if cfg.stop_at_answer else None)
         batch.completion_tokens += sum(len(o.token_ids) for o in outs)
         for i, ex in enumerate(examples):
             comps = outs[i * G:(i + 1) * G]
