@@ -201,3 +201,37 @@ def test_engine_times_its_own_steps_once_per_shape(cache):
     params = SamplingParams(max_tokens=8, temperature=0)
     want = Engine(model, tok, max_batch_size=4, linear_kernel="aten").generate(prompts, params)
     assert e.generate(prompts, params)[0].token_ids == want[0].token_ids
+
+
+def test_a_cpu_without_onednn_bf16_runs_a_bf16_engine_on_aten(cache, monkeypatch):
+    """oneDNN's bf16 linear needs AVX-512 or AVX-NE-CONVERT; on an AVX2-only CPU its ops raise (a
+    2-core AMD EPYC guest, 12-06: the speedrun's precision probe died on it). Such a CPU is simulated
+    by making both ops raise in bf16 as they do there: the bf16 engine must choose aten without
+    timing oneDNN, keep no packed copy, and generate; asking for oneDNN there is a clear error."""
+    from saessak.errors import UserError
+
+    real_onednn, real_pack = kernels._onednn, kernels.pack_weight
+
+    def refuse(fn):
+        def run(x, *a):
+            if x.dtype == torch.bfloat16:
+                raise RuntimeError("bf16 path needs the cpu support avx_ne_convert or avx512bw")
+            return fn(x, *a)
+        return run
+
+    monkeypatch.setattr(kernels, "_onednn", refuse(real_onednn))
+    monkeypatch.setattr(kernels, "pack_weight", refuse(real_pack))
+    monkeypatch.setattr(kernels, "_DTYPE_SUPPORT", {})
+    assert kernels.onednn_available(torch.float32) and not kernels.onednn_available(torch.bfloat16)
+    tok = tiny_tokenizer()
+    model = tiny_model(tok.vocab_size)
+    engine = Engine(model, tok, max_batch_size=4, dtype=torch.bfloat16)
+    assert (engine.kernel.kernel, engine.kernel.prefill, engine.kernel.source) == ("aten", "aten", "unavailable")
+    assert engine._packed is None
+    prompt = tok.encode("대한민국은 민주공화국이다.")
+    (out,) = engine.generate([prompt], SamplingParams(max_tokens=4, temperature=0.0))
+    (ref,) = Engine(model, tok, max_batch_size=4, dtype=torch.bfloat16, linear_kernel="aten").generate(
+        [prompt], SamplingParams(max_tokens=4, temperature=0.0))
+    assert out.token_ids and out.token_ids == ref.token_ids
+    with pytest.raises(UserError, match="cannot run oneDNN's linear in bfloat16"):
+        kernels.choose_linear_kernel(model.to(torch.bfloat16), "cpu", 4, "onednn")

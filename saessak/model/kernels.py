@@ -88,8 +88,25 @@ class KernelChoice:
                 f"pass over the model's linear layers, {self.speedup:.2f}x)")
 
 
-def onednn_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_DTYPE_SUPPORT: dict[torch.dtype, bool] = {}
+
+
+def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether this torch build has oneDNN's linear and this CPU runs it in `dtype`, plain and on
+    prepacked weights. oneDNN's bf16 path needs AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT: on an
+    AVX2-only CPU (a 2-core AMD EPYC guest without AVX-512, 12-06) both ops raise in bf16, so a bf16
+    engine must run aten there. Tried once per dtype and process on a tiny product."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return False
+    if dtype not in _DTYPE_SUPPORT:
+        try:
+            w, x = torch.ones(8, 16, dtype=dtype), torch.ones(2, 16, dtype=dtype)
+            _onednn(x, w, None)
+            _onednn(x, pack_weight(w, 2), None)
+            _DTYPE_SUPPORT[dtype] = True
+        except RuntimeError:
+            _DTYPE_SUPPORT[dtype] = False
+    return _DTYPE_SUPPORT[dtype]
 
 
 def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -206,7 +223,7 @@ class PackedWeights:
     def __init__(self, layers: list[torch.nn.Linear], rows: int):
         # plain CPU tensors only (a sharded DTensor weight stays with F.linear)
         self.layers = [m for m in layers if type(m.weight.data) is torch.Tensor and m.weight.device.type == "cpu"
-                       and m.weight.dtype in (torch.float32, torch.bfloat16)]
+                       and m.weight.dtype in (torch.float32, torch.bfloat16) and onednn_available(m.weight.dtype)]
         self.rows = rows
         self._packed: dict[int, tuple[tuple, torch.Tensor]] = {}  # id(layer) -> (weight state, packed)
 
@@ -342,18 +359,24 @@ def choose_linear_kernel(model: torch.nn.Module, device: str, width: int, kernel
 
     if kernel in (None, "auto"):
         kernel = os.environ.get("SAESSAK_LINEAR_KERNEL") or "auto"
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     if kernel != "auto":
         if kernel not in KERNELS:
             raise ValueError(f"linear kernel {kernel!r}: auto or one of {KERNELS}")
+        if kernel == "onednn" and str(device).startswith("cpu") and not onednn_available(dtype):
+            from saessak.errors import UserError
+
+            raise UserError(f"linear kernel onednn: this CPU or torch build cannot run oneDNN's linear in "
+                            f"{str(dtype).removeprefix('torch.')} (bf16 needs AVX-512 or AVX-NE-CONVERT); "
+                            f"use aten or auto")
         return KernelChoice(kernel, "given")
     if not str(device).startswith("cpu"):
         return KernelChoice("aten", "not-cpu")
-    if not onednn_available():
+    if not onednn_available(dtype):
         return KernelChoice("aten", "unavailable")
     if (not distributed_ok and torch.distributed.is_available() and torch.distributed.is_initialized()
             and torch.distributed.get_world_size() > 1):
         return KernelChoice("aten", "distributed")
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     shapes = linear_shapes(model)
     if not shapes:
         return KernelChoice("aten", "no linear layers")
