@@ -91,7 +91,10 @@ def peak_flops(device: str = "cpu", dtype: str = "bf16", seconds: float = 0.4) -
     """Measured dense matmul peak (FLOP/s) of this process's device and threads, in `dtype`.
 
     The best of a few square sizes, each timed for `seconds`; MFU = achieved / this. Measuring
-    (instead of a datasheet figure) keeps MFU honest on shared or virtualised CPUs.
+    (instead of a datasheet figure) keeps MFU honest on shared or virtualised CPUs. A size whose
+    first product already takes `seconds` is measured by that product and ends the search: on an
+    AVX2-only AMD EPYC bf16 ran at 3 GFLOP/s, a 2048 product took about 6 s, and the fixed warm-up
+    and window made one call take about 3 minutes.
     """
     tdtype = torch.bfloat16 if dtype == "bf16" else torch.float32
     dev = torch.device(device)
@@ -100,8 +103,15 @@ def peak_flops(device: str = "cpu", dtype: str = "bf16", seconds: float = 0.4) -
     for n in sizes:
         a = torch.randn(n, n, dtype=tdtype, device=dev)
         b = torch.randn(n, n, dtype=tdtype, device=dev)
-        for _ in range(2):
-            a @ b
+        _sync(dev)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(dev)
+        first = time.perf_counter() - t0
+        if first >= seconds:
+            best = max(best, 2 * n**3 / first)
+            break
+        a @ b
         _sync(dev)
         count, t0 = 0, time.perf_counter()
         while True:
