@@ -94,6 +94,18 @@ def rl_budget_now(plan: dict, elapsed_s: float) -> float | None:
     return budget
 
 
+def sft_budget_now(plan: dict, elapsed_s: float) -> float | None:
+    """SFT's wall-time budget when it starts: the latest it may end and still leave RL the plan's
+    minimum and the evaluations their estimate. SFT keeps its planned steps when they fit and cuts
+    them, once its warm-up has timed them, when they do not (saessak/sft/stage.py)."""
+    if plan.get("min_rl_s") is None:
+        return None
+    left = plan["budget_s"] * plan["safety"] - elapsed_s - plan["reserve_after_rl_s"] - plan["min_rl_s"]
+    budget = round(max(0.0, left), 1)
+    plan["sft_reset"] = {"elapsed_s": round(elapsed_s, 1), "sft_time_budget_s": budget}
+    return budget
+
+
 def _planned(run: RunFolder, preset: str, budget_min: float) -> dict | None:
     got = read_json_or_none(run.root / "plan.json")
     ok = isinstance(got, dict) and got.get("preset") == preset and got.get("budget_s") == round(budget_min * 60.0, 1)
@@ -126,8 +138,16 @@ def plan(run_dir: str, preset: str, sources: str | None = None, budget_min: floa
         by_name = {s.name: s for s in steps}
 
         def sft_steps(elapsed: float) -> list[str]:
-            got = _planned(run, preset, budget_min) or {}
-            return ["--max-steps", str(got["sft_max_steps"])] if got.get("sft_max_steps") else []
+            got = _planned(run, preset, budget_min)
+            if not got or not got.get("sft_max_steps"):
+                return []
+            argv = ["--max-steps", str(got["sft_max_steps"])]
+            # a resumed SFT keeps the budget its first attempt was given (its checkpoint keeps the count)
+            seconds = (got.get("sft_reset") or {}).get("sft_time_budget_s")
+            if seconds is None:
+                seconds = sft_budget_now(got, elapsed)
+                write_json(run.root / "plan.json", got)
+            return argv + (["--time-budget", str(seconds)] if seconds is not None else [])
 
         def rl_budget(elapsed: float) -> list[str]:
             got = _planned(run, preset, budget_min)

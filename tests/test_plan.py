@@ -9,7 +9,7 @@ import pytest
 import saessak.cli
 from saessak.report import plan as planning
 from saessak.errors import UserError
-from saessak.speedrun import rl_budget_now, speedrun
+from saessak.speedrun import rl_budget_now, sft_budget_now, speedrun
 from tests.test_speedrun import FakeStages
 
 
@@ -69,6 +69,26 @@ def test_rl_budget_is_reset_from_the_time_actually_left(machine):
     assert rl_budget_now(dict(p), elapsed_s=5000.0) == planning.MIN_RL_S  # RL keeps a minimum
 
 
+def test_sft_budget_leaves_rl_its_minimum_and_the_evals_their_estimate(machine):
+    p = planning.make_plan("cpu-tiny", 20, log=lambda *_: None).to_dict()
+    got = dict(p)
+    budget = sft_budget_now(got, elapsed_s=240.0)
+    assert budget == pytest.approx(1200 * planning.SAFETY - 240.0 - p["reserve_after_rl_s"] - planning.MIN_RL_S, abs=0.1)
+    assert got["sft_reset"] == {"elapsed_s": 240.0, "sft_time_budget_s": budget}
+    assert sft_budget_now(dict(p), elapsed_s=5000.0) == 0.0  # nothing left: SFT runs its minimum
+
+
+@pytest.mark.parametrize("budget, elapsed, step_s, val_s, want", [
+    (900.0, 40.0, 1.0, 5.0, 800),  # 780 more steps x (1 + 5/100) + 5 = 824 s fit in 860: no cut
+    (600.0, 40.0, 1.0, 5.0, 20 + int((600 - 40 - 5) // 1.05)),  # cut to what fits
+    (10.0, 40.0, 1.0, 5.0, 21),  # over already: one more step, never fewer than one
+])
+def test_steps_within_counts_the_validation_passes(budget, elapsed, step_s, val_s, want):
+    from saessak.sft.stage import steps_within
+
+    assert steps_within(budget, elapsed, 20, 800, step_s, val_s, 100) == want
+
+
 def test_speedrun_passes_the_plan_to_sft_and_rl_and_keeps_it(tmp_path, monkeypatch, machine):
     machine["sft"] = 2.0
     run = str(tmp_path / "r")
@@ -79,13 +99,17 @@ def test_speedrun_passes_the_plan_to_sft_and_rl_and_keeps_it(tmp_path, monkeypat
     assert fake.calls[0][:2] == ["plan", "--run"]  # the plan comes first
     saved = json.loads((tmp_path / "r" / "plan.json").read_text())
     calls = {c[0]: c for c in fake.calls}
-    assert calls["sft"][-2:] == ["--max-steps", str(saved["sft_max_steps"])] and saved["sft_max_steps"] < 800
+    assert calls["sft"][-4:-2] == ["--max-steps", str(saved["sft_max_steps"])] and saved["sft_max_steps"] < 800
+    assert calls["sft"][-2:] == ["--time-budget", str(saved["sft_reset"]["sft_time_budget_s"])]
     assert calls["rl"][calls["rl"].index("--time-budget") + 1] == str(saved["rl_reset"]["rl_time_budget_s"])
     # a second speedrun reads the plan back instead of measuring again
     machine["sft"] = 0.01
     fake.calls.clear()
     speedrun(run, "cpu-tiny", from_stage="sft", log=lambda *_: None)
-    assert {c[0]: c for c in fake.calls}["sft"][-3:-1] == ["--max-steps", str(saved["sft_max_steps"])]
+    again = {c[0]: c for c in fake.calls}["sft"]
+    assert again[again.index("--max-steps") + 1] == str(saved["sft_max_steps"])
+    # and the budget SFT was first given (a resumed SFT keeps its count; it is not re-timed)
+    assert again[again.index("--time-budget") + 1] == str(saved["sft_reset"]["sft_time_budget_s"])
     # --budget-min 0: the recipe as it is, no plan
     plain_fake = PlanningStages(str(tmp_path / "r0"))
     monkeypatch.setattr(saessak.cli, "main", plain_fake)

@@ -165,6 +165,30 @@ def test_compiled_sft_trains_the_same_model_as_eager(tmp_path):
     assert losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-4)
 
 
+def test_a_time_budget_cuts_the_steps_at_the_end_of_warm_up_and_sets_the_schedule_for_them(tmp_path):
+    """A machine slower than the plan assumed: SFT times its warm-up steps and a validation pass and
+    cuts its step count to what fits (a budget already spent: one step more); the cosine decay then
+    ends at the new last step. A budget with room leaves the count alone."""
+    from saessak.runfolder import RunFolder
+    from saessak.sft.stage import run_sft
+    from saessak.training.optim import lr_at
+
+    run = make_run(tmp_path / "cut")
+    summary = run_sft(str(run), max_steps=200, warmup_steps=4, lr=1e-3, min_lr_ratio=0.1, time_budget_s=0.0,
+                      log=lambda *a: None)
+    rows = read_jsonl(RunFolder(run).stage_dir("sft") / "metrics.jsonl")
+    assert summary["steps"] == 5 and [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    cut = summary["time_budget"]
+    assert (cut["at_step"], cut["from"], cut["to"]) == (4, 200, 5) and cut["step_s"] > 0 and cut["val_s"] > 0
+    assert "val_loss" in rows[3] and "val_loss" in rows[4]  # the timed pass, and the last step's
+    assert rows[4]["lr"] == pytest.approx(lr_at(4, 5, 1e-3, 4, 0.1))
+    assert RunFolder(run).is_done("sft")
+
+    roomy = make_run(tmp_path / "roomy")
+    summary = run_sft(str(roomy), max_steps=12, warmup_steps=4, time_budget_s=1e6, log=lambda *a: None)
+    assert summary["steps"] == 12 and summary["time_budget"]["to"] == 12
+
+
 def test_sft_cli_errors(tmp_path, capsys):
     from saessak.cli import main
 

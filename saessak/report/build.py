@@ -120,6 +120,8 @@ def build_report(run_dir: str | os.PathLike, prices: str | os.PathLike | None = 
         "speedrun": read_json_or_none(run.root / "speedrun.json"),
         # The speedrun's time plan (saessak/report/plan.py) and the precision each stage measured and chose.
         "plan": read_json_or_none(run.root / "plan.json"),
+        # SFT's time budget applied at the end of its warm-up (saessak/sft/stage.py), if it had one.
+        "sft_time_budget": (read_json_or_none(run.done_path("sft")) or {}).get("time_budget"),
         "precision": precision_section(records),
         "git_commit": git_commit(),
         "saessak_version": __version__,

@@ -112,6 +112,16 @@ def speed_lines(r: dict) -> list[str]:
                 f"(recipe {fmt(rec.get('rl_time_budget_s'))} s"
                 + (f"; re-set when RL started, {fmt(plan['rl_reset']['elapsed_s'], 0)} s into the run"
                    if plan.get("rl_reset") else "") + ")."]
+        cut, sft_reset = r.get("sft_time_budget"), plan.get("sft_reset")
+        if sft_reset:
+            line = (f"SFT's deadline: {fmt(sft_reset.get('sft_time_budget_s'), 0)} s, set when SFT started "
+                    f"{fmt(sft_reset.get('elapsed_s'), 0)} s into the run (it leaves RL its minimum)")
+            if isinstance(cut, dict):
+                line += (f"; at step {fmt(cut.get('at_step'))} SFT measured {fmt(cut.get('step_s'), 3)} s a step and "
+                         f"{fmt(cut.get('val_s'), 1)} s a validation pass and "
+                         + (f"cut its steps from {fmt(cut.get('from'))} to {fmt(cut.get('to'))}"
+                            if cut.get("to") != cut.get("from") else f"kept its {fmt(cut.get('from'))} steps"))
+            out.append(line + ".")
     return out
 
 

@@ -19,6 +19,14 @@ says to expect a weaker model). RL's budget is re-set when RL starts, from the w
 left (so an estimate that was off is corrected before the last training stage), never above the
 recipe's nor below MIN_RL_S. RL's budget counts wall seconds on every machine.
 
+SFT gets a deadline too, set when it starts (`saessak.speedrun.sft_budget_now`): the latest it may
+end and still leave RL MIN_RL_S and the evaluations their estimate. At the end of its warm-up it
+times its own steps (compiled, on this machine) and a validation pass and cuts its step count if
+the rest would not fit (saessak/sft/stage.py `steps_within`). The plan's SFT estimate divides the
+probe's eager step by 1.3 for compilation, measured on the Zen 4 host in bf16; on an AVX2-only EPYC
+in fp32 compilation gained 1.13x, SFT took 851 s where 695 s were planned, and the run ended 35 s
+past 20 minutes with RL at its minimum (12-06). The deadline catches such an error where it arises.
+
 `saessak plan --run RUN --preset P [--budget-min M] [--force]` writes RUN/plan.json; the speedrun runs
 it first (when its preset has a budget), gives SFT the planned `--max-steps`, and re-sets RL's
 `--time-budget` from the plan's figures and the time actually spent when RL starts
@@ -61,6 +69,7 @@ class Plan:
     sft_max_steps: int | None = None
     rl_time_budget_s: float | None = None  # set when planned; re-set when RL starts (rl_reset)
     rl_reset: dict[str, Any] | None = None
+    sft_reset: dict[str, Any] | None = None  # SFT's deadline, set when SFT starts (saessak.speedrun.sft_budget_now)
     note: str = ""
     # What the speedrun needs to re-set RL's budget when RL starts (it reads plan.json, not this module)
     safety: float = SAFETY

@@ -41,12 +41,17 @@ class SFTConfig(LoraSettings):
     bias_update_speed: float | None = setting(
         None, "deepseek: router bias step per optimizer step in this stage (aux-loss-free balancing on "
                       "its batches; default: the model's own, as pretrained; 0 freezes the routing)")
+    time_budget_s: float | None = setting(
+        None, "wall seconds for the stage from its start: at the end of the warm-up it times its steps and "
+              "a validation pass and cuts max_steps (never raises it) so that the rest ends within this; the "
+              "LR schedule is then set for the new count (the speedrun's time plan gives it)",
+        flag="--time-budget")
 
     def validate(self, world: int = 1) -> None:
         check_min(self, ("max_steps", "batch_size", "seq_len", "eval_every", "ckpt_every"), 1, "must be at least 1")
         if self.batch_size % world:
             raise UserError(f"sft batch_size {self.batch_size}: not divisible by the {world} processes")
-        check_min(self, ("bias_update_speed",), 0, "must be 0 or more")
+        check_min(self, ("bias_update_speed", "time_budget_s"), 0, "must be 0 or more")
         if not 0 < self.val_fraction < 1:
             raise UserError(f"--val-fraction {self.val_fraction}: must be between 0 and 1")
         bad = [lvl for lvl in self.level_weights if lvl not in LEVELS]

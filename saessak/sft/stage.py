@@ -60,12 +60,23 @@ def build_conversations(cfg: SFTConfig, data_file=None, hf_dataset=None, tasks_a
     return convs
 
 
+def steps_within(budget_s: float, elapsed_s: float, step: int, max_steps: int, step_s: float, val_s: float,
+                 eval_every: int) -> int:
+    """The most steps (at most `max_steps`, at least `step` + 1) whose rest ends within `budget_s`
+    wall seconds, `elapsed_s` having passed at `step`: each further step costs `step_s` and every
+    `eval_every`-th step, and the last, a validation pass of `val_s`."""
+    per_step = step_s + val_s / eval_every
+    more = int((budget_s - elapsed_s - val_s) // per_step) if per_step > 0 else max_steps
+    return max(step + 1, min(max_steps, step + more))
+
+
 def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None, *, resume: bool = False,
             force: bool = False, keep_pii: bool = False, tasks_api=None, log=print, parallel: Parallel | None = None,
             **overrides: Any) -> dict:
     """Run (or resume, or skip) SFT; `overrides` are SFTConfig fields by name (None: the recipe's).
     `keep_pii` trains on the user's data without masking personal data (warned, recorded);
     `parallel` is --fsdp and --activation-checkpointing (saessak/training/parallel.py)."""
+    t_stage = time.perf_counter()
     rf = RunFolder(run)
     if (done := completed(rf, "sft", force, log)) is not None:
         return done
@@ -108,10 +119,18 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
         log(f"sft: linear kernel {kernel.describe()} ({per_rank_rows} rows per micro-batch)")
         opt = build_optimizer(model, cfg.lr, cfg.weight_decay)
         step, tokens_trained = 0, 0
+        max_steps, resized = cfg.max_steps, None
         state = st.restore(model, opt)
         if state is not None:
             step, tokens_trained = state["step"], state["tokens_trained"]
+            # a count cut by the time budget stays cut: the LR schedule was set for it
+            max_steps, resized = min(cfg.max_steps, state.get("max_steps", cfg.max_steps)), state.get("resized")
             log(f"sft: resuming from {st.resume_from} (step {step})")
+        # The time budget is applied once, at the end of the warm-up (the cosine decay has not begun,
+        # so the schedule set for a new count is the same so far), from the steps timed after the first
+        # (which compiles) and one validation pass.
+        size_at = min(max(cfg.warmup_steps, 3), max_steps - 1) if cfg.time_budget_s is not None else None
+        step_times: list[float] = []
         step_before, tokens_before = step, tokens_trained  # what earlier attempts did (the ledger counts each attempt)
         router = RouterTail(cfg.max_steps // 10) if is_deepseek(model) else None  # routing, last 10 % of steps
         if router is None and cfg.bias_update_speed is not None:
@@ -151,7 +170,7 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
 
         t_loop = time.perf_counter()
         rec: dict = {}
-        while step < cfg.max_steps:
+        while step < max_steps:
             t0 = time.perf_counter()
             # Deterministic order from (seed, epoch): resuming at `step` sees the same batches.
             rows_per_epoch = len(train_rows) // cfg.batch_size
@@ -159,7 +178,7 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
             order = torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(cfg.seed + epoch))
             batch_idx = order[pos * cfg.batch_size: (pos + 1) * cfg.batch_size]
             rows = train_rows.batch(batch_idx[info.rank * per_rank: (info.rank + 1) * per_rank])
-            lr = lr_at(step, cfg.max_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
+            lr = lr_at(step, max_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
             set_lr(opt, lr)
             loss_sum, n_local = loss_on(rows)
             # Normalise by the trained tokens of the whole global batch, so every token weighs the same.
@@ -177,23 +196,42 @@ def run_sft(run: str, preset: str | None = None, data_file=None, hf_dataset=None
             (loss_global,) = all_reduce_sum([float(loss_sum.detach())], info)
             rec = {"step": step, "loss": loss_global / max(1.0, n_global), "lr": lr, "grad_norm": float(gnorm),
                    "trained_tokens": int(n_global), "step_s": round(time.perf_counter() - t0, 4)}
-            if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            if step > step_before + 1:
+                step_times.append(rec["step_s"])
+            if step == size_at and resized is None and step_times:
+                t_val = time.perf_counter()
                 rec["val_loss"] = val_loss()
+                val_s = time.perf_counter() - t_val
+                step_s = sorted(step_times)[len(step_times) // 2]
+                fit = steps_within(cfg.time_budget_s, time.perf_counter() - t_stage, step, max_steps, step_s, val_s,
+                                   cfg.eval_every)
+                (fit,) = all_reduce_sum([fit if info.is_main else 0], info)  # rank 0's count, on every rank
+                resized = {"at_step": step, "from": max_steps, "to": int(fit), "step_s": round(step_s, 4),
+                           "val_s": round(val_s, 3), "time_budget_s": cfg.time_budget_s,
+                           "elapsed_s": round(time.perf_counter() - t_stage, 1)}
+                if fit < max_steps:
+                    log(f"sft: time budget {cfg.time_budget_s:g}s: {max_steps} steps at {step_s:.3f} s a step would "
+                        f"not fit; cut to {int(fit)} (LR schedule set for {int(fit)})")
+                max_steps = int(fit)
+            if step % cfg.eval_every == 0 or step == max_steps:
+                if "val_loss" not in rec:
+                    rec["val_loss"] = val_loss()
                 if router is not None:
                     rec["router"] = router_metrics(model)
-                log(f"sft step {step}/{cfg.max_steps} loss {rec['loss']:.4f} val {rec['val_loss']:.4f} lr {lr:.2e}")
+                log(f"sft step {step}/{max_steps} loss {rec['loss']:.4f} val {rec['val_loss']:.4f} lr {lr:.2e}")
             st.metrics.log(rec)
             st.progress(steps=step - step_before, tokens=tokens_trained - tokens_before,
                         flops=flops_per_token * (tokens_trained - tokens_before))
-            if step % cfg.ckpt_every == 0 and step < cfg.max_steps:
-                st.checkpoint(step, model, opt, {"tokens_trained": tokens_trained})
+            if step % cfg.ckpt_every == 0 and step < max_steps:
+                st.checkpoint(step, model, opt, {"tokens_trained": tokens_trained, "max_steps": max_steps,
+                                                 "resized": resized})
             barrier(info)
 
         summary = {"preset": preset, "steps": step, "tokens": tokens_trained,
                    "final_loss": rec.get("loss"), "final_val_loss": rec.get("val_loss"),
                    "conversations": len(convs), "train_rows": len(train_rows), "pii": door.record(),
                    "config": dataclasses.asdict(cfg), "precision": precision.facts(),
-                   "linear_kernel": kernel.facts(),
+                   "linear_kernel": kernel.facts(), "max_steps": max_steps, "time_budget": resized,
                    "loop_s": round(time.perf_counter() - t_loop, 2)}
         moe_facts = router.summary(model) if router is not None else {}
         summary.update(moe_facts)
