@@ -130,7 +130,13 @@ def test_ctrl_c_stops_a_reply_then_exits(tmp_path):
         proc.stdin.write("아주 길게 말해 줘\n".encode())
         proc.stdin.flush()
         wait_for("새싹> ")
-        time.sleep(0.3)  # the reply is streaming
+        # Signal as soon as the reply is streaming: a fixed wait (0.3 s) let a fast machine finish all
+        # 1,900 tokens first, and the test then waited for a "(멈춤)" that could not come.
+        start = bytes(buf).index("새싹> ".encode())
+        deadline = time.time() + 60
+        while len(buf) < start + 64:
+            assert time.time() < deadline and proc.poll() is None, bytes(buf).decode(errors="replace")
+            time.sleep(0.005)
         proc.send_signal(signal.SIGINT)
         wait_for("(멈춤)")
         wait_for("나> ", count=2)  # back at the prompt
