@@ -115,7 +115,10 @@ def test_ctrl_c_stops_a_reply_then_exits(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
     proc = subprocess.Popen([sys.executable, "-m", "saessak", "chat", "--model", str(ckpt), "--max-tokens", "1900",
                              "--threads", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, cwd=REPO, env=env)
+                            stderr=subprocess.PIPE, cwd=REPO, env=env,
+                            # a suite started in the background (`cmd &` in a script) ignores SIGINT, and
+                            # the child would inherit that: give it the default, as a terminal would
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     buf = bytearray()
     threading.Thread(target=lambda: [buf.extend(b) for b in iter(lambda: proc.stdout.read1(4096), b"")],
                      daemon=True).start()
