@@ -61,8 +61,12 @@ def test_a_much_slower_machine_cuts_sft_and_says_so(machine):
 def test_rl_budget_is_reset_from_the_time_actually_left(machine):
     machine["sft"] = 0.8
     p = planning.make_plan("cpu-tiny", 20, log=lambda *_: None).to_dict()
-    on_time = rl_budget_now(dict(p), elapsed_s=100.0)
-    assert on_time == p["rl_time_budget_s"]  # never more than planned
+    assert p["rl_time_budget_s"] < p["recipe"]["rl_time_budget_s"]  # the plan shortened RL
+    early = rl_budget_now(dict(p), elapsed_s=100.0)  # earlier stages ran faster than planned
+    assert early == p["recipe"]["rl_time_budget_s"]  # RL gets the time they left, up to the recipe's
+    left = 1200 * planning.SAFETY - p["reserve_after_rl_s"]
+    ahead = rl_budget_now(dict(p), elapsed_s=left - p["rl_time_budget_s"] - 50.0)
+    assert ahead == pytest.approx(p["rl_time_budget_s"] + 50.0, abs=0.1)  # above the planned figure
     late_plan = dict(p)
     late = rl_budget_now(late_plan, elapsed_s=900.0)  # earlier stages ran long
     assert late < p["rl_time_budget_s"] and late_plan["rl_reset"]["elapsed_s"] == 900.0

@@ -123,11 +123,14 @@ def test_ctrl_c_stops_a_reply_then_exits(tmp_path):
     threading.Thread(target=lambda: [buf.extend(b) for b in iter(lambda: proc.stdout.read1(4096), b"")],
                      daemon=True).start()
 
-    def wait_for(text: str, count: int = 1, timeout: float = 60) -> None:
+    def wait_until(done, timeout: float = 60, poll: float = 0.02) -> None:
         deadline = time.time() + timeout
-        while bytes(buf).count(text.encode()) < count:
+        while not done():
             assert time.time() < deadline and proc.poll() is None, bytes(buf).decode(errors="replace")
-            time.sleep(0.02)
+            time.sleep(poll)
+
+    def wait_for(text: str, count: int = 1) -> None:
+        wait_until(lambda: bytes(buf).count(text.encode()) >= count)
 
     try:
         proc.stdin.write("아주 길게 말해 줘\n".encode())
@@ -136,10 +139,7 @@ def test_ctrl_c_stops_a_reply_then_exits(tmp_path):
         # Signal as soon as the reply is streaming: a fixed wait (0.3 s) let a fast machine finish all
         # 1,900 tokens first, and the test then waited for a "(멈춤)" that could not come.
         start = bytes(buf).index("새싹> ".encode())
-        deadline = time.time() + 60
-        while len(buf) < start + 64:
-            assert time.time() < deadline and proc.poll() is None, bytes(buf).decode(errors="replace")
-            time.sleep(0.005)
+        wait_until(lambda: len(buf) >= start + 64, poll=0.005)
         proc.send_signal(signal.SIGINT)
         wait_for("(멈춤)")
         wait_for("나> ", count=2)  # back at the prompt
