@@ -97,8 +97,7 @@ def rl_budget_now(plan: dict, elapsed_s: float) -> float | None:
     if plan.get("rl_time_budget_s") is None:
         return None
     left = _left(plan, elapsed_s)
-    cap = (plan.get("recipe") or {}).get("rl_time_budget_s") or plan["rl_time_budget_s"]
-    budget = round(min(cap, max(plan["min_rl_s"], left)), 1)
+    budget = round(min(plan["recipe"]["rl_time_budget_s"], max(plan["min_rl_s"], left)), 1)
     plan["rl_reset"] = {"elapsed_s": round(elapsed_s, 1), "left_s": round(left, 1), "rl_time_budget_s": budget}
     return budget
 
