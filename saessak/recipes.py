@@ -179,7 +179,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            sft=_frozen(max_steps=800, batch_size=16, seq_len=256, lr=1.5e-3, warmup_steps=20,
                        task_items_per_family=4000, identity_items=200, eval_every=100, ckpt_every=50, compile=True),
            # max_steps is only a ceiling: the time budget ends RL (the speedrun gives it what its 20
-           # minutes leave; 600 s ran 396 steps on a fast Zen 4 host, so 500 would have cut a longer budget)
+           # minutes leave; 600 s ran 419 steps on a fast Zen 4 host, 753 s 559, so 500 would have cut it)
            rl=_frozen(max_steps=2000, prompts_per_step=8, num_generations=8, learning_rate=5e-5, beta=0.2,
                       temperature=0.7, start_level=1, raise_at=0.7,
                       reward_weights=MappingProxyType({"correctness": 1.0, "format": 0.1, "korean_consistency": 0.0}),
