@@ -204,9 +204,10 @@ def make_plan(preset: str, budget_min: float, log=print) -> Plan:
     room = plan.budget_s * SAFETY - FIXED_S - est_pretrain - est_eval
     steps_fit = int((room - MIN_RL_S - compile_s) / step_s) if step_s > 0 else sft.max_steps
     if est_sft + est_rl <= room or (est_sft + est_rl <= 0):
-        # RL gets all the budget leaves, not only the recipe's figure: on a fast machine that is more.
+        # RL gets all the budget leaves (at least the recipe's figure, as the recipe fits): on a fast
+        # machine that is more.
         plan.note = "the recipe fits the budget on this machine; RL gets the rest of it"
-        plan.sft_max_steps, rl_s = sft.max_steps, max(est_rl, room - est_sft)
+        plan.sft_max_steps, rl_s = sft.max_steps, room - est_sft
     elif steps_fit >= sft.max_steps:
         # SFT keeps its length: cut short, it loses skills abruptly (spacing level 3 fell from 76 % to
         # 3 % at 601 of 800 steps; docs/RESULTS.md). RL's budget takes the squeeze.
