@@ -381,7 +381,12 @@ class StageTimer:
         self.ended = True
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            try:
+                self._thread.join()
+            except RuntimeError:
+                # A SIGTERM inside Thread.start(): the heartbeat thread never started, or starts now,
+                # sees the stop set and writes nothing; the attempt still ends as interrupted.
+                pass
         self.progress(**facts)
         record = self._snapshot(status)
         if error is not None:

@@ -81,6 +81,24 @@ def test_an_attempt_that_raises_keeps_its_status_and_error_class(tmp_path, error
         assert rec["error_message"] == "bad input: x.jsonl line 3"
 
 
+def test_a_sigterm_while_the_heartbeat_thread_starts_still_ends_the_attempt_interrupted(tmp_path, monkeypatch):
+    # The window a real SIGTERM hit once: after the start record, inside Thread.start(), where the
+    # thread cannot be joined. The attempt must end as interrupted, not raise RuntimeError and be
+    # left `running` (read as killed).
+    import threading
+
+    from saessak.ledger import Terminated
+
+    def start_interrupted(self):
+        raise Terminated("signal 15 (SIGTERM)")
+
+    monkeypatch.setattr(threading.Thread, "start", start_interrupted)
+    with pytest.raises(Terminated):
+        StageTimer(tmp_path, "sft", heartbeat_s=60)
+    [rec] = read_ledger(tmp_path)
+    assert rec["status"] == "interrupted" and rec["error"] == "Terminated"
+
+
 def test_heartbeat_interval_comes_from_the_environment_and_bad_values_are_named(monkeypatch, tmp_path):
     monkeypatch.setenv("SAESSAK_HEARTBEAT_S", "0.25")
     assert heartbeat_interval() == 0.25
